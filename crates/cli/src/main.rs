@@ -1,0 +1,139 @@
+//! `trailwatch`: the server binary and its admin commands.
+//!
+//! `trailwatch serve` opens the data directory (embedded storage by default),
+//! loads or creates the root credentials, and serves every AWS protocol on one
+//! port until SIGINT or SIGTERM, then flushes and fsyncs before exiting.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use trailwatch_core::identity::{CredentialSource, KeyRing, RootCredentials};
+use trailwatch_server::{App, AppConfig};
+use trailwatch_types::{Clock, SystemClock};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trailwatch",
+    version,
+    about = "Self-hosted AWS-compatible audit trail and monitoring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4600", env = "TRAILWATCH_LISTEN")]
+    listen: SocketAddr,
+    /// Data directory of the embedded storage.
+    #[arg(long, default_value = "./trailwatch-data", env = "TRAILWATCH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Region of requests that carry none.
+    #[arg(long, default_value = "us-east-1", env = "TRAILWATCH_REGION")]
+    region: String,
+    /// Write the bound address to this file once listening (for tests and
+    /// supervisors; useful with `--listen 127.0.0.1:0`).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)).map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "trailwatch stopped with an error");
+            e
+        }),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let (root, source) =
+        RootCredentials::load_or_create(&args.data_dir, &env).context("load root credentials")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut config = AppConfig::new(&args.data_dir, root.account_id.clone());
+    config.default_region = args.region.clone();
+    let app = App::open(config, clock, KeyRing::with_root(&root)).context("open data directory")?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let local = listener.local_addr().context("read bound address")?;
+    let endpoint = format!("http://{local}");
+    if source == CredentialSource::Generated {
+        // Printed once, on first start; the file in the data directory keeps them.
+        println!(
+            "# trailwatch root credentials (stored in {}):",
+            args.data_dir.join("root-credentials.json").display()
+        );
+        println!("export AWS_ACCESS_KEY_ID={}", root.access_key_id);
+        println!("export AWS_SECRET_ACCESS_KEY={}", root.secret_access_key);
+        println!("export AWS_ENDPOINT_URL={endpoint}");
+        println!("export AWS_DEFAULT_REGION={}", args.region);
+    }
+    tracing::info!(endpoint = %endpoint, account = %root.account_id, data_dir = %args.data_dir.display(), "trailwatch listening");
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, local.to_string())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+
+    let router = trailwatch_server::router(app.clone());
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serve")?;
+    tracing::info!("shutting down: flushing storage");
+    app.shutdown().await;
+    tracing::info!("trailwatch stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

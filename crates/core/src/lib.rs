@@ -1,0 +1,12 @@
+//! Domain services of trailwatch, free of HTTP and wire formats.
+//!
+//! - [`identity`]: accounts, access keys and the principals they stand for.
+//! - [`audit`]: the CloudTrail record of every call, its classification, its
+//!   durable store and LookupEvents over it.
+//!
+//! Invariants: services read time only through `trailwatch_types::Clock`; every
+//! durable write goes through the storage WAL; nothing here names an HTTP type.
+
+pub mod audit;
+pub mod identity;
+pub mod token;

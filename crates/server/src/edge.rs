@@ -1,0 +1,534 @@
+//! The request pipeline (`spec/protocols.md` §15): hash the raw body → decode
+//! content → classify → verify SigV4 → decode input → dispatch → render → append
+//! the audit record → answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use bytes::Bytes;
+use trailwatch_core::audit::{classify_operation, CallRecord};
+use trailwatch_core::identity::Principal;
+use trailwatch_protocol::classify::{header, scope_service};
+use trailwatch_protocol::render::{self, Rendered};
+use trailwatch_protocol::sigv4::{self, AuthFailure, SignedParts};
+use trailwatch_protocol::{body, classify, ApiError, Protocol, RequestHead, Route, Service, Value};
+use trailwatch_types::Timestamp;
+
+use crate::app::App;
+use crate::services::{self, CallContext, Outcome};
+
+/// A request as received, independent of the HTTP library.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// Method, uppercase.
+    pub method: String,
+    /// Raw path.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    /// Headers in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Raw body bytes (after de-chunking, before content decoding).
+    pub body: Bytes,
+    /// TCP peer address.
+    pub peer: IpAddr,
+}
+
+/// The answer, independent of the HTTP library.
+#[derive(Debug, Clone)]
+pub struct OutgoingResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers, including `Date` and `x-amzn-RequestId`.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// The request id sent to the client.
+    pub request_id: String,
+}
+
+/// Builds the axum router serving every service at `/`.
+pub fn router(app: Arc<App>) -> axum::Router {
+    axum::Router::new().fallback(axum_entry).with_state(app)
+}
+
+async fn axum_entry(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, incoming_body) = request.into_parts();
+    let limit = app.config.max_body_bytes;
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let head = IncomingRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers,
+        body: Bytes::new(),
+        peer: peer.ip(),
+    };
+    let response = match axum::body::to_bytes(incoming_body, limit).await {
+        Ok(body) => handle(&app, IncomingRequest { body, ..head }).await,
+        Err(_) => too_large(&app, head).await,
+    };
+    let mut builder = http::Response::builder().status(response.status);
+    for (k, v) in &response.headers {
+        builder = builder.header(k, v);
+    }
+    builder
+        .body(axum::body::Body::from(response.body))
+        .unwrap_or_else(|_| http::Response::new(axum::body::Body::empty()))
+}
+
+/// A body over the limit: answered as 413 in the request's protocol, and recorded.
+async fn too_large(app: &App, head: IncomingRequest) -> OutgoingResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let rh = RequestHead {
+        method: &head.method,
+        path: &head.path,
+        query: &head.query,
+        headers: &head.headers,
+    };
+    let (protocol, service, operation) = match classify(&rh, b"") {
+        Ok(route) => (route.protocol, Some(route.service), Some(route.operation)),
+        Err(e) => (e.protocol, e.service, e.operation),
+    };
+    let err = body::too_large();
+    let claim = sigv4::parse(&SignedParts {
+        method: &head.method,
+        path: &head.path,
+        query: &head.query,
+        headers: &head.headers,
+        body_sha256: sigv4::EMPTY_SHA256,
+    });
+    let who = Caller::from_claim(claim.as_ref().ok(), None);
+    finish(
+        app,
+        &head,
+        request_id,
+        protocol,
+        service,
+        operation,
+        who,
+        None,
+        Err(err),
+    )
+    .await
+}
+
+/// Who made the call, as far as we know.
+struct Caller {
+    principal: Option<Principal>,
+    claimed_key: Option<String>,
+    region: Option<String>,
+}
+
+impl Caller {
+    fn from_claim(claim: Option<&sigv4::ClaimedAuth>, principal: Option<Principal>) -> Self {
+        Caller {
+            principal,
+            claimed_key: claim.map(|c| c.access_key_id.clone()),
+            region: claim
+                .map(|c| c.region.clone())
+                .filter(|r| sigv4::is_plausible_region(r)),
+        }
+    }
+
+    fn user_identity(&self) -> serde_json::Value {
+        match (&self.principal, &self.claimed_key) {
+            (Some(p), _) => p.user_identity(),
+            (None, Some(key)) => serde_json::json!({"type": "Unknown", "accessKeyId": key}),
+            (None, None) => serde_json::json!({"type": "Unknown"}),
+        }
+    }
+}
+
+/// Runs one request through the whole pipeline.
+pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let body_sha256 = sigv4::sha256_hex(&req.body);
+    let head = RequestHead {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        headers: &req.headers,
+    };
+    let signed = SignedParts {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        headers: &req.headers,
+        body_sha256: &body_sha256,
+    };
+    let claim = sigv4::parse(&signed);
+
+    // Content decoding comes first because awsQuery is recognised by its body.
+    let decoded = body::decode_content(header(&req.headers, "content-encoding"), &req.body);
+    let classified = classify(&head, decoded.as_deref().unwrap_or(b""));
+    let route = match (classified, decoded) {
+        (Err(e), _) => {
+            let service = e
+                .service
+                .or_else(|| scope_service(&head).and_then(|s| Service::from_signing_name(&s)));
+            let who = Caller::from_claim(claim.as_ref().ok(), None);
+            return finish(
+                app,
+                &req,
+                request_id,
+                e.protocol,
+                service,
+                e.operation,
+                who,
+                None,
+                Err(*e.error),
+            )
+            .await;
+        }
+        (Ok(route), Err(err)) => {
+            let who = Caller::from_claim(claim.as_ref().ok(), None);
+            let Route {
+                protocol,
+                service,
+                operation,
+                ..
+            } = route;
+            return finish(
+                app,
+                &req,
+                request_id,
+                protocol,
+                Some(service),
+                Some(operation),
+                who,
+                None,
+                Err(err),
+            )
+            .await;
+        }
+        (Ok(route), Ok(decoded)) => (route, decoded),
+    };
+    let (route, decoded_body) = route;
+
+    // Authentication, in the order of spec §11.11.
+    let principal = match authenticate(app, &signed, &claim, route.service) {
+        Ok(p) => p,
+        Err(err) => {
+            let who = Caller::from_claim(claim.as_ref().ok(), None);
+            let Route {
+                protocol,
+                service,
+                operation,
+                ..
+            } = route;
+            return finish(
+                app,
+                &req,
+                request_id,
+                protocol,
+                Some(service),
+                Some(operation),
+                who,
+                None,
+                Err(err),
+            )
+            .await;
+        }
+    };
+    let who = Caller::from_claim(claim.as_ref().ok(), Some(principal.clone()));
+    let input = body::decode_input(&route, &decoded_body);
+    let region = who
+        .region
+        .clone()
+        .unwrap_or_else(|| app.config.default_region.clone());
+    let result = match &input {
+        Ok(input) => {
+            let cx = CallContext {
+                principal: &principal,
+                region: &region,
+                request_id: &request_id,
+                now: app.clock.now(),
+            };
+            services::dispatch(app, &cx, &route, input).await
+        }
+        Err(err) => Err(err.clone()),
+    };
+    let Route {
+        protocol,
+        service,
+        operation,
+        ..
+    } = route;
+    finish(
+        app,
+        &req,
+        request_id,
+        protocol,
+        Some(service),
+        Some(operation),
+        who,
+        input.ok(),
+        result,
+    )
+    .await
+}
+
+fn authenticate(
+    app: &App,
+    signed: &SignedParts<'_>,
+    claim: &Result<sigv4::ClaimedAuth, AuthFailure>,
+    service: Service,
+) -> Result<Principal, ApiError> {
+    let claim = claim.clone().map_err(auth_error)?;
+    let key = app
+        .keys
+        .get(&claim.access_key_id)
+        .ok_or_else(|| auth_error(AuthFailure::UnknownKey))?;
+    sigv4::verify(
+        signed,
+        claim,
+        &key.secret_access_key,
+        service.signing_name(),
+        app.clock.now(),
+        app.config.max_skew_secs,
+    )
+    .map_err(auth_error)?;
+    Ok(key.principal.clone())
+}
+
+/// Maps an authentication failure to the per-protocol error of spec §11.11.
+pub fn auth_error(failure: AuthFailure) -> ApiError {
+    match failure {
+        AuthFailure::Missing => ApiError::new(
+            "MissingAuthenticationTokenException",
+            400,
+            "Request is missing Authentication Token",
+        )
+        .with_query_code("MissingAuthenticationToken")
+        .with_query_status(403),
+        AuthFailure::Incomplete(message) => {
+            ApiError::new("IncompleteSignatureException", 400, message)
+                .with_query_code("IncompleteSignature")
+        }
+        AuthFailure::UnknownKey => ApiError::new(
+            "UnrecognizedClientException",
+            400,
+            "The security token included in the request is invalid.",
+        )
+        .with_query_code("InvalidClientTokenId")
+        .with_query_status(403),
+        AuthFailure::Mismatch(message) | AuthFailure::Skew(message) => {
+            ApiError::new("InvalidSignatureException", 400, message)
+                .with_query_code("SignatureDoesNotMatch")
+                .with_query_status(403)
+        }
+        AuthFailure::Expired => ApiError::new("RequestExpired", 400, "Request has expired."),
+    }
+}
+
+/// Data-plane payloads never enter records (`spec/cloudtrail.md` §1.6, §8).
+const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+
+fn request_parameters(operation: &str, input: &Value) -> Option<serde_json::Value> {
+    if input.members().is_empty() {
+        return None;
+    }
+    let mut json = input.to_record_json();
+    let hide = |json: &mut serde_json::Value, path: &[&str]| {
+        hide_path(json, path);
+    };
+    match operation {
+        "PutMetricData" => {
+            for field in ["value", "values", "counts", "statisticValues"] {
+                hide(&mut json, &["metricData", "*", field]);
+                hide(
+                    &mut json,
+                    &["entityMetricData", "*", "metricData", "*", field],
+                );
+            }
+        }
+        "PutLogEvents" => hide(&mut json, &["logEvents"]),
+        "PutAuditEvents" => hide(&mut json, &["auditEvents"]),
+        "Publish" => hide(&mut json, &["message"]),
+        _ => {}
+    }
+    Some(json)
+}
+
+fn hide_path(json: &mut serde_json::Value, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    match (json, *first) {
+        (serde_json::Value::Array(items), "*") => {
+            for item in items {
+                hide_path(item, rest);
+            }
+        }
+        (serde_json::Value::Object(members), name) => {
+            if rest.is_empty() {
+                if let Some(slot) = members.get_mut(name) {
+                    *slot = serde_json::Value::String(HIDDEN.to_owned());
+                }
+            } else if let Some(child) = members.get_mut(name) {
+                hide_path(child, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Renders the answer, appends the audit record, and returns what to send.
+#[allow(clippy::too_many_arguments)] // one call site per pipeline exit; a struct would only rename them
+async fn finish(
+    app: &App,
+    req: &IncomingRequest,
+    request_id: String,
+    protocol: Protocol,
+    service: Option<Service>,
+    operation: Option<String>,
+    who: Caller,
+    input: Option<Value>,
+    result: Result<Outcome, ApiError>,
+) -> OutgoingResponse {
+    let operation_name = operation.clone().unwrap_or_default();
+    let rendered = match &result {
+        Ok(outcome) => render::success(
+            protocol,
+            service.unwrap_or(Service::CloudWatch),
+            &operation_name,
+            outcome.output.as_ref(),
+            &request_id,
+        ),
+        Err(err) => {
+            if err.status >= 500 {
+                tracing::warn!(request_id = %request_id, code = %err.code, "request failed on the server side");
+            } else {
+                tracing::debug!(request_id = %request_id, code = %err.code, "client error");
+            }
+            render::error(protocol, service, err, &request_id)
+        }
+    };
+    let now = app.clock.now();
+    let rendered = match (service, operation) {
+        (Some(service), Some(operation)) => {
+            let class = classify_operation(service.signing_name(), &operation);
+            let (error, response_elements, resources) = match &result {
+                Ok(o) => (None, o.response_elements.clone(), o.resources.clone()),
+                Err(e) => (
+                    Some((
+                        e.wire_code(protocol, Some(service)).to_owned(),
+                        e.message.clone(),
+                    )),
+                    None,
+                    vec![],
+                ),
+            };
+            let account = who
+                .principal
+                .as_ref()
+                .map_or(app.config.account_id.clone(), |p| p.account_id.clone());
+            let record = CallRecord {
+                event_time: now,
+                event_source: service.event_source().to_owned(),
+                event_name: operation.clone(),
+                aws_region: who
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| app.config.default_region.clone()),
+                source_ip_address: req.peer.to_string(),
+                user_agent: header(&req.headers, "user-agent").map(str::to_owned),
+                user_identity: who.user_identity(),
+                error,
+                request_parameters: input
+                    .as_ref()
+                    .and_then(|i| request_parameters(&operation, i)),
+                response_elements,
+                additional_event_data: None,
+                request_id: request_id.clone(),
+                event_id: uuid::Uuid::new_v4().to_string(),
+                read_only: class.read_only,
+                resources,
+                category: class.category,
+                api_version: Some(service.api_version().to_owned()),
+                recipient_account_id: account,
+            };
+            match app.audit.append(&record).await {
+                Ok(()) => rendered,
+                Err(err) => {
+                    tracing::error!(request_id = %request_id, error = %err, "failed to record the call; answering 500");
+                    render::error(
+                        protocol,
+                        Some(service),
+                        &ApiError::internal(&request_id),
+                        &request_id,
+                    )
+                }
+            }
+        }
+        _ => {
+            tracing::debug!(request_id = %request_id, "request names no service; not recorded");
+            rendered
+        }
+    };
+    into_response(rendered, request_id, now)
+}
+
+fn into_response(rendered: Rendered, request_id: String, now: Timestamp) -> OutgoingResponse {
+    let mut headers = rendered.headers;
+    headers.push(("Date".to_owned(), now.to_http_date()));
+    OutgoingResponse {
+        status: rendered.status,
+        headers,
+        body: rendered.body,
+        request_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_payloads_are_hidden() {
+        let input = Value::structure([
+            ("Namespace", Value::string("App")),
+            (
+                "MetricData",
+                Value::List(vec![Value::structure([
+                    ("MetricName", Value::string("Latency")),
+                    ("Value", Value::Float(12.5)),
+                    ("Values", Value::List(vec![Value::Float(1.0)])),
+                ])]),
+            ),
+        ]);
+        let json = request_parameters("PutMetricData", &input).unwrap();
+        assert_eq!(json["namespace"], "App");
+        assert_eq!(json["metricData"][0]["metricName"], "Latency");
+        assert_eq!(json["metricData"][0]["value"], HIDDEN);
+        assert_eq!(json["metricData"][0]["values"], HIDDEN);
+        let logs = Value::structure([
+            ("logGroupName", Value::string("g")),
+            (
+                "logEvents",
+                Value::List(vec![Value::structure([(
+                    "message",
+                    Value::string("secret"),
+                )])]),
+            ),
+        ]);
+        let json = request_parameters("PutLogEvents", &logs).unwrap();
+        assert_eq!(json["logEvents"], HIDDEN);
+        assert!(request_parameters("GetCallerIdentity", &Value::empty_struct()).is_none());
+    }
+}

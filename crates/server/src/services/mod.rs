@@ -1,0 +1,96 @@
+//! One module per AWS service: wire values in, domain calls, wire values out,
+//! and each service's mapping of domain errors to AWS codes. The exhaustive
+//! [`dispatch`] match is the single routing point.
+
+use trailwatch_core::audit::Resource;
+use trailwatch_core::identity::Principal;
+use trailwatch_protocol::{ApiError, Protocol, Route, Service, Value};
+use trailwatch_types::Timestamp;
+
+use crate::app::App;
+use crate::generated::operations;
+
+mod cloudtrail;
+mod sts;
+
+/// Per-request facts a handler may use.
+#[derive(Debug)]
+pub struct CallContext<'a> {
+    /// The verified caller.
+    pub principal: &'a Principal,
+    /// Region of the credential scope.
+    pub region: &'a str,
+    /// Request id returned to the caller.
+    pub request_id: &'a str,
+    /// Time the request is handled.
+    pub now: Timestamp,
+}
+
+/// What a successful call produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Output structure; `None` for operations without output.
+    pub output: Option<Value>,
+    /// `responseElements` of the audit record (state-changing calls only).
+    pub response_elements: Option<serde_json::Value>,
+    /// Resources the call targeted.
+    pub resources: Vec<Resource>,
+}
+
+impl Outcome {
+    /// A read-only answer.
+    pub fn read(output: Value) -> Self {
+        Self {
+            output: Some(output),
+            ..Self::default()
+        }
+    }
+}
+
+fn model_operations(service: Service) -> &'static [&'static str] {
+    match service {
+        Service::CloudWatch => operations::CLOUDWATCH,
+        Service::Logs => operations::LOGS,
+        Service::CloudTrail => operations::CLOUDTRAIL,
+        Service::CloudTrailData => operations::CLOUDTRAIL_DATA,
+        Service::Sns => operations::SNS,
+        Service::Sts => operations::STS,
+        Service::Iam => operations::IAM,
+        Service::Events => operations::EVENTS,
+    }
+}
+
+/// The answer for an operation the service model does not have (§3.4).
+pub fn unknown_operation(protocol: Protocol, operation: &str) -> ApiError {
+    match protocol {
+        Protocol::AwsQuery => ApiError::new(
+            "InvalidAction",
+            400,
+            format!("The action {operation} is not valid for this web service."),
+        ),
+        _ => ApiError::new(
+            "UnknownOperationException",
+            400,
+            format!("Operation {operation} is not supported."),
+        )
+        .with_query_code("InvalidAction"),
+    }
+}
+
+/// Routes a decoded request to its handler.
+pub async fn dispatch(
+    app: &App,
+    cx: &CallContext<'_>,
+    route: &Route,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let op = route.operation.as_str();
+    if !model_operations(route.service).contains(&op) {
+        return Err(unknown_operation(route.protocol, op));
+    }
+    match (route.service, op) {
+        (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(app, cx, input),
+        (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
+        _ => Err(ApiError::not_implemented(op)),
+    }
+}

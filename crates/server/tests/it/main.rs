@@ -1,0 +1,5 @@
+//! Integration tests of the server crate, in process (one test binary).
+#![allow(clippy::unwrap_used)] // test helpers fail loudly by design
+
+mod golden;
+mod support;
