@@ -423,29 +423,39 @@ async fn finish(
     let rendered = match (service, operation) {
         (Some(service), Some(operation)) => {
             let class = classify_operation(service.signing_name(), &operation);
-            let (error, response_elements, resources) = match &result {
-                Ok(o) => (None, o.response_elements.clone(), o.resources.clone()),
-                Err(e) => (
-                    Some((
-                        e.wire_code(protocol, Some(service)).to_owned(),
-                        e.message.clone(),
-                    )),
-                    None,
-                    vec![],
-                ),
-            };
             let account = who
                 .principal
                 .as_ref()
                 .map_or(app.config.account_id.clone(), |p| p.account_id.clone());
+            let region = who
+                .region
+                .clone()
+                .unwrap_or_else(|| app.config.default_region.clone());
+            let mut resources = match &input {
+                Some(input) => {
+                    services::resources_for(service, &operation, input, &account, &region)
+                }
+                None => Vec::new(),
+            };
+            let (error, response_elements) = match &result {
+                Ok(o) => {
+                    for r in &o.resources {
+                        if !resources.contains(r) {
+                            resources.push(r.clone());
+                        }
+                    }
+                    (None, o.response_elements.clone())
+                }
+                Err(e) => {
+                    let code = e.wire_code(protocol, Some(service)).to_owned();
+                    (Some((code, e.message.clone())), None)
+                }
+            };
             let record = CallRecord {
                 event_time: now,
                 event_source: service.event_source().to_owned(),
                 event_name: operation.clone(),
-                aws_region: who
-                    .region
-                    .clone()
-                    .unwrap_or_else(|| app.config.default_region.clone()),
+                aws_region: region,
                 source_ip_address: req.peer.to_string(),
                 user_agent: header(&req.headers, "user-agent").map(str::to_owned),
                 user_identity: who.user_identity(),

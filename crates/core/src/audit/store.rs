@@ -129,6 +129,9 @@ impl StoredEvent {
 /// (`trail/`, `alarm:`, `log-group:` …), which may itself contain `/`.
 fn friendly_name(arn: &str) -> String {
     let resource = arn.splitn(6, ':').nth(5).unwrap_or(arn);
+    if let Some((_, stream)) = resource.split_once(":log-stream:") {
+        return stream.to_owned();
+    }
     for prefix in [
         "log-group:",
         "alarm:",
@@ -138,8 +141,7 @@ fn friendly_name(arn: &str) -> String {
         "eventdatastore/",
     ] {
         if let Some(rest) = resource.strip_prefix(prefix) {
-            let name = rest.split(":log-stream:").next().unwrap_or(rest);
-            return name.strip_suffix(":*").unwrap_or(name).to_owned();
+            return rest.strip_suffix(":*").unwrap_or(rest).to_owned();
         }
     }
     resource

@@ -11,7 +11,10 @@ use crate::app::App;
 use crate::generated::operations;
 
 mod cloudtrail;
+mod resources;
 mod sts;
+
+pub(crate) use resources::resources_for;
 
 /// Per-request facts a handler may use.
 #[derive(Debug)]
