@@ -7,11 +7,21 @@ use std::process::Command;
 #[test]
 fn crate_dependencies_only_point_up() {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("metadata is JSON");
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -32,21 +42,41 @@ fn crate_dependencies_only_point_up() {
         ("trailwatch-types", &[]),
         ("trailwatch-protocol", &["trailwatch-types"]),
         ("trailwatch-storage", &[]),
-        ("trailwatch-core", &["trailwatch-types", "trailwatch-storage"]),
+        (
+            "trailwatch-core",
+            &["trailwatch-types", "trailwatch-storage"],
+        ),
         (
             "trailwatch-server",
-            &["trailwatch-types", "trailwatch-protocol", "trailwatch-core", "trailwatch-storage"],
+            &[
+                "trailwatch-types",
+                "trailwatch-protocol",
+                "trailwatch-core",
+                "trailwatch-storage",
+            ],
         ),
     ];
     for (krate, may) in allowed {
-        let actual = edges.get(*krate).unwrap_or_else(|| panic!("crate {krate} is missing"));
+        let actual = edges
+            .get(*krate)
+            .unwrap_or_else(|| panic!("crate {krate} is missing"));
         for dep in actual {
-            assert!(may.contains(&dep.as_str()), "forbidden dependency {krate} -> {dep}");
+            assert!(
+                may.contains(&dep.as_str()),
+                "forbidden dependency {krate} -> {dep}"
+            );
         }
     }
     // Every crate of ours is covered by the table, so a new one cannot slip past.
-    let known: BTreeSet<&str> = allowed.iter().map(|(k, _)| *k).chain(["trailwatch"]).collect();
+    let known: BTreeSet<&str> = allowed
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(["trailwatch"])
+        .collect();
     for name in edges.keys() {
-        assert!(known.contains(name.as_str()), "crate {name} has no row in the architecture table");
+        assert!(
+            known.contains(name.as_str()),
+            "crate {name} has no row in the architecture table"
+        );
     }
 }

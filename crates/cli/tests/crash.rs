@@ -1,0 +1,248 @@
+//! Crash safety of the audit recorder (DESIGN.md §2): the real binary is killed
+//! with SIGKILL while several clients write, many times over. After each
+//! restart every acknowledged call's record is present, nothing that was never
+//! sent appears, and nothing appears twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use trailwatch_protocol::sigv4::Signer;
+use trailwatch_types::Timestamp;
+
+const KEY: &str = "AKIACRASHTEST0000001";
+const SECRET: &str = "crash-test-secret-key-0000000000000000000";
+
+fn now() -> Timestamp {
+    #[allow(clippy::disallowed_methods)] // a client, not the server: real time is the point
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_millis(since.as_millis() as i64)
+}
+
+fn start(data_dir: &Path) -> (Child, String) {
+    let ready = data_dir.with_extension("ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("TRAILWATCH_ROOT_ACCESS_KEY_ID", KEY)
+        .env("TRAILWATCH_ROOT_SECRET_ACCESS_KEY", SECRET)
+        .env("TRAILWATCH_ACCOUNT_ID", "123456789012")
+        .env("TRAILWATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trailwatch");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(addr) = std::fs::read_to_string(&ready) {
+            if !addr.is_empty() {
+                return (child, addr);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("trailwatch did not start");
+}
+
+/// Sends one signed JSON call on `stream` and reads the whole answer.
+fn call(
+    stream: &mut TcpStream,
+    addr: &str,
+    service: &str,
+    target: &str,
+    body: &str,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut headers = vec![
+        ("host".to_owned(), addr.to_owned()),
+        ("x-amz-target".to_owned(), target.to_owned()),
+        (
+            "content-type".to_owned(),
+            "application/x-amz-json-1.1".to_owned(),
+        ),
+    ];
+    let signer = Signer {
+        access_key_id: KEY,
+        secret: SECRET,
+        region: "us-east-1",
+        service,
+    };
+    signer.sign("POST", "/", "", &mut headers, body.as_bytes(), now());
+    let mut request = format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in &headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("connection closed in headers"));
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+/// Every alarm name in the DeleteAlarms records, with multiplicity.
+fn recorded_names(addr: &str) -> HashMap<String, usize> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut names = HashMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut body = serde_json::json!({
+            "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "DeleteAlarms"}],
+            "MaxResults": 50,
+        });
+        if let Some(t) = &token {
+            body["NextToken"] = serde_json::Value::String(t.clone());
+        }
+        let (status, answer) = call(
+            &mut stream,
+            addr,
+            "cloudtrail",
+            "CloudTrail_20131101.LookupEvents",
+            &body.to_string(),
+        )
+        .expect("lookup");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let page: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+        for event in page["Events"].as_array().expect("events") {
+            let record: serde_json::Value =
+                serde_json::from_str(event["CloudTrailEvent"].as_str().expect("record"))
+                    .expect("record json");
+            for name in record["requestParameters"]["alarmNames"]
+                .as_array()
+                .expect("names")
+            {
+                *names
+                    .entry(name.as_str().expect("name").to_owned())
+                    .or_insert(0) += 1;
+            }
+        }
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return names,
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let sent: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let acknowledged: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut rng = rand::thread_rng();
+    let cycles = 12;
+    for cycle in 0..cycles {
+        let (mut child, addr) = start(&data_dir);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (addr, stop, sent, acknowledged) = (
+                    addr.clone(),
+                    stop.clone(),
+                    sent.clone(),
+                    acknowledged.clone(),
+                );
+                std::thread::spawn(move || {
+                    let Ok(mut stream) = TcpStream::connect(&addr) else {
+                        return;
+                    };
+                    for i in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let name = format!("c{cycle}-w{w}-{i}");
+                        sent.lock().unwrap().insert(name.clone());
+                        let body = format!(r#"{{"AlarmNames":["{name}"]}}"#);
+                        // A CloudWatch JSON 1.0 call: recorded whatever the answer.
+                        let target = "GraniteServiceVersion20100801.DeleteAlarms";
+                        match call(&mut stream, &addr, "monitoring", target, &body) {
+                            Ok((status, _)) if status != 500 => {
+                                acknowledged.lock().unwrap().insert(name);
+                            }
+                            Ok((status, answer)) => panic!(
+                                "server error {status}: {}",
+                                String::from_utf8_lossy(&answer)
+                            ),
+                            Err(_) => return, // killed mid-call: neither acknowledged nor refused
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(80..400)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            w.join().expect("writer thread");
+        }
+
+        let (mut child, addr) = start(&data_dir);
+        let present = recorded_names(&addr);
+        child.kill().expect("stop");
+        child.wait().expect("reap");
+        let acknowledged = acknowledged.lock().unwrap();
+        let sent = sent.lock().unwrap();
+        for name in acknowledged.iter() {
+            assert!(
+                present.contains_key(name),
+                "cycle {cycle}: acknowledged write {name} was lost"
+            );
+        }
+        for (name, count) in &present {
+            assert!(
+                sent.contains(name),
+                "cycle {cycle}: record {name} was never sent"
+            );
+            assert_eq!(
+                *count, 1,
+                "cycle {cycle}: record {name} appears {count} times"
+            );
+        }
+        assert!(
+            acknowledged.len() > cycle,
+            "cycle {cycle}: writers made no progress"
+        );
+        eprintln!(
+            "cycle {cycle}: {} sent, {} acknowledged, {} recorded",
+            sent.len(),
+            acknowledged.len(),
+            present.len()
+        );
+    }
+}
