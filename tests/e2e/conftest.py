@@ -5,6 +5,7 @@ TRAILWATCH_BIN names the binary (the CI script builds it); each server gets a
 fresh data directory and is stopped with SIGTERM at the end of its test. A test
 fails if the server logged an unexpected ERROR or WARN line.
 """
+import atexit
 import copy
 import json
 import os
@@ -152,6 +153,7 @@ def force_protocol(session, service, protocol):
         model["metadata"]["protocol"] = protocol
         model["metadata"]["protocols"] = [protocol]
         root = tempfile.mkdtemp(prefix=f"tw-model-{service}-{protocol}-")
+        atexit.register(shutil.rmtree, root, True)
         os.makedirs(os.path.join(root, service, api_version))
         with open(os.path.join(root, service, api_version, "service-2.json"), "w") as f:
             json.dump(model, f)

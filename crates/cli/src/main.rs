@@ -43,6 +43,12 @@ struct ServeArgs {
     /// Region of requests that carry none.
     #[arg(long, default_value = "us-east-1", env = "TRAILWATCH_REGION")]
     region: String,
+    /// Move audit records from the write-ahead log into segments once this many wait.
+    #[arg(long, default_value_t = 100_000, env = "TRAILWATCH_AUDIT_FLUSH_ROWS")]
+    audit_flush_rows: u64,
+    /// Seconds between background flushes of the write-ahead log into segments.
+    #[arg(long, default_value_t = 300, env = "TRAILWATCH_FLUSH_INTERVAL_SECS")]
+    flush_interval_secs: u64,
     /// Write the bound address to this file once listening (for tests and
     /// supervisors; useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
@@ -79,7 +85,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut config = AppConfig::new(&args.data_dir, root.account_id.clone());
     config.default_region = args.region.clone();
-    let app = App::open(config, clock, KeyRing::with_root(&root)).context("open data directory")?;
+    config.audit.flush_rows = args.audit_flush_rows.max(1);
+    config.flush_interval = std::time::Duration::from_secs(args.flush_interval_secs.max(1));
+    let app = App::open(config, clock, KeyRing::with_root(&root))
+        .await
+        .context("open data directory")?;
+    let (stop_maintenance, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = tokio::spawn(app.clone().run_maintenance(stop_rx));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -112,6 +124,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("serve")?;
     tracing::info!("shutting down: flushing storage");
+    let _ = stop_maintenance.send(true);
+    let _ = maintenance.await;
     app.shutdown().await;
     tracing::info!("trailwatch stopped");
     Ok(())

@@ -1,7 +1,8 @@
 //! Crash safety of the audit recorder (DESIGN.md §2): the real binary is killed
-//! with SIGKILL while several clients write, many times over. After each
-//! restart every acknowledged call's record is present, nothing that was never
-//! sent appears, and nothing appears twice.
+//! with SIGKILL while several clients write and the WAL is flushed into
+//! segments every 150 records, many times over. After each restart every
+//! acknowledged call's record is present, nothing that was never sent appears,
+//! and nothing appears twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,6 +40,8 @@ fn start(data_dir: &Path) -> (Child, String) {
         .env("TRAILWATCH_ROOT_SECRET_ACCESS_KEY", SECRET)
         .env("TRAILWATCH_ACCOUNT_ID", "123456789012")
         .env("TRAILWATCH_LOG", "warn")
+        // Flush to segments constantly, so kills also land in the middle of flushes.
+        .env("TRAILWATCH_AUDIT_FLUSH_ROWS", "150")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -158,6 +161,23 @@ fn recorded_names(addr: &str) -> HashMap<String, usize> {
     }
 }
 
+fn count_files(dir: &Path, extension: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .map(|p| {
+            if p.is_dir() {
+                count_files(&p, extension)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == extension))
+            }
+        })
+        .sum()
+}
+
 #[test]
 fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -237,6 +257,10 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
         assert!(
             acknowledged.len() > cycle,
             "cycle {cycle}: writers made no progress"
+        );
+        assert!(
+            count_files(&data_dir.join("objects"), "parquet") > 0 || cycle < 2,
+            "cycle {cycle}: no segment was ever flushed"
         );
         eprintln!(
             "cycle {cycle}: {} sent, {} acknowledged, {} recorded",

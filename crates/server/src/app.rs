@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trailwatch_core::audit::AuditStore;
+use std::time::Duration;
+
+use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::identity::KeyRing;
 use trailwatch_core::token::TokenCodec;
-use trailwatch_storage::WalOptions;
+use trailwatch_storage::{Objects, SqliteCatalog};
 use trailwatch_types::Clock;
 
 /// Settings the edge needs.
@@ -22,8 +24,13 @@ pub struct AppConfig {
     pub max_skew_secs: i64,
     /// Largest request body accepted, before decoding.
     pub max_body_bytes: usize,
-    /// WAL tuning.
-    pub wal: WalOptions,
+    /// Audit store tuning.
+    pub audit: AuditOptions,
+    /// How often the background worker flushes the WAL into segments even when
+    /// fewer than `audit.flush_rows` records wait.
+    pub flush_interval: Duration,
+    /// How often expired history is pruned.
+    pub prune_interval: Duration,
 }
 
 impl AppConfig {
@@ -35,7 +42,9 @@ impl AppConfig {
             account_id: account_id.into(),
             max_skew_secs: 15 * 60,
             max_body_bytes: 10 * 1024 * 1024,
-            wal: WalOptions::default(),
+            audit: AuditOptions::default(),
+            flush_interval: Duration::from_secs(300),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -55,6 +64,12 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("open audit log: {0}")]
     Audit(#[from] trailwatch_core::audit::AuditError),
+    /// The catalog could not be opened.
+    #[error("open catalog: {0}")]
+    Catalog(#[from] trailwatch_storage::CatalogError),
+    /// The object store could not be opened.
+    #[error("open object store: {0}")]
+    Objects(#[from] trailwatch_storage::ObjectError),
 }
 
 /// Everything a request handler can reach.
@@ -67,6 +82,8 @@ pub struct App {
     pub keys: KeyRing,
     /// Audit records and LookupEvents.
     pub audit: AuditStore,
+    /// Wakes the background worker when enough records wait to be flushed.
+    flush_wanted: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for App {
@@ -113,7 +130,7 @@ fn load_token_key(data_dir: &Path) -> Result<Vec<u8>, StartError> {
 
 impl App {
     /// Opens the stores under `config.data_dir` and recovers them.
-    pub fn open(
+    pub async fn open(
         config: AppConfig,
         clock: Arc<dyn Clock>,
         keys: KeyRing,
@@ -123,18 +140,58 @@ impl App {
             source,
         })?;
         let tokens = TokenCodec::new(load_token_key(&config.data_dir)?);
+        let catalog = Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db"))?);
+        let objects = Objects::local(&config.data_dir.join("objects"))?;
         let audit = AuditStore::open(
             &config.data_dir.join("audit"),
+            catalog,
+            objects,
             clock.clone(),
             tokens,
-            config.wal.clone(),
-        )?;
+            config.audit.clone(),
+        )
+        .await?;
         Ok(Arc::new(App {
             config,
             clock,
             keys,
             audit,
+            flush_wanted: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Called after each recorded call: wakes the flusher when enough records wait.
+    pub fn recorded(&self) {
+        if self.audit.wants_flush() {
+            self.flush_wanted.notify_one();
+        }
+    }
+
+    /// Runs background maintenance (flush to segments, retention) until `stop` fires.
+    pub async fn run_maintenance(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut flush_tick = tokio::time::interval(self.config.flush_interval);
+        let mut prune_tick = tokio::time::interval(self.config.prune_interval);
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.flush_wanted.notified() => self.flush_logged().await,
+                _ = flush_tick.tick() => self.flush_logged().await,
+                _ = prune_tick.tick() => {
+                    if let Err(err) = self.audit.prune().await {
+                        tracing::error!(error = %err, "failed to prune expired audit history");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_logged(&self) {
+        if let Err(err) = self.audit.flush().await {
+            // The records stay in the WAL; the next flush retries them.
+            tracing::error!(error = %err, "failed to flush audit records to segments");
+        }
     }
 
     /// Flushes and fsyncs everything; called on graceful shutdown.

@@ -474,7 +474,10 @@ async fn finish(
                 recipient_account_id: account,
             };
             match app.audit.append(&record).await {
-                Ok(()) => rendered,
+                Ok(()) => {
+                    app.recorded();
+                    rendered
+                }
                 Err(err) => {
                     tracing::error!(request_id = %request_id, error = %err, "failed to record the call; answering 500");
                     render::error(

@@ -116,11 +116,13 @@ struct AppendRequest {
 
 enum Command {
     Append(AppendRequest),
+    Rotate(oneshot::Sender<Result<u64, WalError>>),
     Shutdown(oneshot::Sender<Result<(), WalError>>),
 }
 
 /// Handle to an open log. Cheap to share behind an `Arc`.
 pub struct Wal {
+    dir: PathBuf,
     queue: mpsc::Sender<Command>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -138,13 +140,17 @@ impl Wal {
         let files = list_files(dir)?;
         let mut recovery = Recovery::default();
         let mut next_seq = 1u64;
-        for (i, (first_seq, path)) in files.iter().enumerate() {
+        for (i, (_, path)) in files.iter().enumerate() {
             let last = i + 1 == files.len();
-            let _ = first_seq;
             read_file(path, last, &mut recovery)?;
         }
+        if let Some((first_seq, _)) = files.last() {
+            // After old files were removed the newest may be empty: its name still
+            // says where numbering continues.
+            next_seq = *first_seq;
+        }
         if let Some((seq, _)) = recovery.records.last() {
-            next_seq = seq + 1;
+            next_seq = next_seq.max(seq + 1);
         }
         let current = match files.last() {
             Some((_, path)) => {
@@ -171,6 +177,7 @@ impl Wal {
             .map_err(io("spawn wal writer"))?;
         Ok((
             Wal {
+                dir: dir.to_owned(),
                 queue,
                 writer: std::sync::Mutex::new(Some(handle)),
             },
@@ -188,6 +195,58 @@ impl Wal {
             .send(Command::Append(AppendRequest { payload, reply }))
             .map_err(|_| WalError::Closed)?;
         answer.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Closes the current file and starts a new one. Returns the sequence number
+    /// the new file starts at: every record below it is in a closed file,
+    /// readable with [`Wal::read_closed`].
+    pub async fn rotate(&self) -> Result<u64, WalError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Rotate(reply))
+            .map_err(|_| WalError::Closed)?;
+        answer.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Every record with `after < seq < before` from closed files (those that
+    /// end before `before`, a value returned by [`Wal::rotate`]).
+    pub fn read_closed(&self, after: u64, before: u64) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
+        let files = list_files(&self.dir)?;
+        let mut recovery = Recovery::default();
+        for (i, (first, path)) in files.iter().enumerate() {
+            let next_first = files.get(i + 1).map(|(f, _)| *f);
+            let closed = next_first.is_some_and(|n| n <= before);
+            if !closed || next_first.is_some_and(|n| n <= after + 1) || *first >= before {
+                continue;
+            }
+            let mut records = Recovery::default();
+            read_file(path, false, &mut records)?;
+            recovery.records.extend(records.records);
+        }
+        recovery
+            .records
+            .retain(|(seq, _)| *seq > after && *seq < before);
+        Ok(recovery.records)
+    }
+
+    /// Deletes closed files whose records all have `seq <= through`.
+    pub fn remove_through(&self, through: u64) -> Result<usize, WalError> {
+        let files = list_files(&self.dir)?;
+        let mut removed = 0;
+        for pair in files.windows(2) {
+            let (_, path) = &pair[0];
+            let (next_first, _) = pair[1];
+            if next_first.saturating_sub(1) <= through {
+                std::fs::remove_file(path).map_err(io(format!("remove {}", path.display())))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(removed)
     }
 
     /// Flushes, fsyncs and stops the writer. Later appends fail with `Closed`.
@@ -219,10 +278,15 @@ impl Writer {
         while let Ok(first) = receiver.recv() {
             let mut batch = Vec::new();
             let mut shutdown = None;
+            let mut rotate = None;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Append(req) => batch.push(req),
+                    Command::Rotate(reply) => {
+                        rotate = Some(reply);
+                        break;
+                    }
                     Command::Shutdown(reply) => {
                         shutdown = Some(reply);
                         break;
@@ -251,6 +315,17 @@ impl Writer {
                     }
                 }
             }
+            if let Some(reply) = rotate {
+                let result = if failed {
+                    Err(WalError::Closed)
+                } else {
+                    self.rotate()
+                };
+                if result.is_err() {
+                    failed = true;
+                }
+                let _ = reply.send(result);
+            }
             if let Some(reply) = shutdown {
                 let result = if failed {
                     Err(WalError::Closed)
@@ -263,15 +338,22 @@ impl Writer {
         }
     }
 
+    fn rotate(&mut self) -> Result<u64, WalError> {
+        self.file
+            .sync_all()
+            .map_err(io("fsync wal before rotation"))?;
+        let (file, len) = create_file(&self.dir, self.next_seq)?;
+        self.file = file;
+        self.file_len = len;
+        Ok(self.next_seq)
+    }
+
     fn write_batch(&mut self, batch: &[AppendRequest]) -> Result<u64, WalError> {
         if batch.is_empty() {
             return Ok(self.next_seq);
         }
         if self.file_len >= self.options.max_file_bytes {
-            self.file.sync_all().map_err(io("fsync full wal file"))?;
-            let (file, len) = create_file(&self.dir, self.next_seq)?;
-            self.file = file;
-            self.file_len = len;
+            self.rotate()?;
         }
         let first_seq = self.next_seq;
         let total: usize = batch
@@ -515,6 +597,38 @@ mod tests {
         let (_wal, rec) = Wal::open(dir.path(), WalOptions::default()).unwrap();
         assert_eq!(rec.records.len(), 1);
         assert!(rec.torn_tail.is_some());
+    }
+
+    #[test]
+    fn rotate_read_closed_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            for i in 0..5u8 {
+                wal.append(vec![i]).await.unwrap();
+            }
+            let boundary = wal.rotate().await.unwrap();
+            assert_eq!(boundary, 6);
+            wal.append(vec![5]).await.unwrap();
+            let closed = wal.read_closed(2, boundary).unwrap();
+            assert_eq!(
+                closed.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                vec![3, 4, 5]
+            );
+            assert_eq!(wal.remove_through(5).unwrap(), 1);
+            assert!(wal.read_closed(0, boundary).unwrap().is_empty());
+            let boundary = wal.rotate().await.unwrap();
+            assert_eq!(boundary, 7);
+            assert_eq!(wal.remove_through(6).unwrap(), 1);
+            wal.shutdown().await.unwrap();
+        });
+        // Only an empty file remains; numbering continues from its name.
+        rt().block_on(async {
+            let (wal, rec) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            assert!(rec.records.is_empty());
+            assert_eq!(wal.append(vec![9]).await.unwrap(), 7);
+            wal.shutdown().await.unwrap();
+        });
     }
 
     #[test]

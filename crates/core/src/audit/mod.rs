@@ -12,5 +12,6 @@ pub mod store;
 pub use classify::{classify_operation, EventCategory, OperationClass};
 pub use record::{CallRecord, Resource};
 pub use store::{
-    AuditError, AuditStore, LookupAttribute, LookupError, LookupPage, LookupQuery, StoredEvent,
+    AuditError, AuditOptions, AuditStore, Body, FoundEvent, LookupAttribute, LookupError,
+    LookupPage, LookupQuery, StoredEvent,
 };

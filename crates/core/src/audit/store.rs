@@ -1,24 +1,47 @@
 //! The audit store: records become durable through the WAL before the caller
-//! gets an answer, and LookupEvents reads them back (`spec/cloudtrail.md` §4).
+//! gets an answer, move in the background into immutable Parquet segments in
+//! the object store, and LookupEvents reads them back (`spec/cloudtrail.md` §4).
 //!
 //! # WAL payload (version 1)
 //! `u8 version=1 | JSON {"r": <record>}`. Later versions will add the state
 //! changes that commit together with their record.
 //!
+//! # Segments
+//! `audit/category={Management|Data|Insight}/account={id}/region={r}/date={YYYY-MM-DD}/{min_seq:020}-{max_seq:020}.parquet`
+//! with columns `seq, event_time_ms, event_id, event_name, event_source,
+//! read_only, access_key_id, username, resources (JSON [[type, name], …]),
+//! record (the full JSON record)`, sorted by (eventTime, eventID). The catalog
+//! table `audit_segments` lists them; `wal/audit` holds the highest WAL
+//! sequence number they cover (the checkpoint).
+//!
 //! # Invariants
 //! - A record is in the index only after its WAL append returned (so LookupEvents
 //!   never shows a record that a crash could lose).
+//! - A flush reads records back from closed WAL files, never from memory, writes
+//!   segments durably, commits segments and checkpoint in one catalog batch, and
+//!   only then deletes the WAL files the checkpoint covers. Recovery loads the
+//!   segments and replays WAL records above the checkpoint: every record is in
+//!   exactly one of the two.
 //! - The index orders events by `(eventTime seconds, eventID)`; LookupEvents walks
 //!   it newest first from a cursor, so new events never cause skips or duplicates.
-//! - Events older than 90 days are never returned and are pruned.
+//! - Events older than 90 days are never returned; their day partitions are
+//!   dropped whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
-use trailwatch_storage::{Wal, WalError, WalOptions};
+use trailwatch_storage::{
+    segment, Catalog, CatalogError, CatalogOp, ObjectError, Objects, SegmentError, SegmentMeta,
+    Wal, WalError, WalOptions,
+};
 use trailwatch_types::{Clock, Timestamp};
 
 use super::classify::EventCategory;
@@ -30,6 +53,12 @@ const PAYLOAD_VERSION: u8 = 1;
 pub const HISTORY_SECS: i64 = 90 * 24 * 3600;
 /// Lifetime of a LookupEvents token.
 const TOKEN_MAX_AGE_SECS: i64 = 24 * 3600;
+const SEGMENTS_TABLE: &str = "audit_segments";
+const CHECKPOINT_TABLE: &str = "wal";
+const CHECKPOINT_KEY: &str = "audit";
+/// Decoded `record` columns kept in memory for LookupEvents.
+const SEGMENT_CACHE_ENTRIES: usize = 16;
+const DAY_SECS: i64 = 24 * 3600;
 
 /// Storage failures of the audit store.
 #[derive(Debug, thiserror::Error)]
@@ -38,19 +67,65 @@ pub enum AuditError {
     /// The WAL failed.
     #[error("audit log storage: {0}")]
     Wal(#[from] WalError),
-    /// A WAL payload that does not decode.
-    #[error("audit log record {seq} does not decode: {message}")]
+    /// The catalog failed.
+    #[error("audit catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    /// The object store failed.
+    #[error("audit segments: {0}")]
+    Objects(#[from] ObjectError),
+    /// A segment could not be encoded or decoded.
+    #[error("audit segment format: {0}")]
+    Segment(#[from] SegmentError),
+    /// A WAL payload or catalog value that does not decode.
+    #[error("audit log entry {seq} does not decode: {message}")]
     Decode {
-        /// Sequence number.
+        /// Sequence number (0 for catalog values).
         seq: u64,
         /// Why.
         message: String,
     },
 }
 
+/// Tuning of the audit store.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// WAL tuning.
+    pub wal: WalOptions,
+    /// Flush to segments once this many records wait in the WAL.
+    pub flush_rows: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            wal: WalOptions::default(),
+            flush_rows: 100_000,
+            row_group_rows: 8192,
+        }
+    }
+}
+
+/// Where a record's JSON lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// Still only in the WAL; kept in memory.
+    Inline(Arc<str>),
+    /// Row `row` of a segment.
+    Segment {
+        /// Object path.
+        path: Arc<str>,
+        /// Row index in the segment.
+        row: u32,
+    },
+}
+
 /// One stored record with the fields LookupEvents matches on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
+    /// WAL sequence number.
+    pub seq: u64,
     /// `eventTime`, whole seconds.
     pub time_secs: i64,
     /// `eventID`.
@@ -69,12 +144,19 @@ pub struct StoredEvent {
     pub username: Option<String>,
     /// `(type, friendly name)` per resource.
     pub resources: Vec<(Option<String>, String)>,
-    /// The complete record as JSON text.
-    pub json: String,
+    /// Where the complete record is.
+    pub body: Body,
 }
 
+/// Where a stored event belongs: (category, account, region).
+type Partition = (EventCategory, String, String);
+
 impl StoredEvent {
-    fn from_record(record: &serde_json::Value) -> Option<(String, String, StoredEvent)> {
+    fn from_record(
+        seq: u64,
+        record: &serde_json::Value,
+        json: Arc<str>,
+    ) -> Option<(Partition, StoredEvent)> {
         let text = |k: &str| record.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let time = Timestamp::parse_iso8601(&text("eventTime")?).ok()?;
         let identity = record.get("userIdentity");
@@ -106,7 +188,9 @@ impl StoredEvent {
                     .collect()
             })
             .unwrap_or_default();
+        let category = EventCategory::parse(&text("eventCategory")?)?;
         let event = StoredEvent {
+            seq,
             time_secs: time.secs(),
             event_id: text("eventID")?,
             event_name: text("eventName")?,
@@ -115,13 +199,16 @@ impl StoredEvent {
                 .get("readOnly")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
-            category: EventCategory::parse(&text("eventCategory")?)?,
+            category,
             access_key_id: id_text("accessKeyId").filter(|k| !k.is_empty()),
             username,
             resources,
-            json: serde_json::to_string(record).ok()?,
+            body: Body::Inline(json),
         };
-        Some((text("recipientAccountId")?, text("awsRegion")?, event))
+        Some((
+            (category, text("recipientAccountId")?, text("awsRegion")?),
+            event,
+        ))
     }
 }
 
@@ -157,13 +244,14 @@ type EventKey = (i64, String);
 struct Index {
     /// Per (account, region): management and insight events by key.
     lookup: HashMap<(String, String), BTreeMap<EventKey, Arc<StoredEvent>>>,
-    /// Count of data events recorded (they never reach LookupEvents).
+    /// Count of data events stored (they never reach LookupEvents).
     data_events: u64,
 }
 
 impl Index {
-    fn insert(&mut self, account: String, region: String, event: StoredEvent) {
-        if event.category == EventCategory::Data {
+    fn insert(&mut self, partition: Partition, event: StoredEvent) {
+        let (category, account, region) = partition;
+        if category == EventCategory::Data {
             self.data_events += 1;
             return;
         }
@@ -172,6 +260,24 @@ impl Index {
             .entry((account, region))
             .or_default()
             .insert(key, Arc::new(event));
+    }
+
+    /// Points an indexed event at its segment row, dropping the inline JSON.
+    fn relocate(&mut self, account: &str, region: &str, key: &EventKey, path: &Arc<str>, row: u32) {
+        let Some(events) = self
+            .lookup
+            .get_mut(&(account.to_owned(), region.to_owned()))
+        else {
+            return;
+        };
+        if let Some(slot) = events.get_mut(key) {
+            let mut moved = (**slot).clone();
+            moved.body = Body::Segment {
+                path: path.clone(),
+                row,
+            };
+            *slot = Arc::new(moved);
+        }
     }
 }
 
@@ -290,13 +396,32 @@ pub enum LookupError {
     /// EventCategory other than `insight`.
     #[error("The event category {0} is not valid. The only valid value is insight.")]
     InvalidEventCategory(String),
+    /// Stored events could not be read (a server fault).
+    #[error("stored events could not be read: {0}")]
+    Storage(String),
+}
+
+/// An event found by LookupEvents, with its complete record.
+#[derive(Debug, Clone)]
+pub struct FoundEvent {
+    /// The indexed fields.
+    pub event: Arc<StoredEvent>,
+    /// The complete record as JSON text.
+    pub json: Arc<str>,
+}
+
+impl std::ops::Deref for FoundEvent {
+    type Target = StoredEvent;
+    fn deref(&self) -> &StoredEvent {
+        &self.event
+    }
 }
 
 /// One page of LookupEvents.
 #[derive(Debug, Clone)]
 pub struct LookupPage {
     /// Newest first.
-    pub events: Vec<Arc<StoredEvent>>,
+    pub events: Vec<FoundEvent>,
     /// Present iff more events exist.
     pub next_token: Option<String>,
 }
@@ -304,9 +429,28 @@ pub struct LookupPage {
 /// Durable store of audit records.
 pub struct AuditStore {
     wal: Wal,
+    catalog: Arc<dyn Catalog>,
+    objects: Objects,
     index: RwLock<Index>,
     clock: Arc<dyn Clock>,
     tokens: TokenCodec,
+    options: AuditOptions,
+    /// Records appended since the last flush.
+    unflushed: AtomicU64,
+    /// One flush or prune at a time.
+    maintenance: tokio::sync::Mutex<()>,
+    /// Decoded `record` columns of recently read segments.
+    segment_cache: Mutex<VecDeque<(Arc<str>, SegmentRecords)>>,
+}
+
+/// The `record` column of one segment, by row.
+type SegmentRecords = Arc<Vec<Arc<str>>>;
+
+/// One record on its way into a segment.
+struct FlushRow {
+    seq: u64,
+    json: Arc<str>,
+    event: StoredEvent,
 }
 
 impl std::fmt::Debug for AuditStore {
@@ -315,62 +459,280 @@ impl std::fmt::Debug for AuditStore {
     }
 }
 
+fn segment_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("event_time_ms", DataType::Int64, false),
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("event_name", DataType::Utf8, false),
+        Field::new("event_source", DataType::Utf8, false),
+        Field::new("read_only", DataType::Boolean, false),
+        Field::new("access_key_id", DataType::Utf8, true),
+        Field::new("username", DataType::Utf8, true),
+        Field::new("resources", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, false),
+    ]))
+}
+
+/// Index columns: everything but `record`.
+const INDEX_COLUMNS: [&str; 9] = [
+    "seq",
+    "event_time_ms",
+    "event_id",
+    "event_name",
+    "event_source",
+    "read_only",
+    "access_key_id",
+    "username",
+    "resources",
+];
+
+fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &str,
+) -> Result<&'a T, AuditError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| AuditError::Decode {
+            seq: 0,
+            message: format!("segment {path} lacks column {name}"),
+        })
+}
+
+fn date_of(secs: i64) -> String {
+    Timestamp::from_secs(secs).to_iso8601_seconds()[..10].to_owned()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    seq: u64,
+}
+
 impl AuditStore {
-    /// Opens the store in `dir`, replaying its WAL.
-    pub fn open(
+    /// Opens the store: segments from the catalog, then WAL records above the checkpoint.
+    pub async fn open(
         dir: &Path,
+        catalog: Arc<dyn Catalog>,
+        objects: Objects,
         clock: Arc<dyn Clock>,
         tokens: TokenCodec,
-        wal_options: WalOptions,
+        options: AuditOptions,
     ) -> Result<Self, AuditError> {
-        let (wal, recovery) = Wal::open(&dir.join("wal"), wal_options)?;
+        let (wal, recovery) = Wal::open(&dir.join("wal"), options.wal.clone())?;
         if let Some(torn) = &recovery.torn_tail {
             tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes_dropped = torn.bytes_dropped, "recovered audit log with a torn tail cut");
         }
-        let mut index = Index::default();
-        for (seq, payload) in &recovery.records {
-            let record = decode_payload(*seq, payload)?;
-            if let Some((account, region, event)) = StoredEvent::from_record(&record) {
-                index.insert(account, region, event);
+        let checkpoint = match catalog.get(CHECKPOINT_TABLE, CHECKPOINT_KEY)? {
+            Some(bytes) => {
+                serde_json::from_slice::<Checkpoint>(&bytes)
+                    .map_err(|e| AuditError::Decode {
+                        seq: 0,
+                        message: e.to_string(),
+                    })?
+                    .seq
             }
+            None => 0,
+        };
+        let mut index = Index::default();
+        let segments = catalog.list(SEGMENTS_TABLE, "")?;
+        for (_, value) in &segments {
+            let meta: SegmentMeta =
+                serde_json::from_slice(value).map_err(|e| AuditError::Decode {
+                    seq: 0,
+                    message: e.to_string(),
+                })?;
+            load_segment_index(&objects, &meta, &mut index).await?;
         }
-        tracing::info!(records = recovery.records.len(), "audit log recovered");
-        let store = Self {
+        let mut replayed = 0u64;
+        for (seq, payload) in &recovery.records {
+            if *seq <= checkpoint {
+                continue;
+            }
+            let record = decode_payload(*seq, payload)?;
+            let json: Arc<str> = Arc::from(serde_json::to_string(&record).unwrap_or_default());
+            if let Some((partition, event)) = StoredEvent::from_record(*seq, &record, json) {
+                index.insert(partition, event);
+            }
+            replayed += 1;
+        }
+        tracing::info!(
+            segments = segments.len(),
+            replayed,
+            checkpoint,
+            "audit log recovered"
+        );
+        Ok(Self {
             wal,
+            catalog,
+            objects,
             index: RwLock::new(index),
             clock,
             tokens,
-        };
-        store.prune();
-        Ok(store)
+            options,
+            unflushed: AtomicU64::new(replayed),
+            maintenance: tokio::sync::Mutex::new(()),
+            segment_cache: Mutex::new(VecDeque::new()),
+        })
     }
 
     /// Makes `record` durable, then visible. Returns only after the fsync.
     pub async fn append(&self, record: &CallRecord) -> Result<(), AuditError> {
         let json = record.to_json();
-        let mut payload = vec![PAYLOAD_VERSION];
-        serde_json::to_writer(&mut payload, &serde_json::json!({ "r": json })).map_err(|e| {
-            AuditError::Decode {
-                seq: 0,
-                message: e.to_string(),
-            }
+        let text = serde_json::to_string(&json).map_err(|e| AuditError::Decode {
+            seq: 0,
+            message: e.to_string(),
         })?;
-        self.wal.append(payload).await?;
-        if let Some((account, region, event)) = StoredEvent::from_record(&json) {
+        let mut payload = Vec::with_capacity(text.len() + 8);
+        payload.push(PAYLOAD_VERSION);
+        payload.extend_from_slice(b"{\"r\":");
+        payload.extend_from_slice(text.as_bytes());
+        payload.push(b'}');
+        let seq = self.wal.append(payload).await?;
+        if let Some((partition, event)) = StoredEvent::from_record(seq, &json, Arc::from(text)) {
             self.index
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(account, region, event);
+                .insert(partition, event);
         }
+        self.unflushed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Flushes and closes the WAL.
-    pub async fn shutdown(&self) -> Result<(), AuditError> {
-        Ok(self.wal.shutdown().await?)
+    /// Whether enough records wait in the WAL to flush them.
+    pub fn wants_flush(&self) -> bool {
+        self.unflushed.load(Ordering::Relaxed) >= self.options.flush_rows
     }
 
-    /// Number of data events recorded since start (they are not looked up).
+    /// Moves every record in the WAL into segments; returns how many moved.
+    pub async fn flush(&self) -> Result<u64, AuditError> {
+        let _guard = self.maintenance.lock().await;
+        let checkpoint = match self.catalog.get(CHECKPOINT_TABLE, CHECKPOINT_KEY)? {
+            Some(bytes) => {
+                serde_json::from_slice::<Checkpoint>(&bytes)
+                    .map_err(|e| AuditError::Decode {
+                        seq: 0,
+                        message: e.to_string(),
+                    })?
+                    .seq
+            }
+            None => 0,
+        };
+        let boundary = self.wal.rotate().await?;
+        let records = self.wal.read_closed(checkpoint, boundary)?;
+        if records.is_empty() {
+            self.wal.remove_through(checkpoint)?;
+            return Ok(0);
+        }
+        // (category, account, region, date) → rows.
+        let mut groups: BTreeMap<(String, String, String, String), Vec<FlushRow>> = BTreeMap::new();
+        let mut max_seq = checkpoint;
+        for (seq, payload) in &records {
+            max_seq = max_seq.max(*seq);
+            let record = decode_payload(*seq, payload)?;
+            let json: Arc<str> = Arc::from(serde_json::to_string(&record).unwrap_or_default());
+            let Some(((category, account, region), event)) =
+                StoredEvent::from_record(*seq, &record, json.clone())
+            else {
+                tracing::warn!(
+                    seq,
+                    "audit record without the indexed fields; kept out of segments"
+                );
+                continue;
+            };
+            let key = (
+                category.as_str().to_owned(),
+                account,
+                region,
+                date_of(event.time_secs),
+            );
+            groups.entry(key).or_default().push(FlushRow {
+                seq: *seq,
+                json,
+                event,
+            });
+        }
+        let mut ops = Vec::new();
+        let mut relocations = Vec::new();
+        let moved = records.len() as u64;
+        for ((category, account, region, date), mut rows) in groups {
+            rows.sort_by(|a, b| {
+                (a.event.time_secs, &a.event.event_id).cmp(&(b.event.time_secs, &b.event.event_id))
+            });
+            let partition =
+                format!("audit/category={category}/account={account}/region={region}/date={date}/");
+            let min_seq = rows.iter().map(|r| r.seq).min().unwrap_or(0);
+            let max_row_seq = rows.iter().map(|r| r.seq).max().unwrap_or(0);
+            let path = format!("{partition}{min_seq:020}-{max_row_seq:020}.parquet");
+            let batch = build_batch(&rows)?;
+            let bytes = segment::encode(&batch, self.options.row_group_rows)?;
+            let meta = SegmentMeta {
+                path: path.clone(),
+                partition,
+                rows: rows.len() as u64,
+                bytes: bytes.len() as u64,
+                min_seq,
+                max_seq: max_row_seq,
+                min_time_ms: rows.first().map_or(0, |r| r.event.time_secs * 1000),
+                max_time_ms: rows.last().map_or(0, |r| r.event.time_secs * 1000),
+            };
+            self.objects
+                .put_durable(&path, bytes::Bytes::from(bytes))
+                .await?;
+            ops.push(CatalogOp::put(
+                SEGMENTS_TABLE,
+                path.clone(),
+                serde_json::to_vec(&meta).unwrap_or_default(),
+            ));
+            let shared: Arc<str> = Arc::from(path);
+            for (row, FlushRow { event, .. }) in rows.iter().enumerate() {
+                if event.category != EventCategory::Data {
+                    relocations.push((
+                        account.clone(),
+                        region.clone(),
+                        (event.time_secs, event.event_id.clone()),
+                        shared.clone(),
+                        row as u32,
+                    ));
+                }
+            }
+        }
+        ops.push(CatalogOp::put(
+            CHECKPOINT_TABLE,
+            CHECKPOINT_KEY,
+            serde_json::to_vec(&Checkpoint { seq: max_seq }).unwrap_or_default(),
+        ));
+        self.catalog.commit(&ops)?;
+        self.wal.remove_through(max_seq)?;
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for (account, region, key, path, row) in &relocations {
+                index.relocate(account, region, key, path, *row);
+            }
+        }
+        self.unflushed.fetch_sub(
+            moved.min(self.unflushed.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        tracing::info!(
+            records = moved,
+            segments = ops.len() - 1,
+            checkpoint = max_seq,
+            "flushed audit records to segments"
+        );
+        Ok(moved)
+    }
+
+    /// Flushes, then fsyncs and closes the WAL.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let flushed = self.flush().await;
+        let closed = self.wal.shutdown().await;
+        flushed?;
+        Ok(closed?)
+    }
+
+    /// Number of data events stored (they are not looked up).
     pub fn data_event_count(&self) -> u64 {
         self.index
             .read()
@@ -378,17 +740,107 @@ impl AuditStore {
             .data_events
     }
 
-    /// Drops events older than the 90-day history window.
-    pub fn prune(&self) {
+    /// Drops events older than the 90-day history window, and whole day
+    /// partitions of segments once the entire day is older than the window.
+    pub async fn prune(&self) -> Result<usize, AuditError> {
+        let _guard = self.maintenance.lock().await;
         let oldest = self.clock.now().secs() - HISTORY_SECS;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for events in index.lookup.values_mut() {
-            *events = events.split_off(&(oldest, String::new()));
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for events in index.lookup.values_mut() {
+                *events = events.split_off(&(oldest, String::new()));
+            }
         }
+        // A day partition expires when its last second is older than the window:
+        // day D ends at D + 86399 < oldest, i.e. D <= the date of oldest - 1 day.
+        let last_expired_date = date_of(oldest - DAY_SECS);
+        let mut ops = Vec::new();
+        let mut paths = Vec::new();
+        for (path, value) in self.catalog.list(SEGMENTS_TABLE, "")? {
+            let Ok(meta) = serde_json::from_slice::<SegmentMeta>(&value) else {
+                continue;
+            };
+            let date = meta
+                .partition
+                .split("date=")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_owned();
+            if !date.is_empty() && date <= last_expired_date {
+                ops.push(CatalogOp::delete(SEGMENTS_TABLE, path.clone()));
+                paths.push(path);
+            }
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        // Catalog first: a crash between the two leaves an orphan object, never a
+        // catalog entry pointing at nothing.
+        self.catalog.commit(&ops)?;
+        for path in &paths {
+            self.objects.delete(path).await?;
+        }
+        tracing::info!(segments = paths.len(), "dropped expired audit partitions");
+        Ok(paths.len())
+    }
+
+    async fn segment_records(&self, path: &Arc<str>) -> Result<SegmentRecords, AuditError> {
+        if let Some(hit) = self
+            .segment_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+        {
+            return Ok(hit);
+        }
+        let bytes = self.objects.get(path).await?;
+        let batches = segment::decode(path, bytes, Some(&["record"]))?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let records = column::<StringArray>(batch, "record", path)?;
+            rows.extend((0..records.len()).map(|i| Arc::from(records.value(i))));
+        }
+        let rows = Arc::new(rows);
+        let mut cache = self.segment_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.push_back((path.clone(), rows.clone()));
+        while cache.len() > SEGMENT_CACHE_ENTRIES {
+            cache.pop_front();
+        }
+        Ok(rows)
     }
 
     /// LookupEvents.
-    pub fn lookup(&self, q: &LookupQuery) -> Result<LookupPage, LookupError> {
+    pub async fn lookup(&self, q: &LookupQuery) -> Result<LookupPage, LookupError> {
+        let (events, next_token) = self.lookup_index(q)?;
+        let mut found = Vec::with_capacity(events.len());
+        for event in events {
+            let json = match &event.body {
+                Body::Inline(json) => json.clone(),
+                Body::Segment { path, row } => {
+                    let rows = self.segment_records(path).await.map_err(|e| {
+                        tracing::error!(error = %e, segment = %path, "cannot read audit segment");
+                        LookupError::Storage(e.to_string())
+                    })?;
+                    rows.get(*row as usize).cloned().ok_or_else(|| {
+                        LookupError::Storage(format!("segment {path} has no row {row}"))
+                    })?
+                }
+            };
+            found.push(FoundEvent { event, json });
+        }
+        Ok(LookupPage {
+            events: found,
+            next_token,
+        })
+    }
+
+    fn lookup_index(
+        &self,
+        q: &LookupQuery,
+    ) -> Result<(Vec<Arc<StoredEvent>>, Option<String>), LookupError> {
         let now = self.clock.now();
         let max_results = match q.max_results {
             None => 50,
@@ -466,8 +918,117 @@ impl AuditStore {
             )),
             _ => None,
         };
-        Ok(LookupPage { events, next_token })
+        Ok((events, next_token))
     }
+}
+
+fn build_batch(rows: &[FlushRow]) -> Result<RecordBatch, AuditError> {
+    let resources: Vec<String> = rows
+        .iter()
+        .map(|r| serde_json::to_string(&r.event.resources).unwrap_or_else(|_| "[]".to_owned()))
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seq))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.event.time_secs * 1000),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event.event_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event.event_name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event.event_source.as_str()),
+        )),
+        Arc::new(BooleanArray::from(
+            rows.iter().map(|r| r.event.read_only).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.event.access_key_id.as_deref())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.event.username.as_deref())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from_iter_values(resources.iter())),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &*r.json))),
+    ];
+    RecordBatch::try_new(segment_schema(), columns).map_err(|e| AuditError::Decode {
+        seq: 0,
+        message: e.to_string(),
+    })
+}
+
+async fn load_segment_index(
+    objects: &Objects,
+    meta: &SegmentMeta,
+    index: &mut Index,
+) -> Result<(), AuditError> {
+    let category = meta
+        .partition
+        .split("category=")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(EventCategory::parse)
+        .ok_or_else(|| AuditError::Decode {
+            seq: 0,
+            message: format!("segment {} has no category", meta.path),
+        })?;
+    if category == EventCategory::Data {
+        index.data_events += meta.rows;
+        return Ok(());
+    }
+    let part = |key: &str| {
+        meta.partition
+            .split(key)
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (account, region) = (part("account="), part("region="));
+    let bytes = objects.get(&meta.path).await?;
+    let batches = segment::decode(&meta.path, bytes, Some(&INDEX_COLUMNS))?;
+    let path: Arc<str> = Arc::from(meta.path.as_str());
+    let mut row = 0u32;
+    for batch in &batches {
+        let p = meta.path.as_str();
+        let seq = column::<UInt64Array>(batch, "seq", p)?;
+        let time = column::<Int64Array>(batch, "event_time_ms", p)?;
+        let id = column::<StringArray>(batch, "event_id", p)?;
+        let name = column::<StringArray>(batch, "event_name", p)?;
+        let source = column::<StringArray>(batch, "event_source", p)?;
+        let read_only = column::<BooleanArray>(batch, "read_only", p)?;
+        let key = column::<StringArray>(batch, "access_key_id", p)?;
+        let user = column::<StringArray>(batch, "username", p)?;
+        let resources = column::<StringArray>(batch, "resources", p)?;
+        for i in 0..batch.num_rows() {
+            let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
+            let event = StoredEvent {
+                seq: seq.value(i),
+                time_secs: time.value(i).div_euclid(1000),
+                event_id: id.value(i).to_owned(),
+                event_name: name.value(i).to_owned(),
+                event_source: source.value(i).to_owned(),
+                read_only: read_only.value(i),
+                category,
+                access_key_id: opt(key),
+                username: opt(user),
+                resources: serde_json::from_str(resources.value(i)).unwrap_or_default(),
+                body: Body::Segment {
+                    path: path.clone(),
+                    row,
+                },
+            };
+            index.insert((category, account.clone(), region.clone()), event);
+            row += 1;
+        }
+    }
+    Ok(())
 }
 
 fn decode_payload(seq: u64, payload: &[u8]) -> Result<serde_json::Value, AuditError> {
@@ -500,6 +1061,7 @@ fn decode_payload(seq: u64, payload: &[u8]) -> Result<serde_json::Value, AuditEr
 mod tests {
     use super::*;
     use crate::audit::record::Resource;
+    use trailwatch_storage::SqliteCatalog;
     use trailwatch_types::ManualClock;
 
     fn record(clock: &ManualClock, i: usize, name: &str, category: EventCategory) -> CallRecord {
@@ -530,14 +1092,28 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path, clock: Arc<ManualClock>) -> AuditStore {
+    async fn open_with(dir: &Path, clock: Arc<ManualClock>, flush_rows: u64) -> AuditStore {
+        let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.db")).unwrap());
+        let objects = Objects::local(&dir.join("objects")).unwrap();
+        let options = AuditOptions {
+            flush_rows,
+            row_group_rows: 4,
+            ..AuditOptions::default()
+        };
         AuditStore::open(
             dir,
+            catalog,
+            objects,
             clock,
             TokenCodec::new(b"k".to_vec()),
-            WalOptions::default(),
+            options,
         )
+        .await
         .unwrap()
+    }
+
+    async fn open(dir: &Path, clock: Arc<ManualClock>) -> AuditStore {
+        open_with(dir, clock, 100_000).await
     }
 
     fn query() -> LookupQuery {
@@ -548,11 +1124,19 @@ mod tests {
         }
     }
 
-    fn collect_all(store: &AuditStore, mut q: LookupQuery) -> Vec<String> {
+    async fn collect_all(store: &AuditStore, mut q: LookupQuery) -> Vec<String> {
         let mut ids = Vec::new();
         loop {
-            let page = store.lookup(&q).unwrap();
-            ids.extend(page.events.iter().map(|e| e.event_id.clone()));
+            let page = store.lookup(&q).await.unwrap();
+            for e in &page.events {
+                let record: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+                assert_eq!(
+                    record["eventID"],
+                    e.event_id.as_str(),
+                    "body matches its index entry"
+                );
+                ids.push(e.event_id.clone());
+            }
             match page.next_token {
                 Some(t) => q.next_token = Some(t),
                 None => return ids,
@@ -560,11 +1144,25 @@ mod tests {
         }
     }
 
+    fn expected_ids(indices: impl Iterator<Item = usize>, step_ms: i64) -> Vec<String> {
+        let mut expected: Vec<(i64, String)> = indices
+            .map(|i| {
+                (
+                    1_767_225_600 + (i as i64 * step_ms) / 1000,
+                    format!("{i:08x}-0000-4000-8000-000000000000"),
+                )
+            })
+            .collect();
+        expected.sort();
+        expected.reverse();
+        expected.into_iter().map(|(_, id)| id).collect()
+    }
+
     #[tokio::test]
     async fn pages_newest_first_across_restart() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_767_225_600)));
-        let store = open(dir.path(), clock.clone());
+        let store = open(dir.path(), clock.clone()).await;
         for i in 0..30 {
             let category = if i % 5 == 4 {
                 EventCategory::Data
@@ -577,29 +1175,17 @@ mod tests {
                 .unwrap();
             clock.advance_millis(400);
         }
-        store.shutdown().await.unwrap();
-        drop(store);
-        let store = open(dir.path(), clock.clone());
-        let management: Vec<usize> = (0..30).filter(|i| i % 5 != 4).collect();
-        let mut expected: Vec<(i64, String)> = management
-            .iter()
-            .map(|&i| {
-                (
-                    1_767_225_600 + (i as i64 * 400) / 1000,
-                    format!("{i:08x}-0000-4000-8000-000000000000"),
-                )
-            })
-            .collect();
-        expected.sort();
-        expected.reverse();
-        let expected_ids: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+        drop(store); // a crash: no flush
+        let store = open(dir.path(), clock.clone()).await;
+        let expected = expected_ids((0..30).filter(|i| i % 5 != 4), 400);
         let q = LookupQuery {
             max_results: Some(7),
             ..query()
         };
-        assert_eq!(collect_all(&store, q.clone()), expected_ids);
+        assert_eq!(collect_all(&store, q.clone()).await, expected);
+        assert_eq!(store.data_event_count(), 6);
         // Events that arrive between pages do not shift the cursor.
-        let first = store.lookup(&q).unwrap();
+        let first = store.lookup(&q).await.unwrap();
         store
             .append(&record(&clock, 99, "Late", EventCategory::Management))
             .await
@@ -609,8 +1195,9 @@ mod tests {
                 next_token: first.next_token.clone(),
                 ..q.clone()
             })
+            .await
             .unwrap();
-        assert_eq!(second.events[0].event_id, expected_ids[7]);
+        assert_eq!(second.events[0].event_id, expected[7]);
         // A token is bound to its filters.
         let other = LookupQuery {
             next_token: first.next_token,
@@ -618,16 +1205,110 @@ mod tests {
             ..q
         };
         assert_eq!(
-            store.lookup(&other).unwrap_err(),
+            store.lookup(&other).await.unwrap_err(),
             LookupError::InvalidNextToken
         );
+    }
+
+    #[tokio::test]
+    async fn flushed_segments_serve_lookups_and_survive_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_767_225_600)));
+        let store = open(dir.path(), clock.clone()).await;
+        for i in 0..25 {
+            let category = if i % 5 == 4 {
+                EventCategory::Data
+            } else {
+                EventCategory::Management
+            };
+            store
+                .append(&record(&clock, i, "Op", category))
+                .await
+                .unwrap();
+            clock.advance_millis(1500);
+        }
+        assert_eq!(store.flush().await.unwrap(), 25);
+        assert_eq!(store.flush().await.unwrap(), 0, "nothing left to flush");
+        for i in 25..30 {
+            store
+                .append(&record(&clock, i, "Op", EventCategory::Management))
+                .await
+                .unwrap();
+            clock.advance_millis(1500);
+        }
+        let expected = expected_ids((0..30).filter(|i| i >= &25 || i % 5 != 4), 1500);
+        assert_eq!(
+            collect_all(
+                &store,
+                LookupQuery {
+                    max_results: Some(4),
+                    ..query()
+                }
+            )
+            .await,
+            expected
+        );
+        // Segments are Parquet files in the object store, partitioned by category and day.
+        let segments = store.catalog.list(SEGMENTS_TABLE, "").unwrap();
+        assert_eq!(segments.len(), 2);
+        assert!(segments[0].0.starts_with(
+            "audit/category=Data/account=123456789012/region=us-east-1/date=2026-01-01/"
+        ));
+        assert!(dir.path().join("objects").join(&segments[1].0).exists());
+        // Only the WAL file that holds the unflushed records remains.
+        let wal_files = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        assert_eq!(wal_files, 1);
+        drop(store); // crash with 5 records only in the WAL
+        let store = open(dir.path(), clock.clone()).await;
+        assert_eq!(collect_all(&store, query()).await, expected);
+        assert_eq!(store.data_event_count(), 5);
+        store.shutdown().await.unwrap();
+        drop(store);
+        let store = open(dir.path(), clock.clone()).await;
+        assert_eq!(collect_all(&store, query()).await, expected);
+        assert_eq!(store.catalog.list(SEGMENTS_TABLE, "").unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn retention_drops_whole_day_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let day0 = Timestamp::from_secs(1_767_225_600); // 2026-01-01T00:00:00Z
+        let clock = Arc::new(ManualClock::new(day0));
+        let store = open(dir.path(), clock.clone()).await;
+        store
+            .append(&record(&clock, 1, "Op", EventCategory::Management))
+            .await
+            .unwrap();
+        clock.advance_millis(DAY_SECS * 1000 + 3_600_000); // day 1, 01:00
+        store
+            .append(&record(&clock, 2, "Op", EventCategory::Management))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.catalog.list(SEGMENTS_TABLE, "").unwrap().len(), 2);
+        // 90 days after day 0 ends, day 0 expires; day 1 still has a live hour.
+        clock.set(Timestamp::from_secs(
+            day0.secs() + DAY_SECS + HISTORY_SECS + 1,
+        ));
+        assert_eq!(store.prune().await.unwrap(), 1);
+        let left = store.catalog.list(SEGMENTS_TABLE, "").unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].0.contains("date=2026-01-02/"));
+        assert!(!dir.path().join("objects/audit/category=Management/account=123456789012/region=us-east-1/date=2026-01-01").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+        assert_eq!(
+            collect_all(&store, query()).await,
+            vec!["00000002-0000-4000-8000-000000000000".to_owned()]
+        );
+        drop(store);
+        let store = open(dir.path(), clock.clone()).await;
+        assert_eq!(collect_all(&store, query()).await.len(), 1);
     }
 
     #[tokio::test]
     async fn attributes_time_ranges_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_767_225_600)));
-        let store = open(dir.path(), clock.clone());
+        let store = open(dir.path(), clock.clone()).await;
         for i in 0..12 {
             store
                 .append(&record(
@@ -639,38 +1320,43 @@ mod tests {
                 .await
                 .unwrap();
             clock.advance_millis(1000);
+            if i == 5 {
+                store.flush().await.unwrap(); // half from segments, half inline
+            }
         }
         let by = |a: LookupAttribute| {
-            collect_all(
-                &store,
-                LookupQuery {
-                    attribute: Some(a),
-                    ..query()
-                },
-            )
-            .len()
+            let q = LookupQuery {
+                attribute: Some(a),
+                ..query()
+            };
+            let store = &store;
+            async move { collect_all(store, q).await.len() }
         };
-        assert_eq!(by(LookupAttribute::EventName("Op1".into())), 3);
-        assert_eq!(by(LookupAttribute::ReadOnly(true)), 4);
-        assert_eq!(by(LookupAttribute::AccessKeyId("AK1".into())), 6);
-        assert_eq!(by(LookupAttribute::ResourceName("a7".into())), 1);
+        assert_eq!(by(LookupAttribute::EventName("Op1".into())).await, 3);
+        assert_eq!(by(LookupAttribute::ReadOnly(true)).await, 4);
+        assert_eq!(by(LookupAttribute::AccessKeyId("AK1".into())).await, 6);
+        assert_eq!(by(LookupAttribute::ResourceName("a7".into())).await, 1);
+        assert_eq!(by(LookupAttribute::ResourceName("a2".into())).await, 1);
         assert_eq!(
             by(LookupAttribute::ResourceType(
                 "AWS::CloudWatch::Alarm".into()
-            )),
+            ))
+            .await,
             12
         );
-        assert_eq!(by(LookupAttribute::Username("root".into())), 12);
+        assert_eq!(by(LookupAttribute::Username("root".into())).await, 12);
         assert_eq!(
             by(LookupAttribute::EventSource(
                 "monitoring.amazonaws.com".into()
-            )),
+            ))
+            .await,
             12
         );
         assert_eq!(
             by(LookupAttribute::EventId(
                 "00000003-0000-4000-8000-000000000000".into()
-            )),
+            ))
+            .await,
             1
         );
         let ranged = LookupQuery {
@@ -678,12 +1364,12 @@ mod tests {
             end: Some(Timestamp::from_secs(1_767_225_604)),
             ..query()
         };
-        assert_eq!(collect_all(&store, ranged).len(), 3);
+        assert_eq!(collect_all(&store, ranged).await.len(), 3);
         let other_region = LookupQuery {
             region: "eu-west-1".into(),
             ..query()
         };
-        assert!(collect_all(&store, other_region).is_empty());
+        assert!(collect_all(&store, other_region).await.is_empty());
         assert!(collect_all(
             &store,
             LookupQuery {
@@ -691,23 +1377,26 @@ mod tests {
                 ..query()
             }
         )
+        .await
         .is_empty());
+        let err = |q: LookupQuery| {
+            let store = &store;
+            async move { store.lookup(&q).await.unwrap_err() }
+        };
         assert_eq!(
-            store
-                .lookup(&LookupQuery {
-                    max_results: Some(51),
-                    ..query()
-                })
-                .unwrap_err(),
+            err(LookupQuery {
+                max_results: Some(51),
+                ..query()
+            })
+            .await,
             LookupError::InvalidMaxResults
         );
         assert_eq!(
-            store
-                .lookup(&LookupQuery {
-                    max_results: Some(0),
-                    ..query()
-                })
-                .unwrap_err(),
+            err(LookupQuery {
+                max_results: Some(0),
+                ..query()
+            })
+            .await,
             LookupError::InvalidMaxResults
         );
         let backwards = LookupQuery {
@@ -715,17 +1404,13 @@ mod tests {
             end: Some(Timestamp::from_secs(5)),
             ..query()
         };
-        assert_eq!(
-            store.lookup(&backwards).unwrap_err(),
-            LookupError::InvalidTimeRange
-        );
+        assert_eq!(err(backwards).await, LookupError::InvalidTimeRange);
         assert!(LookupAttribute::parse("ReadOnly", "yes").is_err());
         assert!(LookupAttribute::parse("Bogus", "x").is_err());
         assert!(LookupAttribute::parse("EventName", "").is_err());
         // 90 days later everything has aged out.
         clock.advance_millis(HISTORY_SECS * 1000 + 60_000);
-        assert!(collect_all(&store, query()).is_empty());
-        store.prune();
+        assert!(collect_all(&store, query()).await.is_empty());
     }
 
     #[test]
@@ -741,6 +1426,10 @@ mod tests {
         assert_eq!(
             friendly_name("arn:aws:logs:us-east-1:123456789012:log-group:/app/web:*"),
             "/app/web"
+        );
+        assert_eq!(
+            friendly_name("arn:aws:logs:r:1:log-group:/app:log-stream:s1"),
+            "s1"
         );
         assert_eq!(
             friendly_name("arn:aws:sns:us-east-1:123456789012:ops"),

@@ -17,6 +17,13 @@ fn map_lookup_error(err: LookupError) -> ApiError {
         LookupError::InvalidMaxResults => "InvalidMaxResultsException",
         LookupError::InvalidNextToken => "InvalidNextTokenException",
         LookupError::InvalidEventCategory(_) => "InvalidEventCategoryException",
+        LookupError::Storage(_) => {
+            return ApiError::new(
+                "InternalFailure",
+                500,
+                "We encountered an internal error. Please try again.",
+            )
+        }
     };
     ApiError::new(code, 400, err.to_string())
 }
@@ -87,13 +94,13 @@ fn parse_query(cx: &CallContext<'_>, input: &Value) -> Result<LookupQuery, ApiEr
     Ok(q)
 }
 
-pub(super) fn lookup_events(
+pub(super) async fn lookup_events(
     app: &App,
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
     let query = parse_query(cx, input)?;
-    let page = app.audit.lookup(&query).map_err(map_lookup_error)?;
+    let page = app.audit.lookup(&query).await.map_err(map_lookup_error)?;
     let events = page
         .events
         .iter()
@@ -132,7 +139,7 @@ pub(super) fn lookup_events(
                     e.username.clone().map_or(Value::Null, Value::String),
                 ),
                 ("Resources", Value::List(resources)),
-                ("CloudTrailEvent", Value::string(e.json.clone())),
+                ("CloudTrailEvent", Value::string(e.json.to_string())),
             ])
         })
         .collect();

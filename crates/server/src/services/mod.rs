@@ -92,7 +92,7 @@ pub async fn dispatch(
         return Err(unknown_operation(route.protocol, op));
     }
     match (route.service, op) {
-        (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(app, cx, input),
+        (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(app, cx, input).await,
         (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
         _ => Err(ApiError::not_implemented(op)),
     }

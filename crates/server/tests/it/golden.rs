@@ -362,7 +362,7 @@ fn the_three_cloudwatch_protocols_decode_to_the_same_input() {
 #[tokio::test]
 async fn replaying_every_fixture_leaves_one_record_each() {
     for f in load_all() {
-        let t = test_app(signing_time(&f));
+        let t = test_app(signing_time(&f)).await;
         let req = IncomingRequest {
             method: f.json["request"]["method"].as_str().unwrap().to_owned(),
             path: f.path.clone(),
@@ -397,7 +397,7 @@ async fn replaying_every_fixture_leaves_one_record_each() {
             region,
             ..LookupQuery::default()
         };
-        let page = t.app.audit.lookup(&q).unwrap();
+        let page = t.app.audit.lookup(&q).await.unwrap();
         let is_data = matches!(
             f.json["operation"].as_str().unwrap(),
             "PutMetricData"

@@ -26,7 +26,7 @@ pub(crate) struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-pub(crate) fn test_app(now: Timestamp) -> TestApp {
+pub(crate) async fn test_app(now: Timestamp) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(now));
     let root = RootCredentials {
@@ -39,6 +39,7 @@ pub(crate) fn test_app(now: Timestamp) -> TestApp {
         clock.clone(),
         KeyRing::with_root(&root),
     )
+    .await
     .unwrap();
     TestApp {
         app,

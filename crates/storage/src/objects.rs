@@ -1,0 +1,139 @@
+//! Object storage for immutable segments, through the `object_store` crate: a
+//! local directory for the embedded default, any S3-compatible store later.
+//!
+//! Invariant: [`Objects::put_durable`] returns only once the object survives a
+//! crash. For the local directory that means fsyncing the file and its
+//! directories, which `object_store`'s local backend does not do by itself;
+//! callers commit catalog entries (and drop WAL files) only after it returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+
+/// Object store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// The store failed.
+    #[error("object store {action} {path}: {message}")]
+    Store {
+        /// get, put, delete.
+        action: &'static str,
+        /// Object path.
+        path: String,
+        /// Cause.
+        message: String,
+    },
+    /// A local filesystem step (fsync) failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A handle on the object store.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+}
+
+impl Objects {
+    /// Objects stored as files under `dir`.
+    pub fn local(dir: &Path) -> Result<Self, ObjectError> {
+        std::fs::create_dir_all(dir).map_err(|source| ObjectError::Io {
+            action: format!("create {}", dir.display()),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| ObjectError::Store {
+            action: "open",
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            store: Arc::new(store),
+            local_root: Some(dir.to_owned()),
+        })
+    }
+
+    /// Writes an object and makes it durable before returning.
+    pub async fn put_durable(&self, path: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        let location = ObjectPath::from(path);
+        self.store
+            .put(&location, PutPayload::from(bytes))
+            .await
+            .map_err(|e| ObjectError::Store {
+                action: "put",
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(path);
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || fsync_with_parents(&file, &root))
+                .await
+                .map_err(|e| ObjectError::Io {
+                    action: "fsync task".to_owned(),
+                    source: std::io::Error::other(e),
+                })??;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &str) -> Result<Bytes, ObjectError> {
+        let err = |e: object_store::Error| ObjectError::Store {
+            action: "get",
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        self.store
+            .get(&ObjectPath::from(path))
+            .await
+            .map_err(err)?
+            .bytes()
+            .await
+            .map_err(err)
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub async fn delete(&self, path: &str) -> Result<(), ObjectError> {
+        match self.store.delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(ObjectError::Store {
+                action: "delete",
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn fsync_with_parents(file: &Path, root: &Path) -> Result<(), ObjectError> {
+    let io = |what: &Path| {
+        let action = format!("fsync {}", what.display());
+        move |source| ObjectError::Io { action, source }
+    };
+    std::fs::File::open(file)
+        .and_then(|f| f.sync_all())
+        .map_err(io(file))?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(io(d))?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
