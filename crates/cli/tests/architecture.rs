@@ -67,6 +67,18 @@ fn crate_dependencies_only_point_up() {
             );
         }
     }
+    let bench_may = [
+        "trailwatch-types",
+        "trailwatch-protocol",
+        "trailwatch-core",
+        "trailwatch-storage",
+    ];
+    for dep in edges.get("trailwatch-bench").expect("bench crate") {
+        assert!(
+            bench_may.contains(&dep.as_str()),
+            "forbidden dependency trailwatch-bench -> {dep}"
+        );
+    }
     // Every crate of ours is covered by the table, so a new one cannot slip past.
     let known: BTreeSet<&str> = allowed
         .iter()
