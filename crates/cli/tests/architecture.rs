@@ -83,7 +83,7 @@ fn crate_dependencies_only_point_up() {
     let known: BTreeSet<&str> = allowed
         .iter()
         .map(|(k, _)| *k)
-        .chain(["trailwatch"])
+        .chain(["trailwatch", "trailwatch-bench"])
         .collect();
     for name in edges.keys() {
         assert!(
