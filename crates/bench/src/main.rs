@@ -214,19 +214,26 @@ async fn run_calls(args: CallArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(authority: &str) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connect {authority}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 async fn connection_loop(
     args: &CallArgs,
     authority: &str,
     template: &Template,
     count: usize,
 ) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connect {authority}"))?;
-    stream.set_nodelay(true)?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
+    let mut sender = connect(authority).await?;
     let signer = Signer {
         access_key_id: &args.access_key,
         secret: &args.secret,
@@ -251,11 +258,21 @@ async fn connection_loop(
         }
         let request = request.body(Full::new(template.body.clone()))?;
         let began = Instant::now();
-        sender.ready().await?;
+        // Peers that close connections (Connection: close) get a fresh one, inside the timing.
+        if sender.ready().await.is_err() {
+            sender = connect(authority).await?;
+        }
         let response = sender.send_request(request).await?;
         let status = response.status();
+        let closes = response
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = response.into_body().collect().await?.to_bytes();
         let took = began.elapsed();
+        if closes {
+            sender = connect(authority).await?;
+        }
         if !status.is_success() {
             errors += 1;
             if errors == 1 {

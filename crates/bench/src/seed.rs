@@ -35,6 +35,8 @@ pub(crate) struct SeedArgs {
     seed: u64,
 }
 
+const SEED_BATCH: usize = 1000;
+
 const OPERATIONS: &[(&str, &str, u32)] = &[
     // (service signing name, operation, weight)
     ("monitoring", "DescribeAlarms", 30),
@@ -101,6 +103,8 @@ pub(crate) async fn run(args: SeedArgs) -> anyhow::Result<()> {
         .collect();
     let step = ((now_ms - start_ms) as f64 / args.records.max(1) as f64).max(0.0);
     let began = std::time::Instant::now();
+    // Appends go out in concurrent batches so the WAL's group commit batches them.
+    let mut batch: Vec<CallRecord> = Vec::with_capacity(SEED_BATCH);
     for i in 0..args.records {
         clock.set(Timestamp::from_millis(start_ms + (i as f64 * step) as i64));
         let mut pick = rng.gen_range(0..total_weight);
@@ -144,7 +148,13 @@ pub(crate) async fn run(args: SeedArgs) -> anyhow::Result<()> {
             api_version: None,
             recipient_account_id: args.account.clone(),
         };
-        store.append(&record).await?;
+        batch.push(record);
+        if batch.len() == SEED_BATCH || i + 1 == args.records {
+            for result in futures::future::join_all(batch.iter().map(|r| store.append(r))).await {
+                result?;
+            }
+            batch.clear();
+        }
         if (i + 1) % 250_000 == 0 {
             store.flush().await?;
             eprintln!(
