@@ -64,6 +64,11 @@ impl Objects {
         })
     }
 
+    /// The underlying store, for readers that fetch byte ranges themselves.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     /// Writes an object and makes it durable before returning.
     pub async fn put_durable(&self, path: &str, bytes: Bytes) -> Result<(), ObjectError> {
         let location = ObjectPath::from(path);

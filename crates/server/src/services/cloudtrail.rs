@@ -112,31 +112,33 @@ pub(super) async fn lookup_events(
                     Value::structure([
                         (
                             "ResourceType",
-                            kind.clone().map_or(Value::Null, Value::String),
+                            kind.as_deref().map_or(Value::Null, Value::string),
                         ),
-                        ("ResourceName", Value::string(name.clone())),
+                        ("ResourceName", Value::string(&**name)),
                     ])
                 })
                 .collect();
             Value::structure([
                 ("EventId", Value::string(e.event_id.clone())),
-                ("EventName", Value::string(e.event_name.clone())),
+                ("EventName", Value::string(&*e.event_name)),
                 (
                     "ReadOnly",
                     Value::string(if e.read_only { "true" } else { "false" }),
                 ),
                 (
                     "AccessKeyId",
-                    e.access_key_id.clone().map_or(Value::Null, Value::String),
+                    e.access_key_id
+                        .as_deref()
+                        .map_or(Value::Null, Value::string),
                 ),
                 (
                     "EventTime",
                     Value::Timestamp(trailwatch_types::Timestamp::from_secs(e.time_secs)),
                 ),
-                ("EventSource", Value::string(e.event_source.clone())),
+                ("EventSource", Value::string(&*e.event_source)),
                 (
                     "Username",
-                    e.username.clone().map_or(Value::Null, Value::String),
+                    e.username.as_deref().map_or(Value::Null, Value::string),
                 ),
                 ("Resources", Value::List(resources)),
                 ("CloudTrailEvent", Value::string(e.json.to_string())),
