@@ -64,9 +64,24 @@ impl Objects {
         })
     }
 
+    /// The file behind `path` when objects live in a local directory: readers
+    /// then use positioned reads instead of the async object API.
+    pub fn local_file(&self, path: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
     /// The underlying store, for readers that fetch byte ranges themselves.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// Objects kept in memory: for tests, and for exercising the remote-store
+    /// code paths (ranged async reads) without a server.
+    pub fn memory() -> Self {
+        Self {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            local_root: None,
+        }
     }
 
     /// Writes an object and makes it durable before returning.

@@ -804,7 +804,8 @@ impl AuditStore {
             let max_row_seq = rows.iter().map(|r| r.seq).max().unwrap_or(0);
             let path = format!("{partition}{min_seq:020}-{max_row_seq:020}.parquet");
             let batch = build_batch(&rows)?;
-            let bytes = segment::encode(&batch, self.options.row_group_rows)?;
+            let bytes =
+                segment::encode(&batch, self.options.row_group_rows, &["event_id", "record"])?;
             let meta = SegmentMeta {
                 path: path.clone(),
                 partition,
