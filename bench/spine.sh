@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}/release"
 records="${RECORDS:-10000000}"
 work="$(mktemp -d)"
+# KEEP_HISTORY=DIR keeps the seeded history there, and reuses it on the next run.
+history="${KEEP_HISTORY:-$work/history}"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 export AWS_ACCESS_KEY_ID=AKIABENCH00000000001 AWS_SECRET_ACCESS_KEY=bench-secret-0000000000000000000000000000
 export TRAILWATCH_ROOT_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID TRAILWATCH_ROOT_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
@@ -39,19 +41,21 @@ kill "$moto_pid"
 fi
 
 echo "## LookupEvents first page over $records records"
-mkdir -p "$work/history"
-start_trailwatch "$work/history" 24603 && kill "$tw_pid" && wait "$tw_pid" || true
-/usr/bin/time -v "$target/trailwatch-bench" seed-audit --data-dir "$work/history" --records "$records" \
-  --account "$TRAILWATCH_ACCOUNT_ID" 2> >(grep -E "seeded|Maximum resident|Elapsed" >&2)
+if [ ! -e "$history/catalog.db" ]; then
+  mkdir -p "$history"
+  start_trailwatch "$history" 24603 && kill "$tw_pid" && wait "$tw_pid" || true
+  /usr/bin/time -v "$target/trailwatch-bench" seed-audit --data-dir "$history" --records "$records" \
+    --account "$TRAILWATCH_ACCOUNT_ID" 2> >(grep -E "seeded|Maximum resident|Elapsed" >&2)
+fi
 started=$(date +%s.%N)
-start_trailwatch "$work/history" 24603
+start_trailwatch "$history" 24603
 echo "{\"label\": \"trailwatch-startup\", \"seconds\": $(echo "$(date +%s.%N) - $started" | bc)}"
 grep VmRSS "/proc/$tw_pid/status"
-du -sh "$work/history/objects"
+du -sh "$history/objects"
 for attribute in "" EventName=CreateTrail EventName=DescribeAlarms Username=user-07 ResourceName=alarm-0042; do
   "$target/trailwatch-bench" call --endpoint http://127.0.0.1:24603 --operation lookup-events \
     ${attribute:+--attribute "$attribute"} --connections 1 --requests 300 --warmup 10 --server-pid "$tw_pid" --label trailwatch
 done
 kill "$tw_pid"; wait "$tw_pid" || true
-python3 bench/duckdb_lookup.py "$work/history" --attribute none --attribute EventName=CreateTrail \
+python3 bench/duckdb_lookup.py "$history" --attribute none --attribute EventName=CreateTrail \
   --attribute EventName=DescribeAlarms --attribute Username=user-07 --attribute ResourceName=alarm-0042

@@ -313,3 +313,48 @@ def test_records_survive_a_restart(tmp_path):
     finally:
         srv.stop()
     assert "shutting down: flushing storage" in srv.log()
+
+
+def test_presigned_urls_verify_and_expire(server):
+    sts = server.client("sts")
+    url = sts.generate_presigned_url("get_caller_identity", ExpiresIn=900)
+    # botocore signs query operations with POST, so the URL is POSTed with an empty body.
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as r:
+        body = r.read()
+        request_id = r.headers["x-amzn-RequestId"]
+    assert f"<Account>{ACCOUNT}</Account>".encode() in body
+    assert find_by_request_id(server, request_id, "GetCallerIdentity")["AccessKeyId"] == ACCESS_KEY
+
+    tampered = url.replace("GetCallerIdentity", "GetCallerIdentitx")
+    try:
+        urllib.request.urlopen(urllib.request.Request(tampered, data=b"", method="POST"), timeout=30)
+        raise AssertionError("a tampered presigned URL must fail")
+    except urllib.error.HTTPError as e:
+        assert e.code in (400, 403)
+        assert b"<Code>SignatureDoesNotMatch</Code>" in e.read()
+
+    an_hour_ago = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=an_hour_ago):
+        stale = sts.generate_presigned_url("get_caller_identity", ExpiresIn=60)
+    try:
+        urllib.request.urlopen(urllib.request.Request(stale, data=b"", method="POST"), timeout=30)
+        raise AssertionError("an expired presigned URL must fail")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400
+        assert b"<Code>RequestExpired</Code>" in e.read()
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_gzip_request_bodies_are_decoded(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    cw.meta.config.request_min_compression_size_bytes = 1
+    sent = []
+    cw.meta.events.register("before-send", lambda request, **_: sent.append(dict(request.headers)))
+    request_id, code = call(
+        cw.put_metric_data,
+        Namespace="App/Gzip",
+        MetricData=[{"MetricName": "Latency", "Value": float(i)} for i in range(50)],
+    )
+    assert sent and sent[0].get("Content-Encoding") == "gzip", "the client must really have compressed"
+    # The body decoded: the call reached the handler (not a SerializationException).
+    assert code in (None, "NotImplemented")

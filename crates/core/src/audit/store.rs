@@ -962,15 +962,19 @@ impl AuditStore {
                 wanted.entry(path.clone()).or_default().push(*row);
             }
         }
-        let mut fetched: HashMap<(Arc<str>, u32), Arc<str>> = HashMap::new();
-        for (path, mut rows) in wanted {
+        // Segments are read concurrently: each read is a blocking positioned read.
+        let reads = wanted.into_iter().map(|(path, mut rows)| async move {
             rows.sort_unstable();
             rows.dedup();
-            let reader = self.segment_reader(&path).await.map_err(storage)?;
-            let values = reader
-                .read_rows(&self.objects, "record", &rows)
-                .await
-                .map_err(|e| storage(e.into()))?;
+            let reader = self.segment_reader(&path).await?;
+            let values = reader.read_rows(&self.objects, "record", &rows).await?;
+            Ok::<_, AuditError>((path, rows, values))
+        });
+        let mut fetched: HashMap<(Arc<str>, u32), Arc<str>> = HashMap::new();
+        for (path, rows, values) in futures::future::try_join_all(reads)
+            .await
+            .map_err(storage)?
+        {
             for (row, value) in rows.into_iter().zip(values) {
                 fetched.insert((path.clone(), row), Arc::from(value));
             }
