@@ -8,12 +8,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
+
+mod common;
 use trailwatch_protocol::sigv4::Signer;
 use trailwatch_types::Timestamp;
 
@@ -28,36 +29,15 @@ fn now() -> Timestamp {
     Timestamp::from_millis(since.as_millis() as i64)
 }
 
-fn start(data_dir: &Path) -> (Child, String) {
-    let ready = data_dir.with_extension("ready");
-    let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trailwatch"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("TRAILWATCH_ROOT_ACCESS_KEY_ID", KEY)
-        .env("TRAILWATCH_ROOT_SECRET_ACCESS_KEY", SECRET)
-        .env("TRAILWATCH_ACCOUNT_ID", "123456789012")
-        .env("TRAILWATCH_LOG", "warn")
-        // Flush to segments constantly, so kills also land in the middle of flushes.
-        .env("TRAILWATCH_AUDIT_FLUSH_ROWS", "150")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trailwatch");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(addr) = std::fs::read_to_string(&ready) {
-            if !addr.is_empty() {
-                return (child, addr);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("trailwatch did not start");
+fn start(data_dir: &Path) -> common::Server {
+    // Flush to segments constantly, so kills also land in the middle of flushes.
+    common::Server::start(
+        data_dir,
+        KEY,
+        SECRET,
+        "123456789012",
+        &[("TRAILWATCH_AUDIT_FLUSH_ROWS", "150")],
+    )
 }
 
 /// Sends one signed JSON call on `stream` and reads the whole answer.
@@ -187,7 +167,8 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
     let mut rng = rand::thread_rng();
     let cycles = 12;
     for cycle in 0..cycles {
-        let (mut child, addr) = start(&data_dir);
+        let mut server = start(&data_dir);
+        let addr = server.addr.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..4)
             .map(|w| {
@@ -225,17 +206,15 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.gen_range(80..400)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        server.kill();
         stop.store(true, Ordering::SeqCst);
         for w in writers {
             w.join().expect("writer thread");
         }
 
-        let (mut child, addr) = start(&data_dir);
-        let present = recorded_names(&addr);
-        child.kill().expect("stop");
-        child.wait().expect("reap");
+        let mut server = start(&data_dir);
+        let present = recorded_names(&server.addr);
+        server.kill();
         let acknowledged = acknowledged.lock().unwrap();
         let sent = sent.lock().unwrap();
         for name in acknowledged.iter() {

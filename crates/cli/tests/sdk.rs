@@ -2,9 +2,7 @@
 //! protocol that SDK speaks), CloudTrail LookupEvents over JSON 1.1 with the
 //! short target prefix, and STS over query.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
 use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
 use aws_types::request_id::RequestId;
@@ -12,50 +10,6 @@ use aws_types::request_id::RequestId;
 const KEY: &str = "AKIASDKTEST000000001";
 const SECRET: &str = "sdk-test-secret-key-00000000000000000000";
 const ACCOUNT: &str = "210987654321";
-
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Server {
-    let ready = data_dir.with_extension("ready");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trailwatch"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("TRAILWATCH_ROOT_ACCESS_KEY_ID", KEY)
-        .env("TRAILWATCH_ROOT_SECRET_ACCESS_KEY", SECRET)
-        .env("TRAILWATCH_ACCOUNT_ID", ACCOUNT)
-        .env("TRAILWATCH_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trailwatch");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(addr) = std::fs::read_to_string(&ready) {
-            if !addr.is_empty() {
-                return Server {
-                    child,
-                    endpoint: format!("http://{addr}"),
-                };
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("trailwatch did not start");
-}
 
 async fn config(endpoint: &str, secret: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -72,8 +26,8 @@ async fn config(endpoint: &str, secret: &str) -> aws_config::SdkConfig {
 #[tokio::test]
 async fn rust_sdk_calls_are_answered_and_recorded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(&dir.path().join("data"));
-    let good = config(&server.endpoint, SECRET).await;
+    let server = common::Server::start(&dir.path().join("data"), KEY, SECRET, ACCOUNT, &[]);
+    let good = config(&server.endpoint(), SECRET).await;
 
     let sts = aws_sdk_sts::Client::new(&good);
     let identity = sts
@@ -108,7 +62,7 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
     );
 
     // A wrong secret: the modelled query code reaches the SDK through x-amzn-query-error.
-    let bad = config(&server.endpoint, "wrong-secret").await;
+    let bad = config(&server.endpoint(), "wrong-secret").await;
     let err = aws_sdk_cloudwatch::Client::new(&bad)
         .list_dashboards()
         .send()

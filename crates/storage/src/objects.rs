@@ -64,12 +64,6 @@ impl Objects {
         })
     }
 
-    /// The file behind `path` when objects live in a local directory: readers
-    /// then use positioned reads instead of the async object API.
-    pub fn local_file(&self, path: &str) -> Option<PathBuf> {
-        self.local_root.as_ref().map(|root| root.join(path))
-    }
-
     /// The underlying store, for readers that fetch byte ranges themselves.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()

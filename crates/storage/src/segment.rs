@@ -108,6 +108,26 @@ pub fn encode(
     Ok(out)
 }
 
+/// Refuses segments written by another format version.
+fn check_version(
+    path: &str,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+) -> Result<(), SegmentError> {
+    let version = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY))
+        .and_then(|k| k.value.clone());
+    if version.as_deref() == Some(VERSION) {
+        Ok(())
+    } else {
+        Err(SegmentError::Version {
+            path: path.to_owned(),
+            found: version,
+        })
+    }
+}
+
 /// Decodes a segment, reading only the named columns (all when `None`).
 pub fn decode(
     path: &str,
@@ -120,18 +140,7 @@ pub fn decode(
     };
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(e.to_string()))?;
-    let version = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY))
-        .and_then(|k| k.value.clone());
-    if version.as_deref() != Some(VERSION) {
-        return Err(SegmentError::Version {
-            path: path.to_owned(),
-            found: version,
-        });
-    }
+    check_version(path, builder.metadata())?;
     let builder = match columns {
         Some(names) => {
             let schema = builder.parquet_schema();
@@ -177,18 +186,7 @@ impl SegmentReader {
             parquet::arrow::arrow_reader::ArrowReaderMetadata::load_async(&mut reader, options)
                 .await
                 .map_err(|e| err(e.to_string()))?;
-        let version = metadata
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY))
-            .and_then(|k| k.value.clone());
-        if version.as_deref() != Some(VERSION) {
-            return Err(SegmentError::Version {
-                path: path.to_owned(),
-                found: version,
-            });
-        }
+        check_version(path, metadata.metadata())?;
         Ok(Self {
             path: path.to_owned(),
             metadata,
@@ -317,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn reads_single_rows_through_the_page_index() {
         let dir = tempfile::tempdir().unwrap();
-        // Positioned file reads for a local directory, ranged async reads otherwise.
+        // The same ranged reads against a directory and an in-memory store.
         for objects in [
             crate::Objects::local(dir.path()).unwrap(),
             crate::Objects::memory(),
