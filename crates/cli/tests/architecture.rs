@@ -48,12 +48,7 @@ fn crate_dependencies_only_point_up() {
         ),
         (
             "trailwatch-server",
-            &[
-                "trailwatch-types",
-                "trailwatch-protocol",
-                "trailwatch-core",
-                "trailwatch-storage",
-            ],
+            &["trailwatch-types", "trailwatch-protocol", "trailwatch-core"],
         ),
     ];
     for (krate, may) in allowed {

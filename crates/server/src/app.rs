@@ -8,7 +8,6 @@ use std::time::Duration;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::identity::KeyRing;
 use trailwatch_core::token::TokenCodec;
-use trailwatch_storage::{Objects, SqliteCatalog};
 use trailwatch_types::Clock;
 
 /// Settings the edge needs.
@@ -64,12 +63,6 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("open audit log: {0}")]
     Audit(#[from] trailwatch_core::audit::AuditError),
-    /// The catalog could not be opened.
-    #[error("open catalog: {0}")]
-    Catalog(#[from] trailwatch_storage::CatalogError),
-    /// The object store could not be opened.
-    #[error("open object store: {0}")]
-    Objects(#[from] trailwatch_storage::ObjectError),
 }
 
 /// Everything a request handler can reach.
@@ -140,12 +133,8 @@ impl App {
             source,
         })?;
         let tokens = TokenCodec::new(load_token_key(&config.data_dir)?);
-        let catalog = Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db"))?);
-        let objects = Objects::local(&config.data_dir.join("objects"))?;
-        let audit = AuditStore::open(
-            &config.data_dir.join("audit"),
-            catalog,
-            objects,
+        let audit = AuditStore::open_embedded(
+            &config.data_dir,
             clock.clone(),
             tokens,
             config.audit.clone(),

@@ -473,7 +473,11 @@ async fn finish(
                 api_version: Some(service.api_version().to_owned()),
                 recipient_account_id: account,
             };
-            match app.audit.append(&record).await {
+            let changes = result
+                .as_ref()
+                .map(|o| o.changes.as_slice())
+                .unwrap_or_default();
+            match app.audit.commit(&record, changes).await {
                 Ok(()) => {
                     app.recorded();
                     rendered

@@ -15,3 +15,5 @@ pub use store::{
     AuditError, AuditOptions, AuditStore, Body, FoundEvent, LookupAttribute, LookupError,
     LookupPage, LookupQuery, StoredEvent,
 };
+/// A catalog change committed together with the record of the call that made it.
+pub use trailwatch_storage::CatalogOp as Change;

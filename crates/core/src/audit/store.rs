@@ -3,8 +3,10 @@
 //! the object store, and LookupEvents reads them back (`spec/cloudtrail.md` §4).
 //!
 //! # WAL payload (version 1)
-//! `u8 version=1 | JSON {"r": <record>}`. Later versions will add the state
-//! changes that commit together with their record.
+//! `u8 version=1 | JSON {"r": <record>, "c": [{"t": table, "k": key, "v": base64 | null}, …]}`.
+//! `c` (optional) holds the catalog changes of a state-changing call: they
+//! commit in the same WAL entry as the call's record, so a change never exists
+//! without its record, and a record that cannot be written changes nothing.
 //!
 //! # Segments
 //! `audit/category={Management|Data|Insight}/account={id}/region={r}/date={YYYY-MM-DD}/{min_seq:020}-{max_seq:020}.parquet`
@@ -17,6 +19,10 @@
 //! # Invariants
 //! - A record is in the index only after its WAL append returned (so LookupEvents
 //!   never shows a record that a crash could lose).
+//! - Changes are applied to the catalog only after their entry is durable, and
+//!   re-applied (idempotently, in WAL order) by recovery for entries above the
+//!   checkpoint. A flush rotates the WAL only while no commit is between its
+//!   append and its apply, so the checkpoint never passes an unapplied change.
 //! - A flush reads records back from closed WAL files, never from memory, writes
 //!   segments durably, commits segments and checkpoint in one catalog batch, and
 //!   only then deletes the WAL files the checkpoint covers. Recovery loads the
@@ -580,6 +586,9 @@ pub struct AuditStore {
     unflushed: AtomicU64,
     /// One flush or prune at a time.
     maintenance: tokio::sync::Mutex<()>,
+    /// Held (shared) by a commit from its WAL append to its catalog apply, and
+    /// (exclusively) by a flush while it rotates the WAL.
+    changes_gate: tokio::sync::RwLock<()>,
     /// Opened segments (footer and page index), for row reads.
     readers: Mutex<HashMap<Arc<str>, Arc<segment::SegmentReader>>>,
 }
@@ -684,20 +693,28 @@ impl AuditStore {
             load_segment_index(&objects, &meta, &mut index).await?;
         }
         let mut replayed = 0u64;
+        let mut changes = Vec::new();
         for (seq, payload) in &recovery.records {
             if *seq <= checkpoint {
                 continue;
             }
-            let record = decode_payload(*seq, payload)?;
+            let (record, entry_changes) = decode_payload(*seq, payload)?;
+            changes.extend(entry_changes);
             let json: Arc<str> = Arc::from(serde_json::to_string(&record).unwrap_or_default());
             if let Some((partition, event)) = StoredEvent::from_record(*seq, &record, json) {
                 index.insert(partition, event);
             }
             replayed += 1;
         }
+        // Changes committed with their records, re-applied in WAL order: the
+        // ones the catalog already has are rewritten with the same values.
+        if !changes.is_empty() {
+            catalog.commit(&changes)?;
+        }
         tracing::info!(
             segments = segments.len(),
             replayed,
+            changes = changes.len(),
             checkpoint,
             "audit log recovered"
         );
@@ -711,12 +728,70 @@ impl AuditStore {
             options,
             unflushed: AtomicU64::new(replayed),
             maintenance: tokio::sync::Mutex::new(()),
+            changes_gate: tokio::sync::RwLock::new(()),
             readers: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Opens the embedded-default store under `data_dir`: the SQLite catalog
+    /// `catalog.db`, objects under `objects/`, the WAL under `audit/wal/`.
+    pub async fn open_embedded(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        tokens: TokenCodec,
+        options: AuditOptions,
+    ) -> Result<Self, AuditError> {
+        let catalog = Arc::new(trailwatch_storage::SqliteCatalog::open(
+            &data_dir.join("catalog.db"),
+        )?);
+        let objects = Objects::local(&data_dir.join("objects"))?;
+        Self::open(
+            &data_dir.join("audit"),
+            catalog,
+            objects,
+            clock,
+            tokens,
+            options,
+        )
+        .await
+    }
+
     /// Makes `record` durable, then visible. Returns only after the fsync.
     pub async fn append(&self, record: &CallRecord) -> Result<(), AuditError> {
+        self.write_entry(record, &[]).await
+    }
+
+    /// Commits a state-changing call: its record and its catalog `changes` in one
+    /// durable WAL entry, then applies the changes to the catalog. If the entry
+    /// cannot be written, nothing changes and the error is returned. If the
+    /// catalog refuses the changes afterwards, they are durable anyway and are
+    /// applied by the next recovery; the error is returned (an in-doubt commit).
+    pub async fn commit(
+        &self,
+        record: &CallRecord,
+        changes: &[CatalogOp],
+    ) -> Result<(), AuditError> {
+        if changes.is_empty() {
+            return self.write_entry(record, &[]).await;
+        }
+        let _in_commit = self.changes_gate.read().await;
+        self.write_entry(record, changes).await?;
+        let catalog = self.catalog.clone();
+        let ops = changes.to_vec();
+        tokio::task::spawn_blocking(move || catalog.commit(&ops))
+            .await
+            .map_err(|e| AuditError::Decode { seq: 0, message: format!("catalog task: {e}") })?
+            .map_err(|e| {
+                tracing::error!(error = %e, "catalog refused a committed change; recovery will apply it");
+                AuditError::Catalog(e)
+            })
+    }
+
+    async fn write_entry(
+        &self,
+        record: &CallRecord,
+        changes: &[CatalogOp],
+    ) -> Result<(), AuditError> {
         let json = record.to_json();
         let text = serde_json::to_string(&json).map_err(|e| AuditError::Decode {
             seq: 0,
@@ -726,6 +801,14 @@ impl AuditStore {
         payload.push(PAYLOAD_VERSION);
         payload.extend_from_slice(b"{\"r\":");
         payload.extend_from_slice(text.as_bytes());
+        if !changes.is_empty() {
+            payload.extend_from_slice(b",\"c\":");
+            let encoded: Vec<serde_json::Value> = changes.iter().map(encode_change).collect();
+            serde_json::to_writer(&mut payload, &encoded).map_err(|e| AuditError::Decode {
+                seq: 0,
+                message: e.to_string(),
+            })?;
+        }
         payload.push(b'}');
         let seq = self.wal.append(payload).await?;
         if let Some((partition, event)) = StoredEvent::from_record(seq, &json, Arc::from(text)) {
@@ -757,7 +840,12 @@ impl AuditStore {
             }
             None => 0,
         };
-        let boundary = self.wal.rotate().await?;
+        let boundary = {
+            // No commit is between its append and its apply while we rotate, so
+            // every change below the boundary is already in the catalog.
+            let _no_commit_in_flight = self.changes_gate.write().await;
+            self.wal.rotate().await?
+        };
         let records = self.wal.read_closed(checkpoint, boundary)?;
         if records.is_empty() {
             self.wal.remove_through(checkpoint)?;
@@ -768,7 +856,7 @@ impl AuditStore {
         let mut max_seq = checkpoint;
         for (seq, payload) in &records {
             max_seq = max_seq.max(*seq);
-            let record = decode_payload(*seq, payload)?;
+            let (record, _) = decode_payload(*seq, payload)?;
             let json: Arc<str> = Arc::from(serde_json::to_string(&record).unwrap_or_default());
             let Some(((category, account, region), event)) =
                 StoredEvent::from_record(*seq, &record, json.clone())
@@ -1255,7 +1343,48 @@ async fn load_segment_index(
     Ok(())
 }
 
-fn decode_payload(seq: u64, payload: &[u8]) -> Result<serde_json::Value, AuditError> {
+fn encode_change(op: &CatalogOp) -> serde_json::Value {
+    use base64::Engine as _;
+    match op {
+        CatalogOp::Put { table, key, value } => serde_json::json!({
+            "t": table, "k": key, "v": base64::engine::general_purpose::STANDARD.encode(value),
+        }),
+        CatalogOp::Delete { table, key } => serde_json::json!({"t": table, "k": key, "v": null}),
+    }
+}
+
+fn decode_change(seq: u64, v: &serde_json::Value) -> Result<CatalogOp, AuditError> {
+    use base64::Engine as _;
+    let bad = |what: &str| AuditError::Decode {
+        seq,
+        message: format!("change: {what}"),
+    };
+    let table = v
+        .get("t")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad("no table"))?;
+    let key = v
+        .get("k")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| bad("no key"))?;
+    Ok(match v.get("v") {
+        Some(serde_json::Value::String(b64)) => CatalogOp::put(
+            table,
+            key,
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| bad("value is not base64"))?,
+        ),
+        Some(serde_json::Value::Null) | None => CatalogOp::delete(table, key),
+        Some(_) => return Err(bad("value has the wrong type")),
+    })
+}
+
+/// A WAL entry: the record and the catalog changes committed with it.
+fn decode_payload(
+    seq: u64,
+    payload: &[u8],
+) -> Result<(serde_json::Value, Vec<CatalogOp>), AuditError> {
     let Some((&version, body)) = payload.split_first() else {
         return Err(AuditError::Decode {
             seq,
@@ -1273,12 +1402,21 @@ fn decode_payload(seq: u64, payload: &[u8]) -> Result<serde_json::Value, AuditEr
             seq,
             message: e.to_string(),
         })?;
-    v.get_mut("r")
+    let changes = match v.get("c").and_then(|c| c.as_array()) {
+        Some(items) => items
+            .iter()
+            .map(|c| decode_change(seq, c))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    let record = v
+        .get_mut("r")
         .map(serde_json::Value::take)
         .ok_or_else(|| AuditError::Decode {
             seq,
             message: "missing record".to_owned(),
-        })
+        })?;
+    Ok((record, changes))
 }
 
 #[cfg(test)]
@@ -1635,6 +1773,102 @@ mod tests {
         // 90 days later everything has aged out.
         clock.advance_millis(HISTORY_SECS * 1000 + 60_000);
         assert!(collect_all(&store, query()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn changes_commit_with_their_record_and_recovery_reapplies_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_767_225_600)));
+        let store = open(dir.path(), clock.clone()).await;
+        let put = CatalogOp::put(
+            "dashboards",
+            "123456789012/us-east-1/main",
+            b"{\"widgets\":[]}".to_vec(),
+        );
+        store
+            .commit(
+                &record(&clock, 1, "PutDashboard", EventCategory::Management),
+                std::slice::from_ref(&put),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .catalog
+                .get("dashboards", "123456789012/us-east-1/main")
+                .unwrap()
+                .as_deref(),
+            Some(&b"{\"widgets\":[]}"[..])
+        );
+        let delete = CatalogOp::delete("dashboards", "123456789012/us-east-1/main");
+        store
+            .commit(
+                &record(&clock, 2, "DeleteDashboards", EventCategory::Management),
+                &[delete],
+            )
+            .await
+            .unwrap();
+        store
+            .commit(
+                &record(&clock, 3, "PutDashboard", EventCategory::Management),
+                std::slice::from_ref(&put),
+            )
+            .await
+            .unwrap();
+        // A crash between append and apply: the catalog lost the last change.
+        store
+            .catalog
+            .commit(&[CatalogOp::delete(
+                "dashboards",
+                "123456789012/us-east-1/main",
+            )])
+            .unwrap();
+        drop(store);
+        let store = open(dir.path(), clock.clone()).await;
+        assert!(
+            store
+                .catalog
+                .get("dashboards", "123456789012/us-east-1/main")
+                .unwrap()
+                .is_some(),
+            "recovery re-applies in WAL order"
+        );
+        assert_eq!(collect_all(&store, query()).await.len(), 3);
+        // After a flush the changes are covered by the checkpoint and not replayed again.
+        store.flush().await.unwrap();
+        store
+            .catalog
+            .commit(&[CatalogOp::put(
+                "dashboards",
+                "123456789012/us-east-1/main",
+                b"newer".to_vec(),
+            )])
+            .unwrap();
+        drop(store);
+        let store = open(dir.path(), clock.clone()).await;
+        assert_eq!(
+            store
+                .catalog
+                .get("dashboards", "123456789012/us-east-1/main")
+                .unwrap()
+                .as_deref(),
+            Some(&b"newer"[..])
+        );
+        // A record that cannot be written changes nothing.
+        store.wal.shutdown().await.unwrap();
+        let other = CatalogOp::put("dashboards", "123456789012/us-east-1/other", b"x".to_vec());
+        assert!(store
+            .commit(
+                &record(&clock, 4, "PutDashboard", EventCategory::Management),
+                &[other]
+            )
+            .await
+            .is_err());
+        assert!(store
+            .catalog
+            .get("dashboards", "123456789012/us-east-1/other")
+            .unwrap()
+            .is_none());
     }
 
     /// Index paths (postings, event ids, scans) agree with a naive filter over

@@ -2,7 +2,7 @@
 //! and each service's mapping of domain errors to AWS codes. The exhaustive
 //! [`dispatch`] match is the single routing point.
 
-use trailwatch_core::audit::Resource;
+use trailwatch_core::audit::{Change, Resource};
 use trailwatch_core::identity::Principal;
 use trailwatch_protocol::{ApiError, Protocol, Route, Service, Value};
 use trailwatch_types::Timestamp;
@@ -38,6 +38,9 @@ pub struct Outcome {
     pub response_elements: Option<serde_json::Value>,
     /// Resources the call targeted.
     pub resources: Vec<Resource>,
+    /// State changes, committed in the same WAL entry as the call's record and
+    /// applied only once that entry is durable. Handlers never apply them.
+    pub changes: Vec<Change>,
 }
 
 impl Outcome {
