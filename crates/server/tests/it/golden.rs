@@ -449,3 +449,39 @@ async fn replaying_every_fixture_leaves_one_record_each() {
         }
     }
 }
+
+/// The CBOR answers in the fixtures are known-good: real clients parsed them
+/// (`client_result`). Our encoder, given the same values, writes the same bytes.
+#[test]
+fn cbor_encoder_reproduces_known_good_answers() {
+    let mut checked = 0;
+    for f in load_all() {
+        let response = &f.json["response"];
+        let is_cbor = response["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| {
+                h[0].as_str() == Some("Content-Type") && h[1].as_str() == Some("application/cbor")
+            });
+        if !is_cbor || response["body_encoding"].as_str() != Some("base64") {
+            continue;
+        }
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(response["body"].as_str().unwrap())
+            .unwrap();
+        let value =
+            trailwatch_protocol::cbor::decode(&body).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        assert_eq!(
+            trailwatch_protocol::cbor::encode(&value),
+            body,
+            "{}",
+            f.name
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 4,
+        "expected the CBOR answers of the fixture set, found {checked}"
+    );
+}
