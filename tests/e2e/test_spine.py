@@ -37,7 +37,10 @@ def call(fn, **kwargs):
     """Makes a call; returns (request id, error code or None)."""
     try:
         response = fn(**kwargs)
-        return response["ResponseMetadata"]["RequestId"], None
+        # botocore's CBOR parser leaves RequestId out for operations without
+        # output (an empty body); the header is there all the same.
+        metadata = response["ResponseMetadata"]
+        return metadata.get("RequestId") or metadata["HTTPHeaders"]["x-amzn-requestid"], None
     except ClientError as e:
         return e.response["ResponseMetadata"]["RequestId"], e.response["Error"]["Code"]
 

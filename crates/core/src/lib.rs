@@ -3,10 +3,13 @@
 //! - [`identity`]: accounts, access keys and the principals they stand for.
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
+//! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
+//!   metric store, ListMetrics.
 //!
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
 
 pub mod audit;
 pub mod identity;
+pub mod metrics;
 pub mod token;

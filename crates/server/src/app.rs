@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::identity::KeyRing;
+use trailwatch_core::metrics::MetricStore;
 use trailwatch_core::token::TokenCodec;
 use trailwatch_types::Clock;
 
@@ -60,6 +61,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The metric store could not be opened.
+    #[error("open metric store: {0}")]
+    Metrics(String),
     /// The audit log could not be opened.
     #[error("open audit log: {0}")]
     Audit(#[from] trailwatch_core::audit::AuditError),
@@ -75,6 +79,8 @@ pub struct App {
     pub keys: KeyRing,
     /// Audit records and LookupEvents.
     pub audit: AuditStore,
+    /// CloudWatch metric data.
+    pub metrics: MetricStore,
     /// Wakes the background worker when enough records wait to be flushed.
     flush_wanted: tokio::sync::Notify,
 }
@@ -133,6 +139,13 @@ impl App {
             source,
         })?;
         let tokens = TokenCodec::new(load_token_key(&config.data_dir)?);
+        let metrics = MetricStore::open(
+            &config.data_dir.join("metrics"),
+            clock.clone(),
+            tokens.clone(),
+            config.audit.wal.clone(),
+        )
+        .map_err(|e| StartError::Metrics(e.to_string()))?;
         let audit = AuditStore::open_embedded(
             &config.data_dir,
             clock.clone(),
@@ -145,6 +158,7 @@ impl App {
             clock,
             keys,
             audit,
+            metrics,
             flush_wanted: tokio::sync::Notify::new(),
         }))
     }
@@ -185,6 +199,9 @@ impl App {
 
     /// Flushes and fsyncs everything; called on graceful shutdown.
     pub async fn shutdown(&self) {
+        if let Err(err) = self.metrics.shutdown().await {
+            tracing::error!(error = %err, "failed to close the metrics log cleanly");
+        }
         if let Err(err) = self.audit.shutdown().await {
             tracing::error!(error = %err, "failed to close the audit log cleanly");
         }

@@ -6,7 +6,20 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 
 /// Milliseconds since the Unix epoch, UTC. AWS keeps millisecond precision for
 /// every timestamp in scope, so finer digits are truncated on input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)] // stored as epoch milliseconds
 pub struct Timestamp(i64);
 
 /// A timestamp text that could not be read.

@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::generated::operations;
 
 mod cloudtrail;
+mod cloudwatch;
 mod resources;
 mod sts;
 
@@ -97,6 +98,8 @@ pub async fn dispatch(
     match (route.service, op) {
         (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(app, cx, input).await,
         (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
+        (Service::CloudWatch, "PutMetricData") => cloudwatch::put_metric_data(app, cx, input).await,
+        (Service::CloudWatch, "ListMetrics") => cloudwatch::list_metrics(app, cx, input),
         _ => Err(ApiError::not_implemented(op)),
     }
 }

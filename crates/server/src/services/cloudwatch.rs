@@ -1,0 +1,238 @@
+//! CloudWatch (`monitoring`), served in RPC v2 CBOR, JSON 1.0 and query alike.
+//! Today: PutMetricData and ListMetrics (`spec/cloudwatch.md` §2, §3.5).
+
+use trailwatch_core::metrics::{
+    validate_put, DatumInput, ListMetricsQuery, MetricId, MetricsError, PutRequest,
+};
+use trailwatch_protocol::{ApiError, Value};
+
+use super::{CallContext, Outcome};
+use crate::app::App;
+
+/// CloudWatch's codes for metric errors (`spec/protocols.md` §10.1).
+fn map_error(err: MetricsError) -> ApiError {
+    match err {
+        MetricsError::InvalidParameterValue(m) => {
+            ApiError::new("InvalidParameterValueException", 400, m)
+                .with_query_code("InvalidParameterValue")
+        }
+        MetricsError::MissingParameter(m) => {
+            ApiError::new("MissingRequiredParameterException", 400, m)
+                .with_query_code("MissingParameter")
+        }
+        MetricsError::InvalidParameterCombination(m) => {
+            ApiError::new("InvalidParameterCombinationException", 400, m)
+                .with_query_code("InvalidParameterCombination")
+        }
+        MetricsError::Validation(m) => {
+            ApiError::new("ValidationException", 400, m).with_query_code("ValidationError")
+        }
+        MetricsError::Storage(m) => {
+            tracing::error!(error = %m, "metric storage failed");
+            ApiError::new("InternalServiceFault", 500, "Internal service error.")
+                .with_query_code("InternalServiceError")
+        }
+    }
+}
+
+/// A member that is present but not a number.
+fn number(v: Option<&Value>, path: &str) -> Result<Option<f64>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            map_error(MetricsError::InvalidParameterValue(format!(
+                "The value {v:?} for parameter {path} is invalid."
+            )))
+        }),
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
+    let numbers = |name: &str| -> Result<Option<Vec<f64>>, ApiError> {
+        match d.get(name) {
+            None => Ok(None),
+            Some(list) => {
+                let items = list.as_list().ok_or_else(|| {
+                    map_error(MetricsError::InvalidParameterValue(format!(
+                        "The parameter {path}.{name} must be a list."
+                    )))
+                })?;
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        number(Some(v), &format!("{path}.{name}.member.{}", i + 1))
+                            .map(|n| n.unwrap_or_default())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            }
+        }
+    };
+    let statistic_values = match d.get("StatisticValues") {
+        None => None,
+        Some(set) => {
+            let mut members = [None; 4];
+            for (k, name) in ["SampleCount", "Sum", "Minimum", "Maximum"]
+                .iter()
+                .enumerate()
+            {
+                members[k] = number(set.get(name), &format!("{path}.StatisticValues.{name}"))?;
+            }
+            Some(members)
+        }
+    };
+    let timestamp = match d.get("Timestamp") {
+        None => None,
+        Some(t) => Some(t.as_timestamp().ok_or_else(|| {
+            map_error(MetricsError::InvalidParameterValue(format!(
+                "The parameter {path}.Timestamp is not a valid timestamp."
+            )))
+        })?),
+    };
+    let storage_resolution = match d.get("StorageResolution") {
+        None => None,
+        Some(r) => Some(r.as_i64().ok_or_else(|| {
+            map_error(MetricsError::InvalidParameterValue(format!(
+                "The value {r:?} for parameter {path}.StorageResolution is invalid."
+            )))
+        })?),
+    };
+    Ok(DatumInput {
+        metric_name: text(d.get("MetricName")),
+        dimensions: d
+            .get("Dimensions")
+            .and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .map(|dim| (text(dim.get("Name")), text(dim.get("Value"))))
+            .collect(),
+        value: number(d.get("Value"), &format!("{path}.Value"))?,
+        statistic_values,
+        values: numbers("Values")?,
+        counts: numbers("Counts")?,
+        timestamp,
+        unit: text(d.get("Unit")),
+        storage_resolution,
+    })
+}
+
+pub(super) async fn put_metric_data(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let data = |v: Option<&Value>, prefix: &str| -> Result<Vec<DatumInput>, ApiError> {
+        v.and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| datum_input(d, &format!("{prefix}.member.{}", i + 1)))
+            .collect()
+    };
+    let request = PutRequest {
+        namespace: text(input.get("Namespace")),
+        metric_data: data(input.get("MetricData"), "MetricData")?,
+        entity_metric_data: input
+            .get("EntityMetricData")
+            .and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                data(
+                    e.get("MetricData"),
+                    &format!("EntityMetricData.member.{}.MetricData", i + 1),
+                )
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let datums = validate_put(&request, cx.now).map_err(map_error)?;
+    app.metrics
+        .put(&cx.principal.account_id, cx.region, datums)
+        .await
+        .map_err(map_error)?;
+    Ok(Outcome::default())
+}
+
+fn metric_value(m: &MetricId) -> Value {
+    let dimensions = m
+        .dimensions
+        .iter()
+        .map(|d| {
+            Value::structure([
+                ("Name", Value::string(&d.name)),
+                ("Value", Value::string(&d.value)),
+            ])
+        })
+        .collect();
+    Value::structure([
+        ("Namespace", Value::string(&m.namespace)),
+        ("MetricName", Value::string(&m.name)),
+        ("Dimensions", Value::List(dimensions)),
+    ])
+}
+
+pub(super) fn list_metrics(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let recently_active = match input.get("RecentlyActive").and_then(Value::as_str) {
+        None => false,
+        Some("PT3H") => true,
+        Some(other) => {
+            return Err(map_error(MetricsError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'recentlyActive' failed to satisfy constraint: Member must satisfy enum value set: [PT3H]"
+            ))))
+        }
+    };
+    let query = ListMetricsQuery {
+        account_id: cx.principal.account_id.clone(),
+        region: cx.region.to_owned(),
+        namespace: text(input.get("Namespace")),
+        metric_name: text(input.get("MetricName")),
+        dimensions: input
+            .get("Dimensions")
+            .and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .map(|f| {
+                (
+                    text(f.get("Name")).unwrap_or_default(),
+                    text(f.get("Value")),
+                )
+            })
+            .collect(),
+        recently_active,
+        next_token: text(input.get("NextToken")),
+    };
+    let page = app.metrics.list(&query).map_err(map_error)?;
+    let include_accounts = input
+        .get("IncludeLinkedAccounts")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let owning = include_accounts.then(|| {
+        Value::List(
+            page.metrics
+                .iter()
+                .map(|_| Value::string(&cx.principal.account_id))
+                .collect(),
+        )
+    });
+    Ok(Outcome::read(Value::structure([
+        (
+            "Metrics",
+            Value::List(page.metrics.iter().map(metric_value).collect()),
+        ),
+        (
+            "NextToken",
+            page.next_token.map_or(Value::Null, Value::String),
+        ),
+        ("OwningAccounts", owning.unwrap_or(Value::Null)),
+    ])))
+}

@@ -1,0 +1,102 @@
+"""CloudWatch metrics end to end: PutMetricData and ListMetrics in all three
+protocols, the aws CLI, validation errors and persistence across a restart."""
+import datetime
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Server
+
+CLOUDWATCH_PROTOCOLS = ["smithy-rpc-v2-cbor", "json", "query"]
+
+
+def list_all(cw, **kwargs):
+    metrics = []
+    for page in cw.get_paginator("list_metrics").paginate(**kwargs):
+        metrics.extend(page["Metrics"])
+    return metrics
+
+
+def key(metric):
+    dims = ",".join(f"{d['Name']}={d['Value']}" for d in metric["Dimensions"])
+    return f"{metric['Namespace']}/{metric['MetricName']}:{dims}"
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_put_then_list(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cw.put_metric_data(
+        Namespace="App/Web",
+        MetricData=[
+            {"MetricName": "Latency", "Dimensions": [{"Name": "Svc", "Value": "a"}], "Value": 12.5, "Unit": "Milliseconds", "Timestamp": now},
+            {
+                "MetricName": "Latency",
+                "Dimensions": [{"Name": "Svc", "Value": "b"}, {"Name": "Region", "Value": "x"}],
+                "StatisticValues": {"SampleCount": 4, "Sum": 10, "Minimum": 1, "Maximum": 4},
+                "StorageResolution": 1,
+            },
+            {"MetricName": "Errors", "Values": [1.0, 2.0], "Counts": [3.0, 4.0]},
+        ],
+    )
+    # The same identity with its dimensions in another order is the same metric.
+    cw.put_metric_data(Namespace="App/Web", MetricData=[
+        {"MetricName": "Latency", "Dimensions": [{"Name": "Region", "Value": "x"}, {"Name": "Svc", "Value": "b"}], "Value": 1}
+    ])
+    assert [key(m) for m in list_all(cw, Namespace="App/Web")] == [
+        "App/Web/Errors:",
+        "App/Web/Latency:Region=x,Svc=b",
+        "App/Web/Latency:Svc=a",
+    ]
+    assert [key(m) for m in list_all(cw, Namespace="App/Web", Dimensions=[{"Name": "Svc", "Value": "b"}])] == [
+        "App/Web/Latency:Region=x,Svc=b"
+    ]
+    assert len(list_all(cw, Dimensions=[{"Name": "Svc"}])) == 2
+    assert list_all(cw, MetricName="latency") == []
+    assert len(list_all(cw, RecentlyActive="PT3H")) == 3
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_validation_errors_reach_the_client_as_modelled_exceptions(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+
+    def failure(**kwargs):
+        with pytest.raises(ClientError) as info:
+            cw.put_metric_data(**kwargs)
+        return info.value
+
+    e = failure(Namespace="AWS/EC2", MetricData=[{"MetricName": "X", "Value": 1}])
+    assert isinstance(e, cw.exceptions.InvalidParameterValueException)
+    assert e.response["Error"]["Code"] == "InvalidParameterValue"
+    assert e.response["Error"]["Message"] == "The value AWS/ for parameter Namespace is invalid."
+    e = failure(Namespace="App", MetricData=[{"MetricName": "X", "Value": 1, "StatisticValues": {"SampleCount": 1, "Sum": 1, "Minimum": 1, "Maximum": 1}}])
+    assert isinstance(e, cw.exceptions.InvalidParameterCombinationException)
+    e = failure(Namespace="App", MetricData=[{"MetricName": "X", "Values": [1, 2], "Counts": [1]}])
+    assert e.response["Error"]["Message"] == "The parameters MetricData.member.1.Values and MetricData.member.1.Counts must be of the same size."
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=15)
+    e = failure(Namespace="App", MetricData=[{"MetricName": "X", "Value": 1, "Timestamp": old}])
+    assert "within the past two weeks" in e.response["Error"]["Message"]
+    e = failure(Namespace="App", MetricData=[{"MetricName": "X", "Value": 1, "StorageResolution": 30}])
+    assert e.response["Error"]["Code"] == "InvalidParameterValue"
+    # All-or-nothing: nothing of a failed request was stored.
+    failure(Namespace="App", MetricData=[{"MetricName": "Good", "Value": 1}, {"MetricName": "Bad", "Value": 1, "Unit": "Furlongs"}])
+    assert list_all(cw, Namespace="App") == []
+
+
+def test_cli_and_restart(tmp_path):
+    srv = Server(str(tmp_path / "data"))
+    srv.start()
+    try:
+        srv.cli("cloudwatch", "put-metric-data", "--namespace", "Host", "--metric-name", "CPUUtilization",
+                "--dimensions", "InstanceId=i-1", "--value", "42.5", "--unit", "Percent")
+        out = json.loads(srv.cli("cloudwatch", "list-metrics", "--namespace", "Host").stdout)
+        assert out["Metrics"] == [{"Namespace": "Host", "MetricName": "CPUUtilization", "Dimensions": [{"Name": "InstanceId", "Value": "i-1"}]}]
+    finally:
+        assert srv.stop() == 0
+    srv.start()
+    try:
+        out = json.loads(srv.cli("cloudwatch", "list-metrics").stdout)
+        assert [m["MetricName"] for m in out["Metrics"]] == ["CPUUtilization"]
+    finally:
+        srv.stop()
