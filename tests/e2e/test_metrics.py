@@ -100,3 +100,51 @@ def test_cli_and_restart(tmp_path):
         assert [m["MetricName"] for m in out["Metrics"]] == ["CPUUtilization"]
     finally:
         srv.stop()
+
+
+def minute_ago(minutes):
+    now = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+    return now - datetime.timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_get_metric_statistics_exact_values(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    t0 = minute_ago(10)
+    dims = [{"Name": "Page", "Value": "home"}]
+    cw.put_metric_data(Namespace="App", MetricData=[
+        {"MetricName": "PageViewCount", "Dimensions": dims, "Value": v, "Timestamp": t0 + datetime.timedelta(seconds=s), "StorageResolution": 1}
+        for s, v in [(0, 2.0), (1, 4.0), (2, 5.0)]
+    ] + [
+        {"MetricName": "PageViewCount", "Dimensions": dims, "Values": [10.0, 20.0], "Counts": [3.0, 1.0], "Timestamp": t0 + datetime.timedelta(minutes=1)},
+    ])
+    out = cw.get_metric_statistics(
+        Namespace="App", MetricName="PageViewCount", Dimensions=dims,
+        StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), Period=60,
+        Statistics=["Sum", "Maximum", "Minimum", "Average", "SampleCount"],
+    )
+    assert out["Label"] == "PageViewCount"
+    points = sorted(out["Datapoints"], key=lambda p: p["Timestamp"])
+    assert [p["Timestamp"] for p in points] == [t0, t0 + datetime.timedelta(minutes=1)]
+    assert {k: points[0][k] for k in ("SampleCount", "Average", "Maximum", "Minimum", "Sum", "Unit")} == {
+        "SampleCount": 3.0, "Average": 3.6666666666666665, "Maximum": 5.0, "Minimum": 2.0, "Sum": 11.0, "Unit": "None",
+    }
+    assert (points[1]["SampleCount"], points[1]["Sum"]) == (4.0, 50.0)
+    ext = cw.get_metric_statistics(
+        Namespace="App", MetricName="PageViewCount", Dimensions=dims,
+        StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), Period=300,
+        ExtendedStatistics=["p50", "p99", "TM(1:4)", "PR(:5)"],
+    )["Datapoints"]
+    assert len(ext) == 1
+    # Samples 2, 4, 5, 10, 10, 10, 20 (n = 7).
+    assert ext[0]["ExtendedStatistics"] == {"p50": 10.0, "p99": 20.0, "TM(1:4)": 3.0, "PR(:5)": 300 / 7}
+    # Exact dimension sets only, unit filters, and periods that do not fit the data's age.
+    assert cw.get_metric_statistics(Namespace="App", MetricName="PageViewCount", StartTime=t0,
+                                    EndTime=t0 + datetime.timedelta(minutes=5), Period=60, Statistics=["Sum"])["Datapoints"] == []
+    assert cw.get_metric_statistics(Namespace="App", MetricName="PageViewCount", Dimensions=dims, StartTime=t0,
+                                    EndTime=t0 + datetime.timedelta(minutes=5), Period=60, Statistics=["Sum"], Unit="Count")["Datapoints"] == []
+    with pytest.raises(ClientError) as info:
+        cw.get_metric_statistics(Namespace="App", MetricName="PageViewCount", StartTime=t0 - datetime.timedelta(days=2),
+                                 EndTime=t0, Period=60, Statistics=["Sum"])
+    assert isinstance(info.value, cw.exceptions.InvalidParameterCombinationException)
+    assert "exceeds the limit of 1,440" in info.value.response["Error"]["Message"]

@@ -61,6 +61,93 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
         "unexpected error {code:?}"
     );
 
+    // Metrics over CBOR: the SDK's strict decoder reads typed doubles and tag-1 timestamps.
+    #[allow(clippy::disallowed_methods)] // a client: real time is what it publishes at
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let t0 = aws_sdk_cloudwatch::primitives::DateTime::from_secs((now_secs / 60 - 10) * 60);
+    let datum = |value: f64, offset: i64| {
+        aws_sdk_cloudwatch::types::MetricDatum::builder()
+            .metric_name("Requests")
+            .dimensions(
+                aws_sdk_cloudwatch::types::Dimension::builder()
+                    .name("Svc")
+                    .value("api")
+                    .build(),
+            )
+            .value(value)
+            .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                t0.secs() + offset,
+            ))
+            .storage_resolution(1)
+            .build()
+    };
+    cloudwatch
+        .put_metric_data()
+        .namespace("SdkTest")
+        .metric_data(datum(100.0, 0))
+        .metric_data(datum(200.0, 5))
+        .send()
+        .await
+        .expect("PutMetricData");
+    let stats = cloudwatch
+        .get_metric_statistics()
+        .namespace("SdkTest")
+        .metric_name("Requests")
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name("Svc")
+                .value("api")
+                .build(),
+        )
+        .start_time(t0)
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            t0.secs() + 300,
+        ))
+        .period(60)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+        .extended_statistics("p50")
+        .send()
+        .await;
+    // Statistics and ExtendedStatistics together are refused with the modelled exception.
+    let err = stats.expect_err("Statistics with ExtendedStatistics must fail");
+    assert_eq!(err.code(), Some("InvalidParameterCombination"));
+    let stats = cloudwatch
+        .get_metric_statistics()
+        .namespace("SdkTest")
+        .metric_name("Requests")
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name("Svc")
+                .value("api")
+                .build(),
+        )
+        .start_time(t0)
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            t0.secs() + 300,
+        ))
+        .period(60)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+        .send()
+        .await
+        .expect("GetMetricStatistics");
+    let points = stats.datapoints();
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].sum(), Some(300.0));
+    assert_eq!(points[0].maximum(), Some(200.0));
+    assert_eq!(points[0].timestamp().map(|t| t.secs()), Some(t0.secs()));
+    let listed = cloudwatch
+        .list_metrics()
+        .namespace("SdkTest")
+        .send()
+        .await
+        .expect("ListMetrics");
+    assert_eq!(listed.metrics().len(), 1);
+
     // A wrong secret: the modelled query code reaches the SDK through x-amzn-query-error.
     let bad = config(&server.endpoint(), "wrong-secret").await;
     let err = aws_sdk_cloudwatch::Client::new(&bad)

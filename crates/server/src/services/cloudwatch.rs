@@ -1,8 +1,10 @@
 //! CloudWatch (`monitoring`), served in RPC v2 CBOR, JSON 1.0 and query alike.
-//! Today: PutMetricData and ListMetrics (`spec/cloudwatch.md` §2, §3.5).
+//! Today: PutMetricData, ListMetrics and GetMetricStatistics
+//! (`spec/cloudwatch.md` §2–5).
 
 use trailwatch_core::metrics::{
-    validate_put, DatumInput, ListMetricsQuery, MetricId, MetricsError, PutRequest,
+    compute, validate_put, validate_statistics, DatumInput, ListMetricsQuery, MetricId,
+    MetricsError, PutRequest, StatisticsRequest,
 };
 use trailwatch_protocol::{ApiError, Value};
 
@@ -234,5 +236,83 @@ pub(super) fn list_metrics(
             page.next_token.map_or(Value::Null, Value::String),
         ),
         ("OwningAccounts", owning.unwrap_or(Value::Null)),
+    ])))
+}
+
+pub(super) fn get_metric_statistics(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let strings = |name: &str| -> Vec<String> {
+        input
+            .get(name)
+            .and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    let time = |name: &str| -> Result<Option<trailwatch_types::Timestamp>, ApiError> {
+        match input.get(name) {
+            None => Ok(None),
+            Some(t) => t.as_timestamp().map(Some).ok_or_else(|| {
+                map_error(MetricsError::InvalidParameterValue(format!(
+                    "The parameter {name} is not a valid timestamp."
+                )))
+            }),
+        }
+    };
+    let period = match input.get("Period") {
+        None => None,
+        Some(p) => Some(p.as_i64().ok_or_else(|| {
+            map_error(MetricsError::InvalidParameterValue(
+                "The parameter Period must be an integer.".to_owned(),
+            ))
+        })?),
+    };
+    let request = StatisticsRequest {
+        namespace: text(input.get("Namespace")),
+        metric_name: text(input.get("MetricName")),
+        dimensions: input
+            .get("Dimensions")
+            .and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| (text(d.get("Name")), text(d.get("Value"))))
+            .collect(),
+        start: time("StartTime")?,
+        end: time("EndTime")?,
+        period,
+        statistics: strings("Statistics"),
+        extended: strings("ExtendedStatistics"),
+        unit: text(input.get("Unit")),
+    };
+    let query = validate_statistics(&request, cx.now).map_err(map_error)?;
+    let datums = app
+        .metrics
+        .datums(&cx.principal.account_id, cx.region, &query.metric);
+    let datapoints = compute(&query, &datums)
+        .into_iter()
+        .map(|p| {
+            let mut members: Vec<(String, Value)> =
+                vec![("Timestamp".to_owned(), Value::Timestamp(p.timestamp))];
+            members.extend(p.statistics.into_iter().map(|(k, v)| (k, Value::Float(v))));
+            members.push(("Unit".to_owned(), Value::string(p.unit.as_str())));
+            if !query.extended.is_empty() {
+                let map = p
+                    .extended
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::Float(v)))
+                    .collect();
+                members.push(("ExtendedStatistics".to_owned(), Value::Map(map)));
+            }
+            Value::Struct(members)
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([
+        ("Label", Value::string(&query.metric.name)),
+        ("Datapoints", Value::List(datapoints)),
     ])))
 }

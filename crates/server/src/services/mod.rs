@@ -100,6 +100,9 @@ pub async fn dispatch(
         (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
         (Service::CloudWatch, "PutMetricData") => cloudwatch::put_metric_data(app, cx, input).await,
         (Service::CloudWatch, "ListMetrics") => cloudwatch::list_metrics(app, cx, input),
+        (Service::CloudWatch, "GetMetricStatistics") => {
+            cloudwatch::get_metric_statistics(app, cx, input)
+        }
         _ => Err(ApiError::not_implemented(op)),
     }
 }
