@@ -423,6 +423,70 @@ mod tests {
         assert_eq!(stat(&mut b, "TS(5:6)"), Some(0.0));
     }
 
+    /// The naive reference: expand weights into a sorted list and index it.
+    fn naive(values: &[(u32, u32)], stat: &str) -> Option<f64> {
+        let mut xs: Vec<f64> = values
+            .iter()
+            .flat_map(|(v, c)| std::iter::repeat_n(f64::from(*v), *c as usize))
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len() as u128;
+        // Percentages as tenths of a percent, exact.
+        let rank_ceil = |tenths: u128| (tenths * n).div_ceil(1000) as usize;
+        let rank_floor = |tenths: u128| (tenths * n / 1000) as usize;
+        if let Some(p) = stat.strip_prefix('p') {
+            let tenths = (p.parse::<f64>().ok()? * 10.0).round() as u128;
+            return Some(xs[rank_ceil(tenths).max(1) - 1]);
+        }
+        if let Some(inner) = stat.strip_prefix("TM(").and_then(|r| r.strip_suffix("%)")) {
+            let (lo, hi) = inner.split_once("%:")?;
+            let (lo, hi) = (
+                (lo.parse::<f64>().ok()? * 10.0).round() as u128,
+                (hi.parse::<f64>().ok()? * 10.0).round() as u128,
+            );
+            let kept = &xs[rank_floor(lo)..rank_ceil(hi).min(xs.len()).max(rank_floor(lo))];
+            return (!kept.is_empty()).then(|| kept.iter().sum::<f64>() / kept.len() as f64);
+        }
+        if let Some(inner) = stat.strip_prefix("PR(").and_then(|r| r.strip_suffix(')')) {
+            let (a, b) = inner.split_once(':')?;
+            let (a, b): (f64, f64) = (a.parse().ok()?, b.parse().ok()?);
+            return Some(
+                100.0 * xs.iter().filter(|x| a < **x && **x <= b).count() as f64 / xs.len() as f64,
+            );
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_the_naive_reference(
+            values in proptest::collection::vec((0u32..50, 1u32..4), 1..40),
+            p in 0u32..=1000,
+            lo in 0u32..=500,
+            width in 0u32..=500,
+            a in 0u32..50,
+            b in 0u32..50,
+        ) {
+            let mut bucket = Bucket::default();
+            for (v, c) in &values {
+                bucket.add(&Sample::Values { values: vec![f64::from(*v)], counts: vec![f64::from(*c)] });
+            }
+            let pct = |tenths: u32| format!("{}.{}", tenths / 10, tenths % 10);
+            for s in [
+                format!("p{}", pct(p)),
+                format!("TM({}%:{}%)", pct(lo), pct(lo + width)),
+                format!("PR({a}:{b})"),
+            ] {
+                let ours = stat(&mut bucket, &s);
+                let reference = naive(&values, &s);
+                match (ours, reference) {
+                    (Some(x), Some(y)) => proptest::prop_assert!((x - y).abs() <= 1e-9 * y.abs().max(1.0), "{s}: {x} vs {y}"),
+                    (x, y) => proptest::prop_assert_eq!(x, y, "{}", s),
+                }
+            }
+        }
+    }
+
     #[test]
     fn grammar() {
         for ok in [
