@@ -2,7 +2,8 @@
 //! with SIGKILL while several clients write and the WAL is flushed into
 //! segments every 150 records, many times over. After each restart every
 //! acknowledged call's record is present, nothing that was never sent appears,
-//! and nothing appears twice.
+//! and nothing appears twice; the same holds for the metrics that half of the
+//! writers publish with PutMetricData.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -141,6 +142,48 @@ fn recorded_names(addr: &str) -> HashMap<String, usize> {
     }
 }
 
+/// Whether a write name came from a metric writer (odd writer index).
+fn odd_writer(name: &str) -> bool {
+    name.split('-')
+        .nth(1)
+        .and_then(|w| w.strip_prefix('w'))
+        .and_then(|w| w.parse::<u32>().ok())
+        .is_some_and(|w| w % 2 == 1)
+}
+
+/// Every metric name ListMetrics shows in namespace `Crash`.
+fn listed_metrics(addr: &str) -> BTreeSet<String> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut names = BTreeSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut body = serde_json::json!({"Namespace": "Crash"});
+        if let Some(t) = &token {
+            body["NextToken"] = serde_json::Value::String(t.clone());
+        }
+        let (status, answer) = call(
+            &mut stream,
+            addr,
+            "monitoring",
+            "GraniteServiceVersion20100801.ListMetrics",
+            &body.to_string(),
+        )
+        .expect("list metrics");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let page: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+        for m in page["Metrics"].as_array().expect("metrics") {
+            assert!(
+                names.insert(m["MetricName"].as_str().expect("name").to_owned()),
+                "a metric is listed twice"
+            );
+        }
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return names,
+        }
+    }
+}
+
 fn count_files(dir: &Path, extension: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -188,15 +231,26 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
                         }
                         let name = format!("c{cycle}-w{w}-{i}");
                         sent.lock().unwrap().insert(name.clone());
-                        let body = format!(r#"{{"AlarmNames":["{name}"]}}"#);
-                        // A CloudWatch JSON 1.0 call: recorded whatever the answer.
-                        let target = "GraniteServiceVersion20100801.DeleteAlarms";
+                        // Even writers make audit records only; odd writers also store
+                        // metric data (PutMetricData must answer 200, and is recorded too).
+                        let (target, body, must_succeed) = if w % 2 == 0 {
+                            ("GraniteServiceVersion20100801.DeleteAlarms", format!(r#"{{"AlarmNames":["{name}"]}}"#), false)
+                        } else {
+                            (
+                                "GraniteServiceVersion20100801.PutMetricData",
+                                format!(r#"{{"Namespace":"Crash","MetricData":[{{"MetricName":"{name}","Value":{i}}}]}}"#),
+                                true,
+                            )
+                        };
                         match call(&mut stream, &addr, "monitoring", target, &body) {
-                            Ok((status, _)) if status != 500 => {
+                            Ok((200, _)) => {
+                                acknowledged.lock().unwrap().insert(name);
+                            }
+                            Ok((status, _)) if status != 500 && !must_succeed => {
                                 acknowledged.lock().unwrap().insert(name);
                             }
                             Ok((status, answer)) => panic!(
-                                "server error {status}: {}",
+                                "unexpected answer {status}: {}",
                                 String::from_utf8_lossy(&answer)
                             ),
                             Err(_) => return, // killed mid-call: neither acknowledged nor refused
@@ -214,13 +268,26 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
 
         let mut server = start(&data_dir);
         let present = recorded_names(&server.addr);
+        let metrics = listed_metrics(&server.addr);
         server.kill();
         let acknowledged = acknowledged.lock().unwrap();
         let sent = sent.lock().unwrap();
-        for name in acknowledged.iter() {
+        for name in acknowledged.iter().filter(|n| !odd_writer(n)) {
             assert!(
                 present.contains_key(name),
                 "cycle {cycle}: acknowledged write {name} was lost"
+            );
+        }
+        for name in acknowledged.iter().filter(|n| odd_writer(n)) {
+            assert!(
+                metrics.contains(name),
+                "cycle {cycle}: acknowledged metric {name} was lost"
+            );
+        }
+        for name in &metrics {
+            assert!(
+                sent.contains(name) && odd_writer(name),
+                "cycle {cycle}: metric {name} was never sent"
             );
         }
         for (name, count) in &present {
