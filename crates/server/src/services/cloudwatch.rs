@@ -53,6 +53,16 @@ fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_owned)
 }
 
+/// `Dimensions` of `v` as `(Name, Value)`, either possibly missing.
+fn dimensions(v: &Value) -> Vec<(Option<String>, Option<String>)> {
+    v.get("Dimensions")
+        .and_then(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| (text(d.get("Name")), text(d.get("Value"))))
+        .collect()
+}
+
 fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
     let numbers = |name: &str| -> Result<Option<Vec<f64>>, ApiError> {
         match d.get(name) {
@@ -106,13 +116,7 @@ fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
     };
     Ok(DatumInput {
         metric_name: text(d.get("MetricName")),
-        dimensions: d
-            .get("Dimensions")
-            .and_then(Value::as_list)
-            .unwrap_or_default()
-            .iter()
-            .map(|dim| (text(dim.get("Name")), text(dim.get("Value"))))
-            .collect(),
+        dimensions: dimensions(d),
         value: number(d.get("Value"), &format!("{path}.Value"))?,
         statistic_values,
         values: numbers("Values")?,
@@ -198,17 +202,9 @@ pub(super) fn list_metrics(
         region: cx.region.to_owned(),
         namespace: text(input.get("Namespace")),
         metric_name: text(input.get("MetricName")),
-        dimensions: input
-            .get("Dimensions")
-            .and_then(Value::as_list)
-            .unwrap_or_default()
-            .iter()
-            .map(|f| {
-                (
-                    text(f.get("Name")).unwrap_or_default(),
-                    text(f.get("Value")),
-                )
-            })
+        dimensions: dimensions(input)
+            .into_iter()
+            .map(|(name, value)| (name.unwrap_or_default(), value))
             .collect(),
         recently_active,
         next_token: text(input.get("NextToken")),
@@ -275,13 +271,7 @@ pub(super) fn get_metric_statistics(
     let request = StatisticsRequest {
         namespace: text(input.get("Namespace")),
         metric_name: text(input.get("MetricName")),
-        dimensions: input
-            .get("Dimensions")
-            .and_then(Value::as_list)
-            .unwrap_or_default()
-            .iter()
-            .map(|d| (text(d.get("Name")), text(d.get("Value"))))
-            .collect(),
+        dimensions: dimensions(input),
         start: time("StartTime")?,
         end: time("EndTime")?,
         period,
