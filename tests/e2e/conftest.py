@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -131,7 +132,8 @@ class Server:
             "AWS_MAX_ATTEMPTS": "1",
         })
         full_env.update(env or {})
-        aws = shutil.which("aws", path=os.path.dirname(os.path.realpath(__import__("sys").executable)) + os.pathsep + full_env.get("PATH", ""))
+        # The aws CLI pinned beside this interpreter (the virtualenv's bin), not one elsewhere on PATH.
+        aws = shutil.which("aws", path=os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", ""))
         result = subprocess.run([aws, *args, "--output", "json"], capture_output=True, text=True, env=full_env, timeout=120)
         if check and result.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({result.returncode}): {result.stderr}")

@@ -363,3 +363,8 @@ def test_gzip_request_bodies_are_decoded(server, protocol):
     assert encoding == "gzip", "the client must really have compressed"
     # The body decoded: the call reached the handler (not a SerializationException).
     assert code in (None, "NotImplemented")
+
+
+def test_the_pinned_aws_cli_is_the_one_under_test(server):
+    out = server.cli("--version")
+    assert "aws-cli/1.46.3" in (out.stdout + out.stderr)
