@@ -148,3 +148,43 @@ def test_get_metric_statistics_exact_values(server, protocol):
                                  EndTime=t0, Period=60, Statistics=["Sum"])
     assert isinstance(info.value, cw.exceptions.InvalidParameterCombinationException)
     assert "exceeds the limit of 1,440" in info.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_get_metric_data_metric_stat_queries_and_paging(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    t0 = minute_ago(20)
+    cw.put_metric_data(Namespace="App", MetricData=[
+        {"MetricName": "Requests", "Value": float(v), "Timestamp": t0 + datetime.timedelta(minutes=m)}
+        for m, v in [(0, 10), (1, 0), (2, 5), (2, 7)]
+    ])
+    metric = {"Namespace": "App", "MetricName": "Requests"}
+    queries = [
+        {"Id": "sum", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}},
+        {"Id": "max", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Maximum"}, "Label": "Peak"},
+        {"Id": "hidden", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}, "ReturnData": False},
+    ]
+    end = t0 + datetime.timedelta(minutes=10)
+    out = cw.get_metric_data(MetricDataQueries=queries, StartTime=t0, EndTime=end)
+    results = {r["Id"]: r for r in out["MetricDataResults"]}
+    assert set(results) == {"sum", "max"}
+    assert results["sum"]["Label"] == "Requests" and results["max"]["Label"] == "Peak"
+    assert results["sum"]["Timestamps"] == [t0 + datetime.timedelta(minutes=m) for m in (2, 1, 0)]
+    assert results["sum"]["Values"] == [12.0, 0.0, 10.0]
+    assert results["max"]["Values"] == [7.0, 0.0, 10.0]
+    assert all(r["StatusCode"] == "Complete" for r in results.values())
+    assert "NextToken" not in out
+    # Paging by datapoints: the pages concatenate to the same series.
+    pages = list(cw.get_paginator("get_metric_data").paginate(
+        MetricDataQueries=queries[:2], StartTime=t0, EndTime=end, ScanBy="TimestampAscending", MaxDatapoints=2
+    ))
+    assert len(pages) == 3
+    joined = {}
+    for page in pages:
+        for r in page["MetricDataResults"]:
+            joined.setdefault(r["Id"], []).extend(r["Values"])
+    assert joined == {"sum": [10.0, 0.0, 12.0], "max": [10.0, 0.0, 7.0]}
+    assert pages[0]["MetricDataResults"][0]["StatusCode"] == "PartialData"
+    with pytest.raises(ClientError) as info:
+        cw.get_metric_data(MetricDataQueries=queries, StartTime=t0, EndTime=end, NextToken="garbage")
+    assert info.value.response["Error"]["Code"] == "InvalidNextToken"

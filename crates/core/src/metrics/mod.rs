@@ -3,16 +3,19 @@
 //!
 //! - [`model`]: metric identities, units, samples and the validation of a
 //!   PutMetricData request into datums (all-or-nothing, in the spec's order).
+//! - [`data`]: GetMetricData for MetricStat queries, paginated by datapoints.
 //! - [`get`]: GetMetricStatistics: validation, period rules, bucketing.
 //! - [`stats`]: basic and extended statistics of one bucket, exact.
 //! - [`store`]: datums become durable through their own WAL before the 2xx and
 //!   are kept per (account, region) series; ListMetrics reads the identities.
 
+pub mod data;
 pub mod get;
 pub mod model;
 pub mod stats;
 pub mod store;
 
+pub use data::{plan as plan_data, DataQueryInput, DataRequest, DataResult, MetricStatInput};
 pub use get::{compute, validate_statistics, Datapoint, StatisticsQuery, StatisticsRequest};
 pub use model::{
     validate_put, DatumInput, Dimension, MetricId, MetricsError, PutRequest, Sample, Unit,

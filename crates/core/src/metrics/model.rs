@@ -166,6 +166,9 @@ pub enum MetricsError {
     /// `ValidationError` (model constraint violations, framework wording).
     #[error("{0}")]
     Validation(String),
+    /// `InvalidNextToken`.
+    #[error("{0}")]
+    InvalidNextToken(String),
     /// A storage failure (a server fault).
     #[error("metric storage failed: {0}")]
     Storage(String),

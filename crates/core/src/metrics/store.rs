@@ -203,6 +203,34 @@ impl MetricStore {
             .unwrap_or_default()
     }
 
+    /// GetMetricData for a validated plan, one page at a time.
+    pub fn get_data(
+        &self,
+        account: &str,
+        region: &str,
+        plan: &super::data::DataPlan,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<super::data::DataResult>, Option<String>), MetricsError> {
+        let now = self.clock.now();
+        let filters = filters_hash(&[account, region, "GetMetricData", &plan.fingerprint]);
+        let cursor = match next_token {
+            Some(token) => Some(
+                self.tokens
+                    .open::<super::data::Cursor>(token, &filters, now, 24 * 3600)
+                    .ok_or_else(|| {
+                        MetricsError::InvalidNextToken(
+                            "The service cannot parse the NextToken.".to_owned(),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let (results, next) = super::data::execute(plan, now, cursor, |metric| {
+            self.datums(account, region, metric)
+        })?;
+        Ok((results, next.map(|c| self.tokens.issue(&filters, &c, now))))
+    }
+
     /// ListMetrics (§3.5).
     pub fn list(&self, q: &ListMetricsQuery) -> Result<ListMetricsPage, MetricsError> {
         if q.dimensions.len() > 10 {

@@ -3,8 +3,8 @@
 //! (`spec/cloudwatch.md` §2–5).
 
 use trailwatch_core::metrics::{
-    compute, validate_put, validate_statistics, DatumInput, ListMetricsQuery, MetricId,
-    MetricsError, PutRequest, StatisticsRequest,
+    compute, plan_data, validate_put, validate_statistics, DataQueryInput, DataRequest, DatumInput,
+    ListMetricsQuery, MetricId, MetricStatInput, MetricsError, PutRequest, StatisticsRequest,
 };
 use trailwatch_protocol::{ApiError, Value};
 
@@ -29,6 +29,7 @@ fn map_error(err: MetricsError) -> ApiError {
         MetricsError::Validation(m) => {
             ApiError::new("ValidationException", 400, m).with_query_code("ValidationError")
         }
+        MetricsError::InvalidNextToken(m) => ApiError::new("InvalidNextToken", 400, m),
         MetricsError::Storage(m) => {
             tracing::error!(error = %m, "metric storage failed");
             ApiError::new("InternalServiceFault", 500, "Internal service error.")
@@ -304,5 +305,96 @@ pub(super) fn get_metric_statistics(
     Ok(Outcome::read(Value::structure([
         ("Label", Value::string(&query.metric.name)),
         ("Datapoints", Value::List(datapoints)),
+    ])))
+}
+
+pub(super) fn get_metric_data(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let time = |name: &str| -> Result<Option<trailwatch_types::Timestamp>, ApiError> {
+        match input.get(name) {
+            None => Ok(None),
+            Some(t) => t.as_timestamp().map(Some).ok_or_else(|| {
+                map_error(MetricsError::InvalidParameterValue(format!(
+                    "The parameter {name} is not a valid timestamp."
+                )))
+            }),
+        }
+    };
+    let queries = input
+        .get("MetricDataQueries")
+        .and_then(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .map(|q| DataQueryInput {
+            id: text(q.get("Id")),
+            metric_stat: q.get("MetricStat").map(|s| MetricStatInput {
+                namespace: s.get("Metric").and_then(|m| text(m.get("Namespace"))),
+                metric_name: s.get("Metric").and_then(|m| text(m.get("MetricName"))),
+                dimensions: s.get("Metric").map(dimensions).unwrap_or_default(),
+                period: s.get("Period").and_then(Value::as_i64),
+                stat: text(s.get("Stat")),
+                unit: text(s.get("Unit")),
+            }),
+            expression: text(q.get("Expression")),
+            label: text(q.get("Label")),
+            return_data: q.get("ReturnData").and_then(Value::as_bool),
+        })
+        .collect();
+    let request = DataRequest {
+        queries,
+        start: time("StartTime")?,
+        end: time("EndTime")?,
+        scan_by: text(input.get("ScanBy")),
+        max_datapoints: input.get("MaxDatapoints").and_then(Value::as_i64),
+    };
+    let plan = plan_data(&request, cx.now).map_err(map_error)?;
+    let token = text(input.get("NextToken"));
+    let (results, next_token) = app
+        .metrics
+        .get_data(&cx.principal.account_id, cx.region, &plan, token.as_deref())
+        .map_err(map_error)?;
+    let results = results
+        .into_iter()
+        .map(|r| {
+            let messages = r
+                .messages
+                .into_iter()
+                .map(|(code, value)| {
+                    Value::structure([
+                        ("Code", Value::String(code)),
+                        ("Value", Value::String(value)),
+                    ])
+                })
+                .collect();
+            Value::structure([
+                ("Id", Value::String(r.id)),
+                ("Label", Value::String(r.label)),
+                (
+                    "Timestamps",
+                    Value::List(r.timestamps.into_iter().map(Value::Timestamp).collect()),
+                ),
+                (
+                    "Values",
+                    Value::List(r.values.into_iter().map(Value::Float).collect()),
+                ),
+                (
+                    "StatusCode",
+                    Value::string(if r.complete {
+                        "Complete"
+                    } else {
+                        "PartialData"
+                    }),
+                ),
+                ("Messages", Value::List(messages)),
+            ])
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([
+        ("MetricDataResults", Value::List(results)),
+        ("NextToken", next_token.map_or(Value::Null, Value::String)),
+        ("Messages", Value::List(vec![])),
     ])))
 }

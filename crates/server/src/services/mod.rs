@@ -103,6 +103,7 @@ pub async fn dispatch(
         (Service::CloudWatch, "GetMetricStatistics") => {
             cloudwatch::get_metric_statistics(app, cx, input)
         }
+        (Service::CloudWatch, "GetMetricData") => cloudwatch::get_metric_data(app, cx, input),
         _ => Err(ApiError::not_implemented(op)),
     }
 }

@@ -1,0 +1,490 @@
+//! GetMetricData for `MetricStat` queries (`spec/cloudwatch.md` §6.1–6.2):
+//! validation, one series per query on the bucket grid of §3.2, labels,
+//! `ScanBy`, and pagination by datapoints with `PartialData`. Metric math,
+//! SEARCH and Metrics Insights expressions are not evaluated yet.
+
+use trailwatch_types::Timestamp;
+
+use super::get::{compute, validate_statistics, StatisticsRequest, BASIC};
+use super::model::{MetricId, MetricsError, ValidatedDatum};
+
+/// Default and largest `MaxDatapoints`.
+pub const MAX_DATAPOINTS: i64 = 100_800;
+
+/// `MetricStat` as decoded.
+#[derive(Debug, Clone, Default)]
+pub struct MetricStatInput {
+    /// `Metric.Namespace`.
+    pub namespace: Option<String>,
+    /// `Metric.MetricName`.
+    pub metric_name: Option<String>,
+    /// `Metric.Dimensions`.
+    pub dimensions: Vec<(Option<String>, Option<String>)>,
+    /// `Period`.
+    pub period: Option<i64>,
+    /// `Stat`.
+    pub stat: Option<String>,
+    /// `Unit`.
+    pub unit: Option<String>,
+}
+
+/// One `MetricDataQuery` as decoded.
+#[derive(Debug, Clone, Default)]
+pub struct DataQueryInput {
+    /// `Id`.
+    pub id: Option<String>,
+    /// `MetricStat`.
+    pub metric_stat: Option<MetricStatInput>,
+    /// `Expression`.
+    pub expression: Option<String>,
+    /// `Label`.
+    pub label: Option<String>,
+    /// `ReturnData` (default true).
+    pub return_data: Option<bool>,
+}
+
+/// A GetMetricData request as decoded.
+#[derive(Debug, Clone, Default)]
+pub struct DataRequest {
+    /// `MetricDataQueries`.
+    pub queries: Vec<DataQueryInput>,
+    /// `StartTime`.
+    pub start: Option<Timestamp>,
+    /// `EndTime`.
+    pub end: Option<Timestamp>,
+    /// `ScanBy`.
+    pub scan_by: Option<String>,
+    /// `MaxDatapoints`.
+    pub max_datapoints: Option<i64>,
+}
+
+/// One result series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataResult {
+    /// Query id.
+    pub id: String,
+    /// Label (default: the metric name).
+    pub label: String,
+    /// Timestamps in `ScanBy` order.
+    pub timestamps: Vec<Timestamp>,
+    /// Values, parallel to `timestamps`.
+    pub values: Vec<f64>,
+    /// `Complete`, or `PartialData` when a later page continues it.
+    pub complete: bool,
+    /// `(Code, Value)` messages.
+    pub messages: Vec<(String, String)>,
+}
+
+/// A validated query plan.
+#[derive(Debug, Clone)]
+pub struct DataPlan {
+    queries: Vec<(String, String, bool, StatisticsRequest, String)>,
+    /// Newest first (the default).
+    pub descending: bool,
+    /// Page size in datapoints.
+    pub max_datapoints: usize,
+    /// Hash input that binds a token to this request.
+    pub fingerprint: String,
+}
+
+fn is_valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    !id.is_empty()
+        && id.len() <= 255
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn validation(message: String) -> MetricsError {
+    MetricsError::Validation(message)
+}
+
+/// Validates a request received at `now`.
+pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsError> {
+    let start = request.start.ok_or_else(|| {
+        MetricsError::MissingParameter("The parameter StartTime is required.".to_owned())
+    })?;
+    let end = request.end.ok_or_else(|| {
+        MetricsError::MissingParameter("The parameter EndTime is required.".to_owned())
+    })?;
+    if request.queries.is_empty() {
+        return Err(MetricsError::MissingParameter(
+            "The parameter MetricDataQueries is required.".to_owned(),
+        ));
+    }
+    if request.queries.len() > 500 {
+        return Err(MetricsError::InvalidParameterValue(
+            "The collection MetricDataQueries must not have a size greater than 500.".to_owned(),
+        ));
+    }
+    let descending = match request.scan_by.as_deref() {
+        None | Some("TimestampDescending") => true,
+        Some("TimestampAscending") => false,
+        Some(other) => {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{other}' at 'scanBy' failed to satisfy constraint: Member must satisfy enum value set: [TimestampDescending, TimestampAscending]"
+            )))
+        }
+    };
+    let max_datapoints = match request.max_datapoints {
+        None => MAX_DATAPOINTS,
+        Some(n) if n >= 1 => n.min(MAX_DATAPOINTS),
+        Some(n) => {
+            return Err(MetricsError::InvalidParameterValue(format!(
+                "The value {n} for parameter MaxDatapoints is invalid."
+            )))
+        }
+    } as usize;
+    let mut ids = std::collections::HashSet::new();
+    let mut queries = Vec::new();
+    for (i, q) in request.queries.iter().enumerate() {
+        let n = i + 1;
+        let id = q.id.clone().ok_or_else(|| {
+            MetricsError::MissingParameter(format!(
+                "The parameter MetricDataQueries.member.{n}.Id is required."
+            ))
+        })?;
+        if !is_valid_id(&id) {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{id}' at 'metricDataQueries.{n}.member.id' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-z][a-zA-Z0-9_]*$"
+            )));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(validation(format!(
+                "The value {id} for parameter MetricDataQueries.member.{n}.Id is not unique."
+            )));
+        }
+        let stat = match (&q.metric_stat, &q.expression) {
+            (Some(_), Some(_)) => {
+                return Err(MetricsError::InvalidParameterCombination(format!(
+                    "The parameters MetricDataQueries.member.{n}.MetricStat and MetricDataQueries.member.{n}.Expression are mutually exclusive and you have specified both."
+                )))
+            }
+            (None, None) => {
+                return Err(validation(format!("The parameter MetricDataQueries.member.{n}.MetricStat is required.")))
+            }
+            (None, Some(_)) => {
+                return Err(validation(format!(
+                    "Error in expression {id}: metric math, SEARCH and Metrics Insights expressions are not supported by trailwatch yet"
+                )))
+            }
+            (Some(stat), None) => stat,
+        };
+        let stat_name = stat.stat.clone().ok_or_else(|| {
+            MetricsError::MissingParameter(format!(
+                "The parameter MetricDataQueries.member.{n}.MetricStat.Stat is required."
+            ))
+        })?;
+        let (statistics, extended) = if BASIC.contains(&stat_name.as_str()) {
+            (vec![stat_name.clone()], vec![])
+        } else {
+            (vec![], vec![stat_name.clone()])
+        };
+        let statistics_request = StatisticsRequest {
+            namespace: stat.namespace.clone(),
+            metric_name: stat.metric_name.clone(),
+            dimensions: stat.dimensions.clone(),
+            start: Some(start),
+            end: Some(end),
+            period: stat.period,
+            statistics,
+            extended,
+            unit: stat.unit.clone(),
+        };
+        // Validate now, so a bad query fails the whole call.
+        validate_statistics(&statistics_request, now).map_err(|e| match e {
+            MetricsError::InvalidParameterValue(m) => {
+                MetricsError::InvalidParameterValue(format!("MetricDataQueries.member.{n}: {m}"))
+            }
+            other => other,
+        })?;
+        let label = q
+            .label
+            .clone()
+            .unwrap_or_else(|| stat.metric_name.clone().unwrap_or_default());
+        queries.push((
+            id,
+            label,
+            q.return_data.unwrap_or(true),
+            statistics_request,
+            stat_name,
+        ));
+    }
+    let fingerprint = format!(
+        "{:?}|{descending}|{max_datapoints}",
+        request_fingerprint(request)
+    );
+    Ok(DataPlan {
+        queries,
+        descending,
+        max_datapoints,
+        fingerprint,
+    })
+}
+
+fn request_fingerprint(r: &DataRequest) -> String {
+    let queries: Vec<String> = r
+        .queries
+        .iter()
+        .map(|q| {
+            format!(
+                "{:?}{:?}{:?}{:?}",
+                q.id,
+                q.label,
+                q.return_data,
+                q.metric_stat.as_ref().map(|s| (
+                    &s.namespace,
+                    &s.metric_name,
+                    &s.dimensions,
+                    s.period,
+                    &s.stat,
+                    &s.unit
+                ))
+            )
+        })
+        .collect();
+    format!("{:?}{:?}{}", r.start, r.end, queries.join(";"))
+}
+
+/// Where a page starts: result index and point offset within it.
+pub type Cursor = (usize, usize);
+
+/// Runs the plan; `datums` fetches a metric's stored datums. Returns the page's
+/// results and, when truncated, the cursor of the next page.
+pub fn execute(
+    plan: &DataPlan,
+    now: Timestamp,
+    cursor: Option<Cursor>,
+    mut datums: impl FnMut(&MetricId) -> Vec<ValidatedDatum>,
+) -> Result<(Vec<DataResult>, Option<Cursor>), MetricsError> {
+    let mut series = Vec::new();
+    for (id, label, return_data, request, stat) in &plan.queries {
+        if !return_data {
+            continue;
+        }
+        let query = validate_statistics(request, now)?;
+        let points = compute(&query, &datums(&query.metric));
+        let mut messages = Vec::new();
+        let mut units: Vec<_> = points.iter().map(|p| p.unit).collect();
+        units.sort();
+        units.dedup();
+        // Several units without a Unit filter: the unit with the most datapoints wins (§3.4).
+        let chosen = units
+            .iter()
+            .max_by_key(|u| points.iter().filter(|p| p.unit == **u).count())
+            .copied();
+        if units.len() > 1 {
+            messages.push((
+                "MultipleUnits".to_owned(),
+                "Metric has data in more than one unit; specify Unit.".to_owned(),
+            ));
+        }
+        let mut values: Vec<(Timestamp, f64)> = points
+            .into_iter()
+            .filter(|p| Some(p.unit) == chosen)
+            .filter_map(|p| {
+                let v = p
+                    .statistics
+                    .iter()
+                    .chain(&p.extended)
+                    .find(|(k, _)| k == stat)
+                    .map(|(_, v)| *v)?;
+                Some((p.timestamp, v))
+            })
+            .collect();
+        if plan.descending {
+            values.reverse();
+        }
+        series.push((id.clone(), label.clone(), values, messages));
+    }
+    let (start_result, start_offset) = cursor.unwrap_or((0, 0));
+    let mut budget = plan.max_datapoints;
+    let mut out = Vec::new();
+    let mut next = None;
+    for (index, (id, label, values, messages)) in series.into_iter().enumerate().skip(start_result)
+    {
+        let offset = if index == start_result {
+            start_offset.min(values.len())
+        } else {
+            0
+        };
+        let remaining = &values[offset..];
+        let take = remaining.len().min(budget);
+        budget -= take;
+        let complete = take == remaining.len();
+        out.push(DataResult {
+            id,
+            label,
+            timestamps: remaining[..take].iter().map(|(t, _)| *t).collect(),
+            values: remaining[..take].iter().map(|(_, v)| *v).collect(),
+            complete,
+            messages,
+        });
+        if !complete {
+            next = Some((index, offset + take));
+            break;
+        }
+        if budget == 0 {
+            next = Some((index + 1, 0));
+            break;
+        }
+    }
+    // A cursor past the last result is no page at all.
+    if let Some((index, _)) = next {
+        if index >= plan.queries.iter().filter(|q| q.2).count() {
+            next = None;
+        }
+    }
+    Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::model::{Sample, Unit};
+
+    const NOW: Timestamp = Timestamp::from_secs(1_719_748_800); // 2024-06-30T12:00:00Z
+
+    fn datum(name: &str, minute: i64, v: f64) -> ValidatedDatum {
+        ValidatedDatum {
+            metric: MetricId {
+                namespace: "App".into(),
+                name: name.into(),
+                dimensions: vec![],
+            },
+            timestamp: Timestamp::from_secs(NOW.secs() - 3600 + minute * 60),
+            unit: Unit::NONE,
+            storage_resolution: 60,
+            sample: Sample::Value(v),
+        }
+    }
+
+    fn query(id: &str, name: &str, stat: &str) -> DataQueryInput {
+        DataQueryInput {
+            id: Some(id.into()),
+            metric_stat: Some(MetricStatInput {
+                namespace: Some("App".into()),
+                metric_name: Some(name.into()),
+                period: Some(60),
+                stat: Some(stat.into()),
+                ..MetricStatInput::default()
+            }),
+            ..DataQueryInput::default()
+        }
+    }
+
+    fn request(queries: Vec<DataQueryInput>) -> DataRequest {
+        DataRequest {
+            queries,
+            start: Some(Timestamp::from_secs(NOW.secs() - 3600)),
+            end: Some(NOW),
+            ..DataRequest::default()
+        }
+    }
+
+    #[test]
+    fn series_labels_order_and_pages() {
+        let store = [
+            datum("Requests", 0, 10.0),
+            datum("Requests", 1, 0.0),
+            datum("Requests", 2, 5.0),
+            datum("Errors", 0, 1.0),
+        ];
+        let fetch = |m: &MetricId| {
+            store
+                .iter()
+                .filter(|d| d.metric == *m)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let mut hidden = query("m1", "Errors", "Sum");
+        hidden.return_data = Some(false);
+        let mut labelled = query("m2", "Requests", "Sum");
+        labelled.label = Some("All requests".into());
+        let plan = plan(
+            &request(vec![hidden, labelled, query("m3", "Requests", "p50")]),
+            NOW,
+        )
+        .unwrap();
+        let (results, next) = execute(&plan, NOW, None, fetch).unwrap();
+        assert!(next.is_none());
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].label, "All requests");
+        assert_eq!(
+            results[0].values,
+            vec![5.0, 0.0, 10.0],
+            "newest first by default"
+        );
+        assert_eq!(results[1].label, "Requests");
+        assert!(results.iter().all(|r| r.complete));
+
+        let mut paged = request(vec![
+            query("a", "Requests", "Sum"),
+            query("b", "Requests", "Maximum"),
+        ]);
+        paged.max_datapoints = Some(2);
+        paged.scan_by = Some("TimestampAscending".into());
+        let plan = super::plan(&paged, NOW).unwrap();
+        let mut cursor = None;
+        let mut pages = Vec::new();
+        loop {
+            let (results, next) = execute(&plan, NOW, cursor, fetch).unwrap();
+            pages.push(results);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let flat: Vec<(String, Vec<f64>, bool)> = pages
+            .iter()
+            .flatten()
+            .map(|r| (r.id.clone(), r.values.clone(), r.complete))
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                ("a".into(), vec![10.0, 0.0], false),
+                ("a".into(), vec![5.0], true),
+                ("b".into(), vec![10.0], false),
+                ("b".into(), vec![0.0, 5.0], true),
+            ]
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let err = |r: DataRequest| plan(&r, NOW).unwrap_err();
+        assert!(matches!(
+            err(request(vec![query("Bad", "X", "Sum")])),
+            MetricsError::Validation(_)
+        ));
+        assert!(matches!(
+            err(request(vec![
+                query("a", "X", "Sum"),
+                query("a", "Y", "Sum")
+            ])),
+            MetricsError::Validation(_)
+        ));
+        let expr = DataQueryInput {
+            id: Some("e1".into()),
+            expression: Some("SUM(METRICS())".into()),
+            ..DataQueryInput::default()
+        };
+        assert!(
+            matches!(err(request(vec![expr])), MetricsError::Validation(m) if m.contains("not supported"))
+        );
+        assert!(matches!(
+            err(request(vec![])),
+            MetricsError::MissingParameter(_)
+        ));
+        let mut bad_stat = query("a", "X", "Median");
+        bad_stat.metric_stat.as_mut().unwrap().stat = Some("p101".into());
+        assert!(matches!(
+            err(request(vec![bad_stat])),
+            MetricsError::InvalidParameterValue(_)
+        ));
+        let mut scan = request(vec![query("a", "X", "Sum")]);
+        scan.scan_by = Some("Sideways".into());
+        assert!(matches!(err(scan), MetricsError::Validation(_)));
+    }
+}
