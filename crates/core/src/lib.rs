@@ -3,6 +3,7 @@
 //! - [`identity`]: accounts, access keys and the principals they stand for.
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
+//! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics.
 //!
@@ -10,6 +11,7 @@
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
 
 pub mod audit;
+pub mod dashboards;
 pub mod identity;
 pub mod metrics;
 pub mod token;

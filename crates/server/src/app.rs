@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trailwatch_core::audit::{AuditOptions, AuditStore};
+use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::identity::KeyRing;
 use trailwatch_core::metrics::MetricStore;
 use trailwatch_core::token::TokenCodec;
@@ -81,6 +82,10 @@ pub struct App {
     pub audit: AuditStore,
     /// CloudWatch metric data.
     pub metrics: MetricStore,
+    /// CloudWatch dashboards (in the catalog).
+    pub dashboards: Dashboards,
+    /// Pagination tokens of operations served from the catalog.
+    pub tokens: TokenCodec,
     /// Wakes the background worker when enough records wait to be flushed.
     flush_wanted: tokio::sync::Notify,
 }
@@ -149,16 +154,19 @@ impl App {
         let audit = AuditStore::open_embedded(
             &config.data_dir,
             clock.clone(),
-            tokens,
+            tokens.clone(),
             config.audit.clone(),
         )
         .await?;
+        let dashboards = Dashboards::new(audit.catalog());
         Ok(Arc::new(App {
             config,
             clock,
             keys,
             audit,
             metrics,
+            dashboards,
+            tokens,
             flush_wanted: tokio::sync::Notify::new(),
         }))
     }

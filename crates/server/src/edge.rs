@@ -402,6 +402,18 @@ async fn finish(
     result: Result<Outcome, ApiError>,
 ) -> OutgoingResponse {
     let operation_name = operation.clone().unwrap_or_default();
+    // A partly failed call (DeleteDashboards naming one unknown dashboard) answers
+    // its error but still commits the changes it made, with its record.
+    let (result, changes) = match result {
+        Ok(mut outcome) => {
+            let changes = std::mem::take(&mut outcome.changes);
+            match outcome.error.take() {
+                Some(err) => (Err(err), changes),
+                None => (Ok(outcome), changes),
+            }
+        }
+        Err(err) => (Err(err), Vec::new()),
+    };
     let rendered = match &result {
         Ok(outcome) => render::success(
             protocol,
@@ -473,11 +485,7 @@ async fn finish(
                 api_version: Some(service.api_version().to_owned()),
                 recipient_account_id: account,
             };
-            let changes = result
-                .as_ref()
-                .map(|o| o.changes.as_slice())
-                .unwrap_or_default();
-            match app.audit.commit(&record, changes).await {
+            match app.audit.commit(&record, &changes).await {
                 Ok(()) => {
                     app.recorded();
                     rendered

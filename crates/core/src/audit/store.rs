@@ -756,6 +756,11 @@ impl AuditStore {
         .await
     }
 
+    /// The catalog the store commits changes into.
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.catalog.clone()
+    }
+
     /// Makes `record` durable, then visible. Returns only after the fsync.
     pub async fn append(&self, record: &CallRecord) -> Result<(), AuditError> {
         self.write_entry(record, &[]).await

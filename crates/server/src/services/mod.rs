@@ -12,6 +12,7 @@ use crate::generated::operations;
 
 mod cloudtrail;
 mod cloudwatch;
+mod dashboards;
 mod resources;
 mod sts;
 
@@ -42,6 +43,8 @@ pub struct Outcome {
     /// State changes, committed in the same WAL entry as the call's record and
     /// applied only once that entry is durable. Handlers never apply them.
     pub changes: Vec<Change>,
+    /// An error to answer even though `changes` are committed (partial success).
+    pub error: Option<ApiError>,
 }
 
 impl Outcome {
@@ -104,6 +107,10 @@ pub async fn dispatch(
             cloudwatch::get_metric_statistics(app, cx, input)
         }
         (Service::CloudWatch, "GetMetricData") => cloudwatch::get_metric_data(app, cx, input),
+        (Service::CloudWatch, "PutDashboard") => dashboards::put_dashboard(app, cx, input),
+        (Service::CloudWatch, "GetDashboard") => dashboards::get_dashboard(app, cx, input),
+        (Service::CloudWatch, "ListDashboards") => dashboards::list_dashboards(app, cx, input),
+        (Service::CloudWatch, "DeleteDashboards") => dashboards::delete_dashboards(app, cx, input),
         _ => Err(ApiError::not_implemented(op)),
     }
 }
