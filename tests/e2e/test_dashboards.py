@@ -68,3 +68,29 @@ def test_dashboards_survive_restart_and_crash(tmp_path):
         assert [e["DashboardName"] for e in out["DashboardEntries"]] == ["kept"]
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_tagging_dashboards(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    arn = f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/ops"
+    cw.put_dashboard(DashboardName="ops", DashboardBody='{"widgets":[]}', Tags=[{"Key": "team", "Value": "sre"}])
+    # Tags on PutDashboard count only at creation.
+    cw.put_dashboard(DashboardName="ops", DashboardBody='{"widgets":[]}', Tags=[{"Key": "ignored", "Value": "x"}])
+    assert cw.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "sre"}]
+    cw.tag_resource(ResourceARN=arn, Tags=[{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "platform"}])
+    assert cw.list_tags_for_resource(ResourceARN=arn)["Tags"] == [
+        {"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "platform"},
+    ]
+    cw.untag_resource(ResourceARN=arn, TagKeys=["team"])
+    assert cw.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "env", "Value": "prod"}]
+    with pytest.raises(ClientError) as info:
+        cw.tag_resource(ResourceARN=arn, Tags=[{"Key": "aws:reserved", "Value": "x"}])
+    assert info.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as info:
+        cw.list_tags_for_resource(ResourceARN=f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/missing")
+    assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    # Deleting the dashboard deletes its tags; recreating starts afresh.
+    cw.delete_dashboards(DashboardNames=["ops"])
+    cw.put_dashboard(DashboardName="ops", DashboardBody='{"widgets":[]}')
+    assert cw.list_tags_for_resource(ResourceARN=arn)["Tags"] == []

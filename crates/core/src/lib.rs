@@ -6,6 +6,7 @@
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics.
+//! - [`tags`]: resource tags in the catalog.
 //!
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
@@ -14,4 +15,5 @@ pub mod audit;
 pub mod dashboards;
 pub mod identity;
 pub mod metrics;
+pub mod tags;
 pub mod token;

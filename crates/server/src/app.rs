@@ -9,6 +9,7 @@ use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::identity::KeyRing;
 use trailwatch_core::metrics::MetricStore;
+use trailwatch_core::tags::Tags;
 use trailwatch_core::token::TokenCodec;
 use trailwatch_types::Clock;
 
@@ -84,6 +85,8 @@ pub struct App {
     pub metrics: MetricStore,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
+    /// Resource tags (in the catalog).
+    pub tags: Tags,
     /// Pagination tokens of operations served from the catalog.
     pub tokens: TokenCodec,
     /// Wakes the background worker when enough records wait to be flushed.
@@ -159,6 +162,7 @@ impl App {
         )
         .await?;
         let dashboards = Dashboards::new(audit.catalog());
+        let tags = Tags::new(audit.catalog());
         Ok(Arc::new(App {
             config,
             clock,
@@ -166,6 +170,7 @@ impl App {
             audit,
             metrics,
             dashboards,
+            tags,
             tokens,
             flush_wanted: tokio::sync::Notify::new(),
         }))

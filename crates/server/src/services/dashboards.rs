@@ -3,9 +3,11 @@
 //! call's audit record.
 
 use trailwatch_core::dashboards::{validate_body, validate_name, DashboardError};
+use trailwatch_core::tags::{validate, Tags};
 use trailwatch_core::token::filters_hash;
 use trailwatch_protocol::{ApiError, Value};
 
+use super::tagging::tag_list;
 use super::{CallContext, Outcome};
 use crate::app::App;
 
@@ -80,13 +82,23 @@ pub(super) fn put_dashboard(
     let body = required(input, "DashboardBody")?;
     validate_name(&name).map_err(map_error)?;
     let warnings = validate_body(&body).map_err(map_error)?;
+    let tags = validate(&tag_list(input.get("Tags")), "Tags").map_err(super::tagging::map_error)?;
+    let account = &cx.principal.account_id;
+    let mut changes = app.dashboards.put_changes(account, &name, &body, cx.now);
+    // Tags count only when the dashboard is created (§10.1).
+    let exists = match app.dashboards.get(account, &name) {
+        Ok(_) => true,
+        Err(DashboardError::NotFound(_)) => false,
+        Err(e) => return Err(map_error(e)),
+    };
+    if !exists {
+        changes.extend(Tags::create_changes(&arn(account, &name), &tags));
+    }
     let output = Value::structure([("DashboardValidationMessages", messages_value(&warnings))]);
     Ok(Outcome {
         response_elements: Some(output.to_record_json()),
         output: Some(output),
-        changes: app
-            .dashboards
-            .put_changes(&cx.principal.account_id, &name, &body, cx.now),
+        changes,
         ..Outcome::default()
     })
 }
@@ -178,10 +190,15 @@ pub(super) fn delete_dashboards(
             "The parameter DashboardNames is required.".to_owned(),
         )));
     }
-    let (changes, missing) = app
+    let account = &cx.principal.account_id;
+    let (mut changes, missing) = app
         .dashboards
-        .delete_changes(&cx.principal.account_id, &names)
+        .delete_changes(account, &names)
         .map_err(map_error)?;
+    // A deleted dashboard takes its tags with it (§11).
+    for name in &names {
+        changes.extend(Tags::delete_changes(&arn(account, name)));
+    }
     let error = missing.then(|| {
         map_error(DashboardError::NotFound(
             "The specified dashboard does not exist.".to_owned(),

@@ -15,6 +15,7 @@ mod cloudwatch;
 mod dashboards;
 mod resources;
 mod sts;
+mod tagging;
 
 pub(crate) use resources::resources_for;
 
@@ -111,6 +112,11 @@ pub async fn dispatch(
         (Service::CloudWatch, "GetDashboard") => dashboards::get_dashboard(app, cx, input),
         (Service::CloudWatch, "ListDashboards") => dashboards::list_dashboards(app, cx, input),
         (Service::CloudWatch, "DeleteDashboards") => dashboards::delete_dashboards(app, cx, input),
+        (Service::CloudWatch, "TagResource") => tagging::tag_resource(app, cx, input),
+        (Service::CloudWatch, "UntagResource") => tagging::untag_resource(app, cx, input),
+        (Service::CloudWatch, "ListTagsForResource") => {
+            tagging::list_tags_for_resource(app, cx, input)
+        }
         _ => Err(ApiError::not_implemented(op)),
     }
 }
