@@ -188,3 +188,41 @@ def test_get_metric_data_metric_stat_queries_and_paging(server, protocol):
     with pytest.raises(ClientError) as info:
         cw.get_metric_data(MetricDataQueries=queries, StartTime=t0, EndTime=end, NextToken="garbage")
     assert info.value.response["Error"]["Code"] == "InvalidNextToken"
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_get_metric_data_metric_math(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    t0 = minute_ago(30)
+    at = lambda m: t0 + datetime.timedelta(minutes=m)  # noqa: E731
+    cw.put_metric_data(Namespace="Math", MetricData=[
+        {"MetricName": "Errors", "Value": 1.0, "Timestamp": at(0)},
+        {"MetricName": "Errors", "Value": 0.0, "Timestamp": at(1)},
+        {"MetricName": "Requests", "Value": 10.0, "Timestamp": at(0)},
+        {"MetricName": "Requests", "Value": 0.0, "Timestamp": at(1)},
+        {"MetricName": "Requests", "Value": 5.0, "Timestamp": at(2)},
+    ])
+    stat = lambda name: {"Metric": {"Namespace": "Math", "MetricName": name}, "Period": 60, "Stat": "Sum"}  # noqa: E731
+    out = cw.get_metric_data(
+        StartTime=t0, EndTime=at(5), ScanBy="TimestampAscending",
+        MetricDataQueries=[
+            {"Id": "m1", "MetricStat": stat("Errors"), "ReturnData": False},
+            {"Id": "m2", "MetricStat": stat("Requests"), "ReturnData": False},
+            {"Id": "rate", "Expression": "100*m1/m2", "Label": "Error %"},
+            {"Id": "filled", "Expression": "FILL(m1, 0)"},
+            {"Id": "each", "Expression": "METRICS()"},
+        ],
+    )
+    results = out["MetricDataResults"]
+    rate = results[0]
+    assert (rate["Id"], rate["Label"]) == ("rate", "Error %")
+    assert rate["Timestamps"] == [at(0), at(2)] and rate["Values"] == [10.0, 0.0]
+    filled = results[1]
+    assert filled["Label"] == "filled"
+    assert filled["Values"] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert [(r["Id"], r["Label"]) for r in results[2:]] == [("each", "Errors"), ("each", "Requests")]
+    with pytest.raises(ClientError) as info:
+        cw.get_metric_data(StartTime=t0, EndTime=at(5), MetricDataQueries=[
+            {"Id": "m1", "MetricStat": stat("Errors")}, {"Id": "e1", "Expression": "m9 * 2"}])
+    assert info.value.response["Error"]["Code"] == "ValidationError"
+    assert info.value.response["Error"]["Message"] == "Error in expression e1: Unrecognized metric id m9"

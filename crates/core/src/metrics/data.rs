@@ -1,11 +1,14 @@
-//! GetMetricData for `MetricStat` queries (`spec/cloudwatch.md` §6.1–6.2):
-//! validation, one series per query on the bucket grid of §3.2, labels,
-//! `ScanBy`, and pagination by datapoints with `PartialData`. Metric math,
-//! SEARCH and Metrics Insights expressions are not evaluated yet.
+//! GetMetricData (`spec/cloudwatch.md` §6.1–6.2): `MetricStat` queries as
+//! series on the bucket grid of §3.2, metric math expressions over them
+//! ([`super::math`]), labels, `ScanBy`, and pagination by datapoints with
+//! `PartialData`. SEARCH and Metrics Insights are not evaluated yet.
 
 use trailwatch_types::Timestamp;
 
+use std::collections::HashMap;
+
 use super::get::{compute, validate_statistics, StatisticsRequest, BASIC};
+use super::math::{self, Expr, MValue, Series};
 use super::model::{MetricId, MetricsError, ValidatedDatum};
 
 /// Default and largest `MaxDatapoints`.
@@ -75,10 +78,30 @@ pub struct DataResult {
     pub messages: Vec<(String, String)>,
 }
 
+/// One validated query.
+#[derive(Debug, Clone)]
+struct Planned {
+    id: String,
+    /// The query's `Label`, if given.
+    label: Option<String>,
+    return_data: bool,
+    kind: PlannedKind,
+}
+
+#[derive(Debug, Clone)]
+enum PlannedKind {
+    Stat {
+        request: StatisticsRequest,
+        stat: String,
+        metric_name: String,
+    },
+    Math(Expr),
+}
+
 /// A validated query plan.
 #[derive(Debug, Clone)]
 pub struct DataPlan {
-    queries: Vec<(String, String, bool, StatisticsRequest, String)>,
+    queries: Vec<Planned>,
     /// Newest first (the default).
     pub descending: bool,
     /// Page size in datapoints.
@@ -163,10 +186,13 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
             (None, None) => {
                 return Err(validation(format!("The parameter MetricDataQueries.member.{n}.MetricStat is required.")))
             }
-            (None, Some(_)) => {
-                return Err(validation(format!(
-                    "Error in expression {id}: metric math, SEARCH and Metrics Insights expressions are not supported by trailwatch yet"
-                )))
+            (None, Some(expression)) => {
+                if expression.is_empty() || expression.len() > 2048 {
+                    return Err(validation(format!("Error in expression {id}: the expression must have 1 to 2048 characters")));
+                }
+                let expr = math::parse(expression).map_err(|reason| validation(format!("Error in expression {id}: {reason}")))?;
+                queries.push(Planned { id, label: q.label.clone(), return_data: q.return_data.unwrap_or(true), kind: PlannedKind::Math(expr) });
+                continue;
             }
             (Some(stat), None) => stat,
         };
@@ -198,16 +224,48 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
             }
             other => other,
         })?;
-        let label = q
-            .label
-            .clone()
-            .unwrap_or_else(|| stat.metric_name.clone().unwrap_or_default());
-        queries.push((
+        queries.push(Planned {
             id,
-            label,
-            q.return_data.unwrap_or(true),
-            statistics_request,
-            stat_name,
+            label: q.label.clone(),
+            return_data: q.return_data.unwrap_or(true),
+            kind: PlannedKind::Stat {
+                request: statistics_request,
+                stat: stat_name,
+                metric_name: stat.metric_name.clone().unwrap_or_default(),
+            },
+        });
+    }
+    // Every reference must name another query, without cycles.
+    let known: HashMap<&str, &Planned> = queries.iter().map(|q| (q.id.as_str(), q)).collect();
+    for q in &queries {
+        let mut stack = vec![(q.id.clone(), vec![q.id.clone()])];
+        while let Some((at, path)) = stack.pop() {
+            let Some(PlannedKind::Math(expr)) = known.get(at.as_str()).map(|p| &p.kind) else {
+                continue;
+            };
+            let mut refs = Vec::new();
+            math::references(expr, &mut refs);
+            for r in refs {
+                if !known.contains_key(r.as_str()) {
+                    return Err(validation(format!(
+                        "Error in expression {at}: Unrecognized metric id {r}"
+                    )));
+                }
+                if path.contains(&r) {
+                    return Err(validation(format!(
+                        "Error in expression {}: circular reference to {r}",
+                        q.id
+                    )));
+                }
+                let mut next = path.clone();
+                next.push(r.clone());
+                stack.push((r, next));
+            }
+        }
+    }
+    if !queries.iter().any(|q| q.return_data) {
+        return Err(validation(
+            "At least one query must have ReturnData set to true.".to_owned(),
         ));
     }
     let fingerprint = format!(
@@ -249,6 +307,68 @@ fn request_fingerprint(r: &DataRequest) -> String {
 /// Where a page starts: result index and point offset within it.
 pub type Cursor = (usize, usize);
 
+/// One returned series: (Id, Label, points in ScanBy order, messages).
+type Labelled = (String, String, Vec<(Timestamp, f64)>, Vec<(String, String)>);
+
+/// Evaluation state: fetched MetricStat series and evaluated expressions.
+struct Evaluation<'a> {
+    plan: &'a DataPlan,
+    stats: HashMap<String, (Series, i64)>,
+    evaluated: HashMap<String, MValue>,
+    grid: Vec<i64>,
+}
+
+impl math::Context for Evaluation<'_> {
+    fn resolve(&mut self, id: &str) -> Result<MValue, String> {
+        if let Some((s, _)) = self.stats.get(id) {
+            return Ok(MValue::Series(s.clone()));
+        }
+        if let Some(v) = self.evaluated.get(id) {
+            return Ok(v.clone());
+        }
+        let query = self
+            .plan
+            .queries
+            .iter()
+            .find(|q| q.id == id)
+            .ok_or_else(|| format!("Unrecognized metric id {id}"))?;
+        let PlannedKind::Math(expr) = &query.kind else {
+            return Err(format!("Unrecognized metric id {id}"));
+        };
+        let mut value = math::eval(expr, self)?;
+        label_expression(&mut value, query);
+        self.evaluated.insert(id.to_owned(), value.clone());
+        Ok(value)
+    }
+
+    fn metrics(&mut self) -> Vec<(String, Series)> {
+        self.plan
+            .queries
+            .iter()
+            .filter_map(|q| {
+                self.stats
+                    .get(&q.id)
+                    .map(|(s, _)| (q.id.clone(), s.clone()))
+            })
+            .collect()
+    }
+
+    fn period(&self, id: &str) -> Option<i64> {
+        self.stats.get(id).map(|(_, p)| *p)
+    }
+
+    fn grid(&self) -> &[i64] {
+        &self.grid
+    }
+}
+
+/// An expression's single series is labelled with the query's Label, else its Id.
+fn label_expression(value: &mut MValue, query: &Planned) {
+    if let MValue::Series(s) = value {
+        s.label = query.label.clone().unwrap_or_else(|| query.id.clone());
+    }
+}
+
 /// Runs the plan; `datums` fetches a metric's stored datums. Returns the page's
 /// results and, when truncated, the cursor of the next page.
 pub fn execute(
@@ -257,14 +377,26 @@ pub fn execute(
     cursor: Option<Cursor>,
     mut datums: impl FnMut(&MetricId) -> Vec<ValidatedDatum>,
 ) -> Result<(Vec<DataResult>, Option<Cursor>), MetricsError> {
-    let mut series = Vec::new();
-    for (id, label, return_data, request, stat) in &plan.queries {
-        if !return_data {
+    let mut stats = HashMap::new();
+    let mut unit_messages: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut grid_start = None;
+    let mut grid_period = i64::MAX;
+    let mut grid_end = 0;
+    for q in &plan.queries {
+        let PlannedKind::Stat {
+            request,
+            stat,
+            metric_name,
+        } = &q.kind
+        else {
             continue;
-        }
+        };
         let query = validate_statistics(request, now)?;
+        grid_start =
+            Some(grid_start.map_or(query.start.millis(), |s: i64| s.min(query.start.millis())));
+        grid_period = grid_period.min(query.period);
+        grid_end = query.end.millis();
         let points = compute(&query, &datums(&query.metric));
-        let mut messages = Vec::new();
         let mut units: Vec<_> = points.iter().map(|p| p.unit).collect();
         units.sort();
         units.dedup();
@@ -274,29 +406,89 @@ pub fn execute(
             .max_by_key(|u| points.iter().filter(|p| p.unit == **u).count())
             .copied();
         if units.len() > 1 {
-            messages.push((
+            unit_messages.entry(q.id.clone()).or_default().push((
                 "MultipleUnits".to_owned(),
                 "Metric has data in more than one unit; specify Unit.".to_owned(),
             ));
         }
-        let mut values: Vec<(Timestamp, f64)> = points
-            .into_iter()
-            .filter(|p| Some(p.unit) == chosen)
-            .filter_map(|p| {
-                let v = p
-                    .statistics
-                    .iter()
-                    .chain(&p.extended)
-                    .find(|(k, _)| k == stat)
-                    .map(|(_, v)| *v)?;
-                Some((p.timestamp, v))
-            })
-            .collect();
-        if plan.descending {
-            values.reverse();
-        }
-        series.push((id.clone(), label.clone(), values, messages));
+        let series = Series {
+            label: q.label.clone().unwrap_or_else(|| metric_name.clone()),
+            points: points
+                .into_iter()
+                .filter(|p| Some(p.unit) == chosen)
+                .filter_map(|p| {
+                    let v = p
+                        .statistics
+                        .iter()
+                        .chain(&p.extended)
+                        .find(|(k, _)| k == stat)
+                        .map(|(_, v)| *v)?;
+                    Some((p.timestamp.millis(), v))
+                })
+                .collect(),
+        };
+        stats.insert(q.id.clone(), (series, query.period));
     }
+    let grid = match grid_start {
+        Some(start) => (0..)
+            .map(|k| start + k * grid_period * 1000)
+            .take_while(|t| *t < grid_end)
+            .take(100_800)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut evaluation = Evaluation {
+        plan,
+        stats,
+        evaluated: HashMap::new(),
+        grid,
+    };
+    // Every returned query as one or more labelled series, in request order.
+    let mut series: Vec<Labelled> = Vec::new();
+    for q in plan.queries.iter().filter(|q| q.return_data) {
+        let members: Vec<Series> = match &q.kind {
+            PlannedKind::Stat { .. } => vec![evaluation
+                .stats
+                .get(&q.id)
+                .map(|(s, _)| s.clone())
+                .unwrap_or_default()],
+            PlannedKind::Math(_) => {
+                match math::Context::resolve(&mut evaluation, &q.id)
+                    .map_err(|reason| MetricsError::Validation(format!("Error in expression {}: {reason}", q.id)))?
+                {
+                    MValue::Series(s) => vec![s],
+                    MValue::Array(items) => items,
+                    _ => {
+                        return Err(MetricsError::Validation(format!(
+                            "Error in expression {}: the expression must return a time series or an array of time series",
+                            q.id
+                        )))
+                    }
+                }
+            }
+        };
+        for member in members {
+            let mut messages = unit_messages.get(&q.id).cloned().unwrap_or_default();
+            let total = member.points.len();
+            let mut values: Vec<(Timestamp, f64)> = member
+                .points
+                .into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(t, v)| (Timestamp::from_millis(t), v))
+                .collect();
+            if values.len() < total {
+                messages.push((
+                    "ArithmeticError".to_owned(),
+                    "One or more data points have been dropped due to non-numeric values (NaN, -Infinite, +Infinite)".to_owned(),
+                ));
+            }
+            if plan.descending {
+                values.reverse();
+            }
+            series.push((q.id.clone(), member.label, values, messages));
+        }
+    }
+    let total_results = series.len();
     let (start_result, start_offset) = cursor.unwrap_or((0, 0));
     let mut budget = plan.max_datapoints;
     let mut out = Vec::new();
@@ -330,10 +522,8 @@ pub fn execute(
         }
     }
     // A cursor past the last result is no page at all.
-    if let Some((index, _)) = next {
-        if index >= plan.queries.iter().filter(|q| q.2).count() {
-            next = None;
-        }
+    if next.is_some_and(|(index, _)| index >= total_results) {
+        next = None;
     }
     Ok((out, next))
 }
@@ -452,6 +642,63 @@ mod tests {
     }
 
     #[test]
+    fn spec_error_rate_example() {
+        // Errors 12:00=1, 12:01=0; Requests 12:00=10, 12:01=0, 12:02=5 (minutes 0..2 here).
+        let store = [
+            datum("Errors", 0, 1.0),
+            datum("Errors", 1, 0.0),
+            datum("Requests", 0, 10.0),
+            datum("Requests", 1, 0.0),
+            datum("Requests", 2, 5.0),
+        ];
+        let fetch = |m: &MetricId| {
+            store
+                .iter()
+                .filter(|d| d.metric == *m)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let mut m1 = query("m1", "Errors", "Sum");
+        m1.return_data = Some(false);
+        let mut m2 = query("m2", "Requests", "Sum");
+        m2.return_data = Some(false);
+        let rate = DataQueryInput {
+            id: Some("rate".into()),
+            expression: Some("100*m1/m2".into()),
+            label: Some("Error %".into()),
+            ..DataQueryInput::default()
+        };
+        let total = DataQueryInput {
+            id: Some("all".into()),
+            expression: Some("METRICS()".into()),
+            ..DataQueryInput::default()
+        };
+        let plan = plan(&request(vec![m1, m2, rate, total]), NOW).unwrap();
+        let (results, _) = execute(&plan, NOW, None, fetch).unwrap();
+        assert_eq!(results[0].label, "Error %");
+        let start = NOW.secs() - 3600;
+        assert_eq!(
+            results[0]
+                .timestamps
+                .iter()
+                .map(|t| t.secs() - start)
+                .collect::<Vec<_>>(),
+            vec![120, 0],
+            "12:01 dropped (division by zero); 12:02 kept with Errors missing as 0"
+        );
+        assert_eq!(results[0].values, vec![0.0, 10.0]);
+        // METRICS() returns one result per metric, all with the same Id.
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| r.id == "all")
+                .map(|r| r.label.as_str())
+                .collect::<Vec<_>>(),
+            ["Errors", "Requests"]
+        );
+    }
+
+    #[test]
     fn validation() {
         let err = |r: DataRequest| plan(&r, NOW).unwrap_err();
         assert!(matches!(
@@ -465,13 +712,32 @@ mod tests {
             ])),
             MetricsError::Validation(_)
         ));
-        let expr = DataQueryInput {
+        let expr = |e: &str| DataQueryInput {
             id: Some("e1".into()),
-            expression: Some("SUM(METRICS())".into()),
+            expression: Some(e.into()),
             ..DataQueryInput::default()
         };
+        let with_metric = |e: &str| request(vec![query("m1", "X", "Sum"), expr(e)]);
         assert!(
-            matches!(err(request(vec![expr])), MetricsError::Validation(m) if m.contains("not supported"))
+            matches!(err(with_metric("m1 +")), MetricsError::Validation(m) if m.starts_with("Error in expression e1:"))
+        );
+        assert!(
+            matches!(err(with_metric("m2 * 2")), MetricsError::Validation(m) if m == "Error in expression e1: Unrecognized metric id m2")
+        );
+        let cycle = vec![
+            DataQueryInput {
+                id: Some("a".into()),
+                expression: Some("b + 1".into()),
+                ..DataQueryInput::default()
+            },
+            DataQueryInput {
+                id: Some("b".into()),
+                expression: Some("a + 1".into()),
+                ..DataQueryInput::default()
+            },
+        ];
+        assert!(
+            matches!(err(request(cycle)), MetricsError::Validation(m) if m.contains("circular"))
         );
         assert!(matches!(
             err(request(vec![])),

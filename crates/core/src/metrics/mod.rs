@@ -4,6 +4,7 @@
 //! - [`model`]: metric identities, units, samples and the validation of a
 //!   PutMetricData request into datums (all-or-nothing, in the spec's order).
 //! - [`data`]: GetMetricData for MetricStat queries, paginated by datapoints.
+//! - [`math`]: the metric math language: parser and evaluator.
 //! - [`get`]: GetMetricStatistics: validation, period rules, bucketing.
 //! - [`stats`]: basic and extended statistics of one bucket, exact.
 //! - [`store`]: datums become durable through their own WAL before the 2xx and
@@ -11,6 +12,7 @@
 
 pub mod data;
 pub mod get;
+pub mod math;
 pub mod model;
 pub mod stats;
 pub mod store;
