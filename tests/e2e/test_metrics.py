@@ -226,3 +226,30 @@ def test_get_metric_data_metric_math(server, protocol):
             {"Id": "m1", "MetricStat": stat("Errors")}, {"Id": "e1", "Expression": "m9 * 2"}])
     assert info.value.response["Error"]["Code"] == "ValidationError"
     assert info.value.response["Error"]["Message"] == "Error in expression e1: Unrecognized metric id m9"
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_get_metric_data_search(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    t0 = minute_ago(30)
+    cw.put_metric_data(Namespace="Fleet", MetricData=[
+        {"MetricName": "CPUUtilization", "Dimensions": [{"Name": "InstanceId", "Value": f"i-{n}"}], "Value": float(10 * n), "Timestamp": t0}
+        for n in (1, 2, 3)
+    ] + [
+        {"MetricName": "CPUUtilization", "Dimensions": [{"Name": "InstanceId", "Value": "i-9"}, {"Name": "Type", "Value": "t3"}], "Value": 99.0, "Timestamp": t0},
+        {"MetricName": "NetworkIn", "Dimensions": [{"Name": "InstanceId", "Value": "i-1"}], "Value": 5.0, "Timestamp": t0},
+    ])
+    out = cw.get_metric_data(
+        StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5),
+        MetricDataQueries=[
+            {"Id": "cpu", "Expression": "SEARCH('{Fleet,InstanceId} MetricName=\"CPUUtilization\"', 'Average', 60)"},
+            {"Id": "total", "Expression": "SUM(SEARCH('{Fleet,InstanceId} CPUUtilization', 'Average', 60))", "Label": "Fleet CPU"},
+            {"Id": "top", "Expression": "SORT(SEARCH('{Fleet} CPUUtilization', 'Maximum'), MAX, DESC, 1)", "Period": 60},
+        ],
+    )
+    by_id = {}
+    for r in out["MetricDataResults"]:
+        by_id.setdefault(r["Id"], []).append(r)
+    assert sorted((r["Label"], r["Values"]) for r in by_id["cpu"]) == [("i-1", [10.0]), ("i-2", [20.0]), ("i-3", [30.0])]
+    assert [(r["Label"], r["Values"]) for r in by_id["total"]] == [("Fleet CPU", [60.0])]
+    assert [r["Values"] for r in by_id["top"]] == [[99.0]]

@@ -44,6 +44,8 @@ pub struct DataQueryInput {
     pub label: Option<String>,
     /// `ReturnData` (default true).
     pub return_data: Option<bool>,
+    /// `Period` (expression queries: the period of a SEARCH without one).
+    pub period: Option<i64>,
 }
 
 /// A GetMetricData request as decoded.
@@ -95,13 +97,18 @@ enum PlannedKind {
         stat: String,
         metric_name: String,
     },
-    Math(Expr),
+    Math {
+        expr: Expr,
+        period: Option<i64>,
+    },
 }
 
 /// A validated query plan.
 #[derive(Debug, Clone)]
 pub struct DataPlan {
     queries: Vec<Planned>,
+    start: Timestamp,
+    end: Timestamp,
     /// Newest first (the default).
     pub descending: bool,
     /// Page size in datapoints.
@@ -191,7 +198,7 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
                     return Err(validation(format!("Error in expression {id}: the expression must have 1 to 2048 characters")));
                 }
                 let expr = math::parse(expression).map_err(|reason| validation(format!("Error in expression {id}: {reason}")))?;
-                queries.push(Planned { id, label: q.label.clone(), return_data: q.return_data.unwrap_or(true), kind: PlannedKind::Math(expr) });
+                queries.push(Planned { id, label: q.label.clone(), return_data: q.return_data.unwrap_or(true), kind: PlannedKind::Math { expr, period: q.period } });
                 continue;
             }
             (Some(stat), None) => stat,
@@ -240,7 +247,8 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
     for q in &queries {
         let mut stack = vec![(q.id.clone(), vec![q.id.clone()])];
         while let Some((at, path)) = stack.pop() {
-            let Some(PlannedKind::Math(expr)) = known.get(at.as_str()).map(|p| &p.kind) else {
+            let Some(PlannedKind::Math { expr, .. }) = known.get(at.as_str()).map(|p| &p.kind)
+            else {
                 continue;
             };
             let mut refs = Vec::new();
@@ -274,6 +282,8 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
     );
     Ok(DataPlan {
         queries,
+        start,
+        end,
         descending,
         max_datapoints,
         fingerprint,
@@ -286,10 +296,12 @@ fn request_fingerprint(r: &DataRequest) -> String {
         .iter()
         .map(|q| {
             format!(
-                "{:?}{:?}{:?}{:?}",
+                "{:?}{:?}{:?}{:?}{:?}{:?}",
                 q.id,
                 q.label,
                 q.return_data,
+                q.expression,
+                q.period,
                 q.metric_stat.as_ref().map(|s| (
                     &s.namespace,
                     &s.metric_name,
@@ -316,6 +328,13 @@ struct Evaluation<'a> {
     stats: HashMap<String, (Series, i64)>,
     evaluated: HashMap<String, MValue>,
     grid: Vec<i64>,
+    /// The expression being evaluated (SEARCH takes its Period).
+    current: Option<String>,
+    start: Timestamp,
+    end: Timestamp,
+    now: Timestamp,
+    datums: &'a mut dyn FnMut(&MetricId) -> Vec<ValidatedDatum>,
+    listed: &'a dyn Fn() -> Vec<MetricId>,
 }
 
 impl math::Context for Evaluation<'_> {
@@ -332,10 +351,14 @@ impl math::Context for Evaluation<'_> {
             .iter()
             .find(|q| q.id == id)
             .ok_or_else(|| format!("Unrecognized metric id {id}"))?;
-        let PlannedKind::Math(expr) = &query.kind else {
+        let PlannedKind::Math { expr, .. } = &query.kind else {
             return Err(format!("Unrecognized metric id {id}"));
         };
-        let mut value = math::eval(expr, self)?;
+        // SEARCH inside this expression takes this query's Period.
+        let outer = self.current.replace(id.to_owned());
+        let value = math::eval(expr, self);
+        self.current = outer;
+        let mut value = value?;
         label_expression(&mut value, query);
         self.evaluated.insert(id.to_owned(), value.clone());
         Ok(value)
@@ -360,6 +383,72 @@ impl math::Context for Evaluation<'_> {
     fn grid(&self) -> &[i64] {
         &self.grid
     }
+
+    fn search(
+        &mut self,
+        query: &str,
+        stat: &str,
+        period: Option<i64>,
+    ) -> Result<Vec<Series>, String> {
+        let search = super::search::parse_search(query)?;
+        let query_period = self.current.as_ref().and_then(|id| {
+            self.plan
+                .queries
+                .iter()
+                .find(|q| &q.id == id)
+                .and_then(|q| match &q.kind {
+                    PlannedKind::Math { period, .. } => *period,
+                    PlannedKind::Stat { .. } => None,
+                })
+        });
+        let period = period
+            .or(query_period)
+            .ok_or("SEARCH needs a period: give a third argument or the query's Period")?;
+        let mut matched: Vec<MetricId> = (self.listed)()
+            .into_iter()
+            .filter(|m| search.matches(m))
+            .collect();
+        matched.truncate(500);
+        let labels = super::search::default_labels(&matched);
+        let (statistics, extended) = if BASIC.contains(&stat) {
+            (vec![stat.to_owned()], vec![])
+        } else {
+            (vec![], vec![stat.to_owned()])
+        };
+        let mut out = Vec::with_capacity(matched.len());
+        for (metric, label) in matched.into_iter().zip(labels) {
+            let request = StatisticsRequest {
+                namespace: Some(metric.namespace.clone()),
+                metric_name: Some(metric.name.clone()),
+                dimensions: metric
+                    .dimensions
+                    .iter()
+                    .map(|d| (Some(d.name.clone()), Some(d.value.clone())))
+                    .collect(),
+                start: Some(self.start),
+                end: Some(self.end),
+                period: Some(period),
+                statistics: statistics.clone(),
+                extended: extended.clone(),
+                unit: None,
+            };
+            let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
+            let points = compute(&q, &(self.datums)(&q.metric))
+                .into_iter()
+                .filter_map(|p| {
+                    let v = p
+                        .statistics
+                        .iter()
+                        .chain(&p.extended)
+                        .find(|(k, _)| k == stat)
+                        .map(|(_, v)| *v)?;
+                    Some((p.timestamp.millis(), v))
+                })
+                .collect();
+            out.push(Series { label, points });
+        }
+        Ok(out)
+    }
 }
 
 /// An expression's single series is labelled with the query's Label, else its Id.
@@ -369,13 +458,15 @@ fn label_expression(value: &mut MValue, query: &Planned) {
     }
 }
 
-/// Runs the plan; `datums` fetches a metric's stored datums. Returns the page's
-/// results and, when truncated, the cursor of the next page.
+/// Runs the plan; `datums` fetches a metric's stored datums and `listed` the
+/// metrics SEARCH may match. Returns the page's results and, when truncated,
+/// the cursor of the next page.
 pub fn execute(
     plan: &DataPlan,
     now: Timestamp,
     cursor: Option<Cursor>,
     mut datums: impl FnMut(&MetricId) -> Vec<ValidatedDatum>,
+    listed: impl Fn() -> Vec<MetricId>,
 ) -> Result<(Vec<DataResult>, Option<Cursor>), MetricsError> {
     let mut stats = HashMap::new();
     let mut unit_messages: HashMap<String, Vec<(String, String)>> = HashMap::new();
@@ -442,6 +533,12 @@ pub fn execute(
         stats,
         evaluated: HashMap::new(),
         grid,
+        current: None,
+        start: plan.start,
+        end: plan.end,
+        now,
+        datums: &mut datums,
+        listed: &listed,
     };
     // Every returned query as one or more labelled series, in request order.
     let mut series: Vec<Labelled> = Vec::new();
@@ -452,7 +549,7 @@ pub fn execute(
                 .get(&q.id)
                 .map(|(s, _)| s.clone())
                 .unwrap_or_default()],
-            PlannedKind::Math(_) => {
+            PlannedKind::Math { .. } => {
                 match math::Context::resolve(&mut evaluation, &q.id)
                     .map_err(|reason| MetricsError::Validation(format!("Error in expression {}: {reason}", q.id)))?
                 {
@@ -563,6 +660,10 @@ mod tests {
         }
     }
 
+    fn no_search() -> Vec<MetricId> {
+        Vec::new()
+    }
+
     fn request(queries: Vec<DataQueryInput>) -> DataRequest {
         DataRequest {
             queries,
@@ -596,7 +697,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        let (results, next) = execute(&plan, NOW, None, fetch).unwrap();
+        let (results, next) = execute(&plan, NOW, None, fetch, no_search).unwrap();
         assert!(next.is_none());
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].label, "All requests");
@@ -618,7 +719,7 @@ mod tests {
         let mut cursor = None;
         let mut pages = Vec::new();
         loop {
-            let (results, next) = execute(&plan, NOW, cursor, fetch).unwrap();
+            let (results, next) = execute(&plan, NOW, cursor, fetch, no_search).unwrap();
             pages.push(results);
             match next {
                 Some(c) => cursor = Some(c),
@@ -673,8 +774,25 @@ mod tests {
             expression: Some("METRICS()".into()),
             ..DataQueryInput::default()
         };
-        let plan = plan(&request(vec![m1, m2, rate, total]), NOW).unwrap();
-        let (results, _) = execute(&plan, NOW, None, fetch).unwrap();
+        let searched = DataQueryInput {
+            id: Some("found".into()),
+            expression: Some("SEARCH('{App} MetricName=\"Requests\"', 'Maximum')".into()),
+            period: Some(60),
+            ..DataQueryInput::default()
+        };
+        let plan = plan(&request(vec![m1, m2, rate, total, searched]), NOW).unwrap();
+        let listed = || {
+            let mut metrics: Vec<MetricId> = store.iter().map(|d| d.metric.clone()).collect();
+            metrics.dedup();
+            metrics
+        };
+        let (results, _) = execute(&plan, NOW, None, fetch, listed).unwrap();
+        let found: Vec<&DataResult> = results.iter().filter(|r| r.id == "found").collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].label.as_str(), found[0].values.as_slice()),
+            ("Requests", &[5.0, 0.0, 10.0][..])
+        );
         assert_eq!(results[0].label, "Error %");
         let start = NOW.secs() - 3600;
         assert_eq!(

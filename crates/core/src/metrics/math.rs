@@ -1,6 +1,7 @@
 //! Metric math (`spec/cloudwatch.md` §6.3–6.5): a parser for the expression
 //! language and an evaluator over sparse series on the request's bucket grid.
-//! SEARCH, Metrics Insights and ANOMALY_DETECTION_BAND are not evaluated yet.
+//! SEARCH is answered by the [`Context`]; Metrics Insights and
+//! ANOMALY_DETECTION_BAND are not evaluated yet.
 
 use std::collections::BTreeMap;
 
@@ -275,6 +276,13 @@ pub trait Context {
     fn period(&self, id: &str) -> Option<i64>;
     /// Bucket timestamps of the request grid (epoch ms), ascending.
     fn grid(&self) -> &[i64];
+    /// SEARCH: every matching metric as a series of `stat` at `period`.
+    fn search(
+        &mut self,
+        query: &str,
+        stat: &str,
+        period: Option<i64>,
+    ) -> Result<Vec<Series>, String>;
 }
 
 fn series_op(a: &Series, b: &Series, f: impl Fn(f64, f64) -> Option<f64>) -> Series {
@@ -691,8 +699,20 @@ fn call(name: &str, args: &[Expr], cx: &mut dyn Context) -> Result<MValue, Strin
                 points,
             }))
         }
-        "SEARCH"
-        | "ANOMALY_DETECTION_BAND"
+        "SEARCH" => {
+            arity(2, 3)?;
+            let (MValue::Str(query), MValue::Str(stat)) =
+                (eval(&args[0], cx)?, eval(&args[1], cx)?)
+            else {
+                return Err("SEARCH takes a search expression and a statistic in quotes".to_owned());
+            };
+            let period = match args.get(2) {
+                Some(a) => Some(as_scalar(&eval(a, cx)?, "SEARCH")? as i64),
+                None => None,
+            };
+            Ok(MValue::Array(cx.search(&query, &stat, period)?))
+        }
+        "ANOMALY_DETECTION_BAND"
         | "INSIGHT_RULE_METRIC"
         | "SERVICE_QUOTA"
         | "LAMBDA"
@@ -822,6 +842,9 @@ mod tests {
         }
         fn grid(&self) -> &[i64] {
             &self.grid
+        }
+        fn search(&mut self, _: &str, _: &str, _: Option<i64>) -> Result<Vec<Series>, String> {
+            Err("no search in this test".to_owned())
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`data`]: GetMetricData for MetricStat queries, paginated by datapoints.
 //! - [`math`]: the metric math language: parser and evaluator.
 //! - [`get`]: GetMetricStatistics: validation, period rules, bucketing.
+//! - [`search`]: SEARCH expressions: parsing and metric matching.
 //! - [`stats`]: basic and extended statistics of one bucket, exact.
 //! - [`store`]: datums become durable through their own WAL before the 2xx and
 //!   are kept per (account, region) series; ListMetrics reads the identities.
@@ -14,6 +15,7 @@ pub mod data;
 pub mod get;
 pub mod math;
 pub mod model;
+pub mod search;
 pub mod stats;
 pub mod store;
 

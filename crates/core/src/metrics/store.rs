@@ -225,10 +225,32 @@ impl MetricStore {
             ),
             None => None,
         };
-        let (results, next) = super::data::execute(plan, now, cursor, |metric| {
-            self.datums(account, region, metric)
-        })?;
+        let listed = || self.recent_metrics(account, region);
+        let (results, next) = super::data::execute(
+            plan,
+            now,
+            cursor,
+            |metric| self.datums(account, region, metric),
+            listed,
+        )?;
         Ok((results, next.map(|c| self.tokens.issue(&filters, &c, now))))
+    }
+
+    /// Every metric of (account, region) with data in the last two weeks, in
+    /// ListMetrics order (what SEARCH searches, §6.6).
+    pub fn recent_metrics(&self, account: &str, region: &str) -> Vec<MetricId> {
+        let oldest = self.clock.now().millis() - LISTED_FOR_MS;
+        let metrics = self.metrics.read().unwrap_or_else(|p| p.into_inner());
+        metrics
+            .by_region
+            .get(&(account.to_owned(), region.to_owned()))
+            .map(|all| {
+                all.values()
+                    .filter(|s| s.last_received.millis() >= oldest)
+                    .map(|s| s.metric.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// ListMetrics (§3.5).

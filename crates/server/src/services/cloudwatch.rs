@@ -341,6 +341,7 @@ pub(super) fn get_metric_data(
             expression: text(q.get("Expression")),
             label: text(q.get("Label")),
             return_data: q.get("ReturnData").and_then(Value::as_bool),
+            period: q.get("Period").and_then(Value::as_i64),
         })
         .collect();
     let request = DataRequest {
