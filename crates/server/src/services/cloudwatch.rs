@@ -50,6 +50,18 @@ fn number(v: Option<&Value>, path: &str) -> Result<Option<f64>, ApiError> {
     }
 }
 
+/// Member `name` of `input` as a timestamp, when present.
+fn timestamp(input: &Value, name: &str) -> Result<Option<trailwatch_types::Timestamp>, ApiError> {
+    match input.get(name) {
+        None => Ok(None),
+        Some(t) => t.as_timestamp().map(Some).ok_or_else(|| {
+            map_error(MetricsError::InvalidParameterValue(format!(
+                "The parameter {name} is not a valid timestamp."
+            )))
+        }),
+    }
+}
+
 fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_owned)
 }
@@ -251,16 +263,7 @@ pub(super) fn get_metric_statistics(
             .map(str::to_owned)
             .collect()
     };
-    let time = |name: &str| -> Result<Option<trailwatch_types::Timestamp>, ApiError> {
-        match input.get(name) {
-            None => Ok(None),
-            Some(t) => t.as_timestamp().map(Some).ok_or_else(|| {
-                map_error(MetricsError::InvalidParameterValue(format!(
-                    "The parameter {name} is not a valid timestamp."
-                )))
-            }),
-        }
-    };
+    let time = |name: &str| timestamp(input, name);
     let period = match input.get("Period") {
         None => None,
         Some(p) => Some(p.as_i64().ok_or_else(|| {
@@ -313,16 +316,7 @@ pub(super) fn get_metric_data(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let time = |name: &str| -> Result<Option<trailwatch_types::Timestamp>, ApiError> {
-        match input.get(name) {
-            None => Ok(None),
-            Some(t) => t.as_timestamp().map(Some).ok_or_else(|| {
-                map_error(MetricsError::InvalidParameterValue(format!(
-                    "The parameter {name} is not a valid timestamp."
-                )))
-            }),
-        }
-    };
+    let time = |name: &str| timestamp(input, name);
     let queries = input
         .get("MetricDataQueries")
         .and_then(Value::as_list)
