@@ -253,3 +253,28 @@ def test_get_metric_data_search(server, protocol):
     assert sorted((r["Label"], r["Values"]) for r in by_id["cpu"]) == [("i-1", [10.0]), ("i-2", [20.0]), ("i-3", [30.0])]
     assert [(r["Label"], r["Values"]) for r in by_id["total"]] == [("Fleet CPU", [60.0])]
     assert [r["Values"] for r in by_id["top"]] == [[99.0]]
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_get_metric_data_dynamic_labels(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    t0 = minute_ago(30)
+    cw.put_metric_data(Namespace="Labels", MetricData=[
+        {"MetricName": "Invocations", "Dimensions": [{"Name": "FunctionName", "Value": "fn-a"}], "Value": v, "Timestamp": t0 + datetime.timedelta(minutes=m)}
+        for m, v in [(0, 3.0), (1, 17.0), (2, 2.5)]
+    ])
+    metric = {"Namespace": "Labels", "MetricName": "Invocations", "Dimensions": [{"Name": "FunctionName", "Value": "fn-a"}]}
+    out = cw.get_metric_data(
+        StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), LabelOptions={"Timezone": "+0100"},
+        MetricDataQueries=[
+            {"Id": "m1", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"},
+             "Label": "max: ${MAX} for ${PROP('Dim.FunctionName')} (${LABEL}, ${DATAPOINT_COUNT} points)"},
+            {"Id": "found", "Expression": "SEARCH('{Labels,FunctionName}', 'Sum', 60)", "Label": "${LABEL} avg ${AVG}"},
+        ],
+    )
+    labels = [r["Label"] for r in out["MetricDataResults"]]
+    assert labels == ["max: 17 for fn-a (Invocations, 3 points)", "Invocations avg 7.5"]
+    with pytest.raises(ClientError) as info:
+        cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), LabelOptions={"Timezone": "UTC"},
+                           MetricDataQueries=[{"Id": "m1", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}}])
+    assert info.value.response["Error"]["Code"] == "InvalidParameterValue"

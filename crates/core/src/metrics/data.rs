@@ -8,6 +8,7 @@ use trailwatch_types::Timestamp;
 use std::collections::HashMap;
 
 use super::get::{compute, validate_statistics, StatisticsRequest, BASIC};
+use super::labels::{self, LabelContext};
 use super::math::{self, Expr, MValue, Series};
 use super::model::{MetricId, MetricsError, ValidatedDatum};
 
@@ -61,6 +62,8 @@ pub struct DataRequest {
     pub scan_by: Option<String>,
     /// `MaxDatapoints`.
     pub max_datapoints: Option<i64>,
+    /// `LabelOptions.Timezone` (`[+-]HHMM`).
+    pub label_timezone: Option<String>,
 }
 
 /// One result series.
@@ -113,6 +116,8 @@ pub struct DataPlan {
     pub descending: bool,
     /// Page size in datapoints.
     pub max_datapoints: usize,
+    /// Offset of the label timezone, minutes.
+    offset_minutes: i64,
     /// Hash input that binds a token to this request.
     pub fingerprint: String,
 }
@@ -280,10 +285,29 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
         "{:?}|{descending}|{max_datapoints}",
         request_fingerprint(request)
     );
+    let offset_minutes = match request.label_timezone.as_deref() {
+        None => 0,
+        Some(tz) => labels::parse_timezone(tz).ok_or_else(|| {
+            MetricsError::InvalidParameterValue(format!(
+                "The value {tz} for parameter LabelOptions.Timezone is invalid."
+            ))
+        })?,
+    };
+    for q in &queries {
+        if let Some(label) = &q.label {
+            if labels::placeholders(label).len() > 5 {
+                return Err(validation(format!(
+                    "The label of query {} has more than 5 dynamic values.",
+                    q.id
+                )));
+            }
+        }
+    }
     Ok(DataPlan {
         queries,
         start,
         end,
+        offset_minutes,
         descending,
         max_datapoints,
         fingerprint,
@@ -451,10 +475,40 @@ impl math::Context for Evaluation<'_> {
     }
 }
 
-/// An expression's single series is labelled with the query's Label, else its Id.
+/// `PROP('…')` values of a query (MetricStat queries only).
+fn props_of(kind: &PlannedKind) -> Vec<(String, String)> {
+    let PlannedKind::Stat {
+        request,
+        stat,
+        metric_name,
+    } = kind
+    else {
+        return Vec::new();
+    };
+    let mut props = vec![
+        ("MetricName".to_owned(), metric_name.clone()),
+        (
+            "Namespace".to_owned(),
+            request.namespace.clone().unwrap_or_default(),
+        ),
+        (
+            "Period".to_owned(),
+            request.period.map(|p| p.to_string()).unwrap_or_default(),
+        ),
+        ("Stat".to_owned(), stat.clone()),
+    ];
+    for (name, value) in &request.dimensions {
+        if let (Some(name), Some(value)) = (name, value) {
+            props.push((format!("Dim.{name}"), value.clone()));
+        }
+    }
+    props
+}
+
+/// An expression's single series has its Id as default label.
 fn label_expression(value: &mut MValue, query: &Planned) {
     if let MValue::Series(s) = value {
-        s.label = query.label.clone().unwrap_or_else(|| query.id.clone());
+        s.label = query.id.clone();
     }
 }
 
@@ -503,7 +557,8 @@ pub fn execute(
             ));
         }
         let series = Series {
-            label: q.label.clone().unwrap_or_else(|| metric_name.clone()),
+            // The default label; a query Label is applied (and rendered) on output.
+            label: metric_name.clone(),
             points: points
                 .into_iter()
                 .filter(|p| Some(p.unit) == chosen)
@@ -566,6 +621,24 @@ pub fn execute(
         };
         for member in members {
             let mut messages = unit_messages.get(&q.id).cloned().unwrap_or_default();
+            let label = match &q.label {
+                None => member.label.clone(),
+                Some(label) => {
+                    let points: Vec<(i64, f64)> = member
+                        .points
+                        .iter()
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(t, v)| (*t, *v))
+                        .collect();
+                    let cx = LabelContext {
+                        default_label: member.label.clone(),
+                        props: props_of(&q.kind),
+                        offset_minutes: plan.offset_minutes,
+                        now,
+                    };
+                    labels::render(label, &points, &cx)
+                }
+            };
             let total = member.points.len();
             let mut values: Vec<(Timestamp, f64)> = member
                 .points
@@ -582,7 +655,7 @@ pub fn execute(
             if plan.descending {
                 values.reverse();
             }
-            series.push((q.id.clone(), member.label, values, messages));
+            series.push((q.id.clone(), label, values, messages));
         }
     }
     let total_results = series.len();

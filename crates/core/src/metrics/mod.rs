@@ -4,6 +4,7 @@
 //! - [`model`]: metric identities, units, samples and the validation of a
 //!   PutMetricData request into datums (all-or-nothing, in the spec's order).
 //! - [`data`]: GetMetricData for MetricStat queries, paginated by datapoints.
+//! - [`labels`]: dynamic labels of GetMetricData.
 //! - [`math`]: the metric math language: parser and evaluator.
 //! - [`get`]: GetMetricStatistics: validation, period rules, bucketing.
 //! - [`search`]: SEARCH expressions: parsing and metric matching.
@@ -13,6 +14,7 @@
 
 pub mod data;
 pub mod get;
+pub mod labels;
 pub mod math;
 pub mod model;
 pub mod search;
