@@ -344,7 +344,9 @@ pub(super) fn get_metric_data(
         end: time("EndTime")?,
         scan_by: text(input.get("ScanBy")),
         max_datapoints: input.get("MaxDatapoints").and_then(Value::as_i64),
-        label_timezone: input.get("LabelOptions").and_then(|o| text(o.get("Timezone"))),
+        label_timezone: input
+            .get("LabelOptions")
+            .and_then(|o| text(o.get("Timezone"))),
     };
     let plan = plan_data(&request, cx.now).map_err(map_error)?;
     let token = text(input.get("NextToken"));
