@@ -278,3 +278,32 @@ def test_get_metric_data_dynamic_labels(server, protocol):
         cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5), LabelOptions={"Timezone": "UTC"},
                            MetricDataQueries=[{"Id": "m1", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}}])
     assert info.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_get_metric_data_metrics_insights(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    t0 = minute_ago(30)
+    rows = [("lb-1", "us-east-1a", 10.0), ("lb-1", "us-east-1b", 40.0), ("lb-1", "us-east-1c", 25.0), ("lb-2", "us-east-1a", 99.0)]
+    cw.put_metric_data(Namespace="ELB", MetricData=[
+        {"MetricName": "RequestCount", "Dimensions": [{"Name": "LoadBalancer", "Value": lb}, {"Name": "AvailabilityZone", "Value": az}],
+         "Value": v, "Timestamp": t0}
+        for lb, az, v in rows
+    ])
+    sql = ("SELECT SUM(RequestCount) FROM SCHEMA(ELB, LoadBalancer, AvailabilityZone) "
+           "WHERE LoadBalancer = 'lb-1' GROUP BY AvailabilityZone ORDER BY MAX() DESC LIMIT 2")
+    out = cw.get_metric_data(
+        StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5),
+        MetricDataQueries=[
+            {"Id": "top", "Expression": sql, "Period": 60},
+            {"Id": "total", "Expression": "SELECT SUM(RequestCount) FROM ELB", "Period": 60},
+        ],
+    )
+    results = out["MetricDataResults"]
+    assert [(r["Id"], r["Label"], r["Values"]) for r in results] == [
+        ("top", "us-east-1b", [40.0]), ("top", "us-east-1c", [25.0]), ("total", "total", [174.0]),
+    ]
+    with pytest.raises(ClientError) as info:
+        cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5),
+                           MetricDataQueries=[{"Id": "q", "Expression": "SELECT MEDIAN(RequestCount) FROM ELB", "Period": 60}])
+    assert info.value.response["Error"]["Code"] == "ValidationError"

@@ -104,6 +104,10 @@ enum PlannedKind {
         expr: Expr,
         period: Option<i64>,
     },
+    Insights {
+        query: super::insights::Query,
+        period: i64,
+    },
 }
 
 /// A validated query plan.
@@ -201,6 +205,20 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
             (None, Some(expression)) => {
                 if expression.is_empty() || expression.len() > 2048 {
                     return Err(validation(format!("Error in expression {id}: the expression must have 1 to 2048 characters")));
+                }
+                if super::insights::is_sql(expression) {
+                    let query = super::insights::parse(expression)
+                        .map_err(|reason| validation(format!("Error in expression {id}: {reason}")))?;
+                    let period = q.period.filter(|p| *p > 0).ok_or_else(|| {
+                        validation(format!("The parameter MetricDataQueries.member.{n}.Period is required for a Metrics Insights query."))
+                    })?;
+                    queries.push(Planned {
+                        id,
+                        label: q.label.clone(),
+                        return_data: q.return_data.unwrap_or(true),
+                        kind: PlannedKind::Insights { query, period },
+                    });
+                    continue;
                 }
                 let expr = math::parse(expression).map_err(|reason| validation(format!("Error in expression {id}: {reason}")))?;
                 queries.push(Planned { id, label: q.label.clone(), return_data: q.return_data.unwrap_or(true), kind: PlannedKind::Math { expr, period: q.period } });
@@ -361,6 +379,83 @@ struct Evaluation<'a> {
     listed: &'a dyn Fn() -> Vec<MetricId>,
 }
 
+impl Evaluation<'_> {
+    /// Evaluates a Metrics Insights query: one series, or one per group.
+    fn insights(
+        &mut self,
+        id: &str,
+        sql: &super::insights::Query,
+        period: i64,
+    ) -> Result<MValue, String> {
+        let mut matched: Vec<MetricId> = (self.listed)()
+            .into_iter()
+            .filter(|m| sql.selects(m))
+            .collect();
+        // At most 10,000 metrics are matched (§6.7).
+        matched.truncate(10_000);
+        let mut series = Vec::with_capacity(matched.len());
+        for metric in matched {
+            let request = StatisticsRequest {
+                namespace: Some(metric.namespace.clone()),
+                metric_name: Some(metric.name.clone()),
+                dimensions: metric
+                    .dimensions
+                    .iter()
+                    .map(|d| (Some(d.name.clone()), Some(d.value.clone())))
+                    .collect(),
+                start: Some(self.start),
+                end: Some(self.end),
+                period: Some(period),
+                statistics: ["Sum", "SampleCount", "Minimum", "Maximum"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                extended: vec![],
+                unit: None,
+            };
+            let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
+            let buckets = compute(&q, &(self.datums)(&q.metric))
+                .into_iter()
+                .map(|p| {
+                    let get = |k: &str| {
+                        p.statistics
+                            .iter()
+                            .find(|(n, _)| n == k)
+                            .map_or(0.0, |(_, v)| *v)
+                    };
+                    (
+                        p.timestamp.millis(),
+                        (
+                            get("Sum"),
+                            get("SampleCount"),
+                            get("Minimum"),
+                            get("Maximum"),
+                        ),
+                    )
+                })
+                .collect();
+            series.push((metric, buckets));
+        }
+        let groups = super::insights::aggregate(sql, series);
+        if sql.group_by.is_empty() {
+            let points = groups
+                .into_iter()
+                .next()
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            return Ok(MValue::Series(Series {
+                label: id.to_owned(),
+                points,
+            }));
+        }
+        Ok(MValue::Array(
+            groups
+                .into_iter()
+                .map(|(label, points)| Series { label, points })
+                .collect(),
+        ))
+    }
+}
+
 impl math::Context for Evaluation<'_> {
     fn resolve(&mut self, id: &str) -> Result<MValue, String> {
         if let Some((s, _)) = self.stats.get(id) {
@@ -375,8 +470,14 @@ impl math::Context for Evaluation<'_> {
             .iter()
             .find(|q| q.id == id)
             .ok_or_else(|| format!("Unrecognized metric id {id}"))?;
-        let PlannedKind::Math { expr, .. } = &query.kind else {
-            return Err(format!("Unrecognized metric id {id}"));
+        let expr = match &query.kind {
+            PlannedKind::Math { expr, .. } => expr,
+            PlannedKind::Insights { query: sql, period } => {
+                let value = self.insights(id, sql, *period)?;
+                self.evaluated.insert(id.to_owned(), value.clone());
+                return Ok(value);
+            }
+            PlannedKind::Stat { .. } => return Err(format!("Unrecognized metric id {id}")),
         };
         // SEARCH inside this expression takes this query's Period.
         let outer = self.current.replace(id.to_owned());
@@ -422,6 +523,7 @@ impl math::Context for Evaluation<'_> {
                 .find(|q| &q.id == id)
                 .and_then(|q| match &q.kind {
                     PlannedKind::Math { period, .. } => *period,
+                    PlannedKind::Insights { period, .. } => Some(*period),
                     PlannedKind::Stat { .. } => None,
                 })
         });
@@ -604,7 +706,7 @@ pub fn execute(
                 .get(&q.id)
                 .map(|(s, _)| s.clone())
                 .unwrap_or_default()],
-            PlannedKind::Math { .. } => {
+            PlannedKind::Math { .. } | PlannedKind::Insights { .. } => {
                 match math::Context::resolve(&mut evaluation, &q.id)
                     .map_err(|reason| MetricsError::Validation(format!("Error in expression {}: {reason}", q.id)))?
                 {

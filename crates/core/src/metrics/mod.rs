@@ -4,6 +4,7 @@
 //! - [`model`]: metric identities, units, samples and the validation of a
 //!   PutMetricData request into datums (all-or-nothing, in the spec's order).
 //! - [`data`]: GetMetricData for MetricStat queries, paginated by datapoints.
+//! - [`insights`]: Metrics Insights SQL: parsing and aggregation.
 //! - [`labels`]: dynamic labels of GetMetricData.
 //! - [`math`]: the metric math language: parser and evaluator.
 //! - [`get`]: GetMetricStatistics: validation, period rules, bucketing.
@@ -14,6 +15,7 @@
 
 pub mod data;
 pub mod get;
+pub mod insights;
 pub mod labels;
 pub mod math;
 pub mod model;
