@@ -307,3 +307,15 @@ def test_get_metric_data_metrics_insights(server, protocol):
         cw.get_metric_data(StartTime=t0, EndTime=t0 + datetime.timedelta(minutes=5),
                            MetricDataQueries=[{"Id": "q", "Expression": "SELECT MEDIAN(RequestCount) FROM ELB", "Period": 60}])
     assert info.value.response["Error"]["Code"] == "ValidationError"
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_put_metric_data_over_one_megabyte_is_refused(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    big = [{"MetricName": f"m{i}", "Dimensions": [{"Name": "Blob", "Value": "x" * 1000}, {"Name": "B2", "Value": "y" * 1000}], "Value": 1.0}
+           for i in range(600)]
+    with pytest.raises(ClientError) as info:
+        cw.put_metric_data(Namespace="Big", MetricData=big)
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert info.value.response["Error"]["Code"] == "RequestEntityTooLarge"
+    assert list_all(cw, Namespace="Big") == []

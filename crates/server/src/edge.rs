@@ -258,6 +258,7 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
                 region: &region,
                 request_id: &request_id,
                 now: app.clock.now(),
+                body_bytes: (req.body.len(), decoded_body.len()),
             };
             services::dispatch(app, &cx, &route, input).await
         }

@@ -140,11 +140,23 @@ fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
     })
 }
 
+/// PutMetricData bodies are limited to 1 MB, compressed or not (`spec/cloudwatch.md` §2.6).
+const PUT_METRIC_DATA_MAX_BYTES: usize = 1024 * 1024;
+
 pub(super) async fn put_metric_data(
     app: &App,
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
+    let (raw, decoded) = cx.body_bytes;
+    if raw > PUT_METRIC_DATA_MAX_BYTES || decoded > PUT_METRIC_DATA_MAX_BYTES {
+        return Err(ApiError::new(
+            "RequestEntityTooLargeException",
+            413,
+            format!("Request size {} exceeded 1048576 bytes", raw.max(decoded)),
+        )
+        .with_query_code("RequestEntityTooLarge"));
+    }
     let data = |v: Option<&Value>, prefix: &str| -> Result<Vec<DatumInput>, ApiError> {
         v.and_then(Value::as_list)
             .unwrap_or_default()

@@ -30,6 +30,8 @@ pub struct CallContext<'a> {
     pub request_id: &'a str,
     /// Time the request is handled.
     pub now: Timestamp,
+    /// Size of the request body as received and after content decoding.
+    pub body_bytes: (usize, usize),
 }
 
 /// What a successful call produced.
