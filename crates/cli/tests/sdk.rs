@@ -140,6 +140,61 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
     assert_eq!(points[0].sum(), Some(300.0));
     assert_eq!(points[0].maximum(), Some(200.0));
     assert_eq!(points[0].timestamp().map(|t| t.secs()), Some(t0.secs()));
+    // GetMetricData: lists of tag-1 timestamps and float64 values, read by the strict decoder.
+    let metric_stat = aws_sdk_cloudwatch::types::MetricStat::builder()
+        .metric(
+            aws_sdk_cloudwatch::types::Metric::builder()
+                .namespace("SdkTest")
+                .metric_name("Requests")
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name("Svc")
+                        .value("api")
+                        .build(),
+                )
+                .build(),
+        )
+        .period(1)
+        .stat("Sum")
+        .build();
+    let data = cloudwatch
+        .get_metric_data()
+        .start_time(t0)
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            t0.secs() + 60,
+        ))
+        .scan_by(aws_sdk_cloudwatch::types::ScanBy::TimestampAscending)
+        .metric_data_queries(
+            aws_sdk_cloudwatch::types::MetricDataQuery::builder()
+                .id("m1")
+                .metric_stat(metric_stat)
+                .build(),
+        )
+        .metric_data_queries(
+            aws_sdk_cloudwatch::types::MetricDataQuery::builder()
+                .id("doubled")
+                .expression("m1 * 2")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("GetMetricData");
+    let results = data.metric_data_results();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].values(), &[100.0, 200.0]);
+    assert_eq!(
+        results[0]
+            .timestamps()
+            .iter()
+            .map(|t| t.secs() - t0.secs())
+            .collect::<Vec<_>>(),
+        vec![0, 5]
+    );
+    assert_eq!(results[1].values(), &[200.0, 400.0]);
+    assert_eq!(
+        results[1].status_code(),
+        Some(&aws_sdk_cloudwatch::types::StatusCode::Complete)
+    );
     let listed = cloudwatch
         .list_metrics()
         .namespace("SdkTest")
