@@ -92,46 +92,31 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
         .send()
         .await
         .expect("PutMetricData");
-    let stats = cloudwatch
-        .get_metric_statistics()
-        .namespace("SdkTest")
-        .metric_name("Requests")
-        .dimensions(
-            aws_sdk_cloudwatch::types::Dimension::builder()
-                .name("Svc")
-                .value("api")
-                .build(),
-        )
-        .start_time(t0)
-        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            t0.secs() + 300,
-        ))
-        .period(60)
-        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
-        .extended_statistics("p50")
-        .send()
-        .await;
+    // Sum and Maximum of the two values, over five minutes at one-minute periods.
+    let statistics_request = || {
+        cloudwatch
+            .get_metric_statistics()
+            .namespace("SdkTest")
+            .metric_name("Requests")
+            .dimensions(
+                aws_sdk_cloudwatch::types::Dimension::builder()
+                    .name("Svc")
+                    .value("api")
+                    .build(),
+            )
+            .start_time(t0)
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                t0.secs() + 300,
+            ))
+            .period(60)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+    };
+    let stats = statistics_request().extended_statistics("p50").send().await;
     // Statistics and ExtendedStatistics together are refused with the modelled exception.
     let err = stats.expect_err("Statistics with ExtendedStatistics must fail");
     assert_eq!(err.code(), Some("InvalidParameterCombination"));
-    let stats = cloudwatch
-        .get_metric_statistics()
-        .namespace("SdkTest")
-        .metric_name("Requests")
-        .dimensions(
-            aws_sdk_cloudwatch::types::Dimension::builder()
-                .name("Svc")
-                .value("api")
-                .build(),
-        )
-        .start_time(t0)
-        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            t0.secs() + 300,
-        ))
-        .period(60)
-        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+    let stats = statistics_request()
         .send()
         .await
         .expect("GetMetricStatistics");

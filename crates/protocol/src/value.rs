@@ -142,6 +142,17 @@ impl Value {
         }
     }
 
+    /// The text members of list member `name` (absent or empty: none).
+    pub fn strings(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .and_then(Value::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Converts to JSON the way CloudTrail records show request parameters:
     /// member names with their first letter lower-cased, timestamps as ISO text.
     pub fn to_record_json(&self) -> serde_json::Value {
@@ -200,6 +211,12 @@ mod tests {
             Some(Timestamp::from_millis(1_767_225_600_500))
         );
         assert_eq!(Value::string("").as_list(), Some(&[][..]));
+        let v = Value::structure([(
+            "Names",
+            Value::List(vec![Value::string("a"), Value::Int(1), Value::string("b")]),
+        )]);
+        assert_eq!(v.strings("Names"), ["a", "b"]);
+        assert!(v.strings("Missing").is_empty());
     }
 
     #[test]

@@ -7,10 +7,10 @@ use trailwatch_types::Timestamp;
 
 use std::collections::HashMap;
 
-use super::get::{compute, validate_statistics, StatisticsRequest, BASIC};
+use super::get::{compute, validate_statistics, StatisticsQuery, StatisticsRequest};
 use super::labels::{self, LabelContext};
 use super::math::{self, Expr, MValue, Series};
-use super::model::{MetricId, MetricsError, ValidatedDatum};
+use super::model::{MetricId, MetricsError, Point};
 
 /// Default and largest `MaxDatapoints`.
 pub const MAX_DATAPOINTS: i64 = 100_800;
@@ -95,10 +95,10 @@ struct Planned {
 
 #[derive(Debug, Clone)]
 enum PlannedKind {
+    /// Validated once, at plan time.
     Stat {
-        request: StatisticsRequest,
+        query: StatisticsQuery,
         stat: String,
-        metric_name: String,
     },
     Math {
         expr: Expr,
@@ -231,24 +231,23 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
                 "The parameter MetricDataQueries.member.{n}.MetricStat.Stat is required."
             ))
         })?;
-        let (statistics, extended) = if BASIC.contains(&stat_name.as_str()) {
-            (vec![stat_name.clone()], vec![])
-        } else {
-            (vec![], vec![stat_name.clone()])
-        };
         let statistics_request = StatisticsRequest {
             namespace: stat.namespace.clone(),
             metric_name: stat.metric_name.clone(),
             dimensions: stat.dimensions.clone(),
-            start: Some(start),
-            end: Some(end),
             period: stat.period,
-            statistics,
-            extended,
             unit: stat.unit.clone(),
+            // Times and the statistic split (basic or extended) as for any metric.
+            ..StatisticsRequest::for_metric(
+                &MetricId::default(),
+                start,
+                end,
+                0,
+                &[stat_name.as_str()],
+            )
         };
         // Validate now, so a bad query fails the whole call.
-        validate_statistics(&statistics_request, now).map_err(|e| match e {
+        let query = validate_statistics(&statistics_request, now).map_err(|e| match e {
             MetricsError::InvalidParameterValue(m) => {
                 MetricsError::InvalidParameterValue(format!("MetricDataQueries.member.{n}: {m}"))
             }
@@ -259,9 +258,8 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
             label: q.label.clone(),
             return_data: q.return_data.unwrap_or(true),
             kind: PlannedKind::Stat {
-                request: statistics_request,
+                query,
                 stat: stat_name,
-                metric_name: stat.metric_name.clone().unwrap_or_default(),
             },
         });
     }
@@ -375,7 +373,7 @@ struct Evaluation<'a> {
     start: Timestamp,
     end: Timestamp,
     now: Timestamp,
-    datums: &'a mut dyn FnMut(&MetricId) -> Vec<ValidatedDatum>,
+    datums: &'a mut dyn FnMut(&MetricId) -> Vec<Point>,
     listed: &'a dyn Fn() -> Vec<MetricId>,
 }
 
@@ -395,42 +393,25 @@ impl Evaluation<'_> {
         matched.truncate(10_000);
         let mut series = Vec::with_capacity(matched.len());
         for metric in matched {
-            let request = StatisticsRequest {
-                namespace: Some(metric.namespace.clone()),
-                metric_name: Some(metric.name.clone()),
-                dimensions: metric
-                    .dimensions
-                    .iter()
-                    .map(|d| (Some(d.name.clone()), Some(d.value.clone())))
-                    .collect(),
-                start: Some(self.start),
-                end: Some(self.end),
-                period: Some(period),
-                statistics: ["Sum", "SampleCount", "Minimum", "Maximum"]
-                    .map(str::to_owned)
-                    .to_vec(),
-                extended: vec![],
-                unit: None,
-            };
+            let request = StatisticsRequest::for_metric(
+                &metric,
+                self.start,
+                self.end,
+                period,
+                &["Sum", "SampleCount", "Minimum", "Maximum"],
+            );
             let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
             let buckets = compute(&q, &(self.datums)(&q.metric))
                 .into_iter()
                 .map(|p| {
-                    let get = |k: &str| {
-                        p.statistics
-                            .iter()
-                            .find(|(n, _)| n == k)
-                            .map_or(0.0, |(_, v)| *v)
-                    };
-                    (
-                        p.timestamp.millis(),
-                        (
-                            get("Sum"),
-                            get("SampleCount"),
-                            get("Minimum"),
-                            get("Maximum"),
-                        ),
-                    )
+                    let get = |k: &str| p.value(k).unwrap_or(0.0);
+                    let stats = (
+                        get("Sum"),
+                        get("SampleCount"),
+                        get("Minimum"),
+                        get("Maximum"),
+                    );
+                    (p.timestamp.millis(), stats)
                 })
                 .collect();
             series.push((metric, buckets));
@@ -536,40 +517,14 @@ impl math::Context for Evaluation<'_> {
             .collect();
         matched.truncate(500);
         let labels = super::search::default_labels(&matched);
-        let (statistics, extended) = if BASIC.contains(&stat) {
-            (vec![stat.to_owned()], vec![])
-        } else {
-            (vec![], vec![stat.to_owned()])
-        };
         let mut out = Vec::with_capacity(matched.len());
         for (metric, label) in matched.into_iter().zip(labels) {
-            let request = StatisticsRequest {
-                namespace: Some(metric.namespace.clone()),
-                metric_name: Some(metric.name.clone()),
-                dimensions: metric
-                    .dimensions
-                    .iter()
-                    .map(|d| (Some(d.name.clone()), Some(d.value.clone())))
-                    .collect(),
-                start: Some(self.start),
-                end: Some(self.end),
-                period: Some(period),
-                statistics: statistics.clone(),
-                extended: extended.clone(),
-                unit: None,
-            };
+            let request =
+                StatisticsRequest::for_metric(&metric, self.start, self.end, period, &[stat]);
             let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
             let points = compute(&q, &(self.datums)(&q.metric))
                 .into_iter()
-                .filter_map(|p| {
-                    let v = p
-                        .statistics
-                        .iter()
-                        .chain(&p.extended)
-                        .find(|(k, _)| k == stat)
-                        .map(|(_, v)| *v)?;
-                    Some((p.timestamp.millis(), v))
-                })
+                .filter_map(|p| Some((p.timestamp.millis(), p.value(stat)?)))
                 .collect();
             out.push(Series { label, points });
         }
@@ -579,31 +534,22 @@ impl math::Context for Evaluation<'_> {
 
 /// `PROP('…')` values of a query (MetricStat queries only).
 fn props_of(kind: &PlannedKind) -> Vec<(String, String)> {
-    let PlannedKind::Stat {
-        request,
-        stat,
-        metric_name,
-    } = kind
-    else {
+    let PlannedKind::Stat { query, stat } = kind else {
         return Vec::new();
     };
+    let metric = &query.metric;
     let mut props = vec![
-        ("MetricName".to_owned(), metric_name.clone()),
-        (
-            "Namespace".to_owned(),
-            request.namespace.clone().unwrap_or_default(),
-        ),
-        (
-            "Period".to_owned(),
-            request.period.map(|p| p.to_string()).unwrap_or_default(),
-        ),
+        ("MetricName".to_owned(), metric.name.clone()),
+        ("Namespace".to_owned(), metric.namespace.clone()),
+        ("Period".to_owned(), query.period.to_string()),
         ("Stat".to_owned(), stat.clone()),
     ];
-    for (name, value) in &request.dimensions {
-        if let (Some(name), Some(value)) = (name, value) {
-            props.push((format!("Dim.{name}"), value.clone()));
-        }
-    }
+    props.extend(
+        metric
+            .dimensions
+            .iter()
+            .map(|d| (format!("Dim.{}", d.name), d.value.clone())),
+    );
     props
 }
 
@@ -614,14 +560,14 @@ fn label_expression(value: &mut MValue, query: &Planned) {
     }
 }
 
-/// Runs the plan; `datums` fetches a metric's stored datums and `listed` the
+/// Runs the plan; `datums` fetches a metric's stored points and `listed` the
 /// metrics SEARCH may match. Returns the page's results and, when truncated,
 /// the cursor of the next page.
 pub fn execute(
     plan: &DataPlan,
     now: Timestamp,
     cursor: Option<Cursor>,
-    mut datums: impl FnMut(&MetricId) -> Vec<ValidatedDatum>,
+    mut datums: impl FnMut(&MetricId) -> Vec<Point>,
     listed: impl Fn() -> Vec<MetricId>,
 ) -> Result<(Vec<DataResult>, Option<Cursor>), MetricsError> {
     let mut stats = HashMap::new();
@@ -630,20 +576,14 @@ pub fn execute(
     let mut grid_period = i64::MAX;
     let mut grid_end = 0;
     for q in &plan.queries {
-        let PlannedKind::Stat {
-            request,
-            stat,
-            metric_name,
-        } = &q.kind
-        else {
+        let PlannedKind::Stat { query, stat } = &q.kind else {
             continue;
         };
-        let query = validate_statistics(request, now)?;
         grid_start =
             Some(grid_start.map_or(query.start.millis(), |s: i64| s.min(query.start.millis())));
         grid_period = grid_period.min(query.period);
         grid_end = query.end.millis();
-        let points = compute(&query, &datums(&query.metric));
+        let points = compute(query, &datums(&query.metric));
         let mut units: Vec<_> = points.iter().map(|p| p.unit).collect();
         units.sort();
         units.dedup();
@@ -660,19 +600,11 @@ pub fn execute(
         }
         let series = Series {
             // The default label; a query Label is applied (and rendered) on output.
-            label: metric_name.clone(),
+            label: query.metric.name.clone(),
             points: points
                 .into_iter()
                 .filter(|p| Some(p.unit) == chosen)
-                .filter_map(|p| {
-                    let v = p
-                        .statistics
-                        .iter()
-                        .chain(&p.extended)
-                        .find(|(k, _)| k == stat)
-                        .map(|(_, v)| *v)?;
-                    Some((p.timestamp.millis(), v))
-                })
+                .filter_map(|p| Some((p.timestamp.millis(), p.value(stat)?)))
                 .collect(),
         };
         stats.insert(q.id.clone(), (series, query.period));
@@ -803,7 +735,7 @@ pub fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::model::{Sample, Unit};
+    use crate::metrics::model::{Sample, Unit, ValidatedDatum};
 
     const NOW: Timestamp = Timestamp::from_secs(1_719_748_800); // 2024-06-30T12:00:00Z
 
@@ -860,7 +792,7 @@ mod tests {
             store
                 .iter()
                 .filter(|d| d.metric == *m)
-                .cloned()
+                .map(ValidatedDatum::point)
                 .collect::<Vec<_>>()
         };
         let mut hidden = query("m1", "Errors", "Sum");
@@ -931,7 +863,7 @@ mod tests {
             store
                 .iter()
                 .filter(|d| d.metric == *m)
-                .cloned()
+                .map(ValidatedDatum::point)
                 .collect::<Vec<_>>()
         };
         let mut m1 = query("m1", "Errors", "Sum");

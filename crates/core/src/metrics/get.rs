@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use trailwatch_types::Timestamp;
 
-use super::model::{MetricId, MetricsError, Unit, ValidatedDatum, UNITS};
+use super::model::{MetricId, MetricsError, Point, Unit, UNITS};
 use super::stats::{parse_extended, Bucket, Extended};
 
 /// The five basic statistics, in the order AWS lists them in messages.
@@ -67,6 +67,46 @@ pub struct Datapoint {
     pub statistics: Vec<(String, f64)>,
     /// Extended statistics that have a value, by the requested string.
     pub extended: Vec<(String, f64)>,
+}
+
+impl Datapoint {
+    /// The value of statistic `stat` (basic or extended), when it has one.
+    pub fn value(&self, stat: &str) -> Option<f64> {
+        self.statistics
+            .iter()
+            .chain(&self.extended)
+            .find(|(k, _)| k == stat)
+            .map(|(_, v)| *v)
+    }
+}
+
+impl StatisticsRequest {
+    /// A request for `stats` (basic or extended names) of `metric`.
+    pub fn for_metric(
+        metric: &MetricId,
+        start: Timestamp,
+        end: Timestamp,
+        period: i64,
+        stats: &[&str],
+    ) -> Self {
+        let (basic, extended): (Vec<&str>, Vec<&str>) =
+            stats.iter().partition(|s| BASIC.contains(s));
+        StatisticsRequest {
+            namespace: Some(metric.namespace.clone()),
+            metric_name: Some(metric.name.clone()),
+            dimensions: metric
+                .dimensions
+                .iter()
+                .map(|d| (Some(d.name.clone()), Some(d.value.clone())))
+                .collect(),
+            start: Some(start),
+            end: Some(end),
+            period: Some(period),
+            statistics: basic.into_iter().map(str::to_owned).collect(),
+            extended: extended.into_iter().map(str::to_owned).collect(),
+            unit: None,
+        }
+    }
 }
 
 fn thousands(n: i64) -> String {
@@ -222,13 +262,13 @@ pub fn validate_statistics(
 
 /// Answers `q` from the metric's stored datums: one datapoint per non-empty
 /// bucket and unit, ascending by time.
-pub fn compute(q: &StatisticsQuery, datums: &[ValidatedDatum]) -> Vec<Datapoint> {
+pub fn compute(q: &StatisticsQuery, points: &[Point]) -> Vec<Datapoint> {
     if q.empty {
         return Vec::new();
     }
     let period_ms = q.period * 1000;
     let mut buckets: BTreeMap<(i64, Unit), Bucket> = BTreeMap::new();
-    for d in datums {
+    for d in points {
         let t = d.timestamp.millis();
         if t < q.start.millis() || t >= q.end.millis() || q.unit.is_some_and(|u| u != d.unit) {
             continue;
@@ -354,15 +394,9 @@ mod tests {
 
     #[test]
     fn spec_example_and_unit_separation() {
-        let at = |s: &str, v: f64, unit: Unit| ValidatedDatum {
-            metric: MetricId {
-                namespace: "App".into(),
-                name: "PageViewCount".into(),
-                dimensions: vec![],
-            },
+        let at = |s: &str, v: f64, unit: Unit| Point {
             timestamp: Timestamp::parse_iso8601(s).unwrap(),
             unit,
-            storage_resolution: 1,
             sample: Sample::Value(v),
         };
         let datums = vec![

@@ -404,14 +404,12 @@ impl Query {
         if m.name != self.metric || m.namespace != self.namespace {
             return false;
         }
-        if let Some(dims) = &self.schema {
-            let mut names: Vec<&str> = m.dimensions.iter().map(|d| d.name.as_str()).collect();
-            let mut wanted: Vec<&str> = dims.iter().map(String::as_str).collect();
-            names.sort_unstable();
-            wanted.sort_unstable();
-            if names != wanted {
-                return false;
-            }
+        if self
+            .schema
+            .as_ref()
+            .is_some_and(|dims| !m.has_dimension_names(dims))
+        {
+            return false;
         }
         self.filter.as_ref().is_none_or(|c| c.matches(m))
     }

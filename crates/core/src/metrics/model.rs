@@ -67,7 +67,7 @@ pub struct Dimension {
 
 /// A metric identity: namespace, name and the *set* of dimensions, kept sorted
 /// by name so `[A=1,B=2]` and `[B=2,A=1]` are the same metric (§2.1).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MetricId {
     /// Namespace.
     pub namespace: String,
@@ -75,6 +75,18 @@ pub struct MetricId {
     pub name: String,
     /// Dimensions sorted by name.
     pub dimensions: Vec<Dimension>,
+}
+
+impl MetricId {
+    /// Whether the metric's dimension names are exactly `names` (in any order):
+    /// the schema test of SEARCH `{NS, D…}` and Insights `SCHEMA(NS, D…)`.
+    pub fn has_dimension_names(&self, names: &[String]) -> bool {
+        let mut have: Vec<&str> = self.dimensions.iter().map(|d| d.name.as_str()).collect();
+        let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+        have.sort_unstable();
+        want.sort_unstable();
+        have == want
+    }
 }
 
 /// What one datum carries (§2.5).
@@ -115,6 +127,29 @@ pub struct ValidatedDatum {
     pub storage_resolution: u8,
     /// The sample.
     pub sample: Sample,
+}
+
+/// One stored sample of a metric: what statistics are computed from. The
+/// identity is kept once per series, not per point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Stored timestamp (second or minute).
+    pub timestamp: Timestamp,
+    /// Unit.
+    pub unit: Unit,
+    /// The sample.
+    pub sample: Sample,
+}
+
+impl ValidatedDatum {
+    /// The datum without its identity.
+    pub fn point(&self) -> Point {
+        Point {
+            timestamp: self.timestamp,
+            unit: self.unit,
+            sample: self.sample.clone(),
+        }
+    }
 }
 
 /// A PutMetricData request as decoded from the wire, before validation.

@@ -135,14 +135,11 @@ impl Search {
             if &m.namespace != namespace {
                 return false;
             }
-            if let Some(dims) = dims {
-                let mut names: Vec<&str> = m.dimensions.iter().map(|d| d.name.as_str()).collect();
-                let mut wanted: Vec<&str> = dims.iter().map(String::as_str).collect();
-                names.sort_unstable();
-                wanted.sort_unstable();
-                if names != wanted {
-                    return false;
-                }
+            if dims
+                .as_ref()
+                .is_some_and(|dims| !m.has_dimension_names(dims))
+            {
+                return false;
             }
         }
         self.term.as_ref().is_none_or(|t| t.matches(m))

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use trailwatch_storage::{Wal, WalOptions};
 use trailwatch_types::{Clock, Timestamp};
 
-use super::model::{Dimension, MetricId, MetricsError, ValidatedDatum};
+use super::model::{Dimension, MetricId, MetricsError, Point, ValidatedDatum};
 use crate::token::{filters_hash, TokenCodec};
 
 const PAYLOAD_VERSION: u8 = 1;
@@ -52,8 +52,8 @@ struct Series {
     metric: MetricId,
     /// Server receive time of the latest datum.
     last_received: Timestamp,
-    /// Every datum, in arrival order.
-    datums: Vec<ValidatedDatum>,
+    /// Every point, in arrival order.
+    points: Vec<Point>,
 }
 
 #[derive(Default)]
@@ -74,10 +74,20 @@ impl Metrics {
             let s = series.entry(key).or_insert_with(|| Series {
                 metric: datum.metric.clone(),
                 last_received: received,
-                datums: Vec::new(),
+                points: Vec::new(),
             });
             s.last_received = s.last_received.max(received);
-            s.datums.push(datum);
+            let ValidatedDatum {
+                timestamp,
+                unit,
+                sample,
+                ..
+            } = datum;
+            s.points.push(Point {
+                timestamp,
+                unit,
+                sample,
+            });
         }
     }
 }
@@ -187,8 +197,8 @@ impl MetricStore {
             .map_err(|e| MetricsError::Storage(e.to_string()))
     }
 
-    /// Every stored datum of `metric` (for tests and, later, statistics).
-    pub fn datums(&self, account: &str, region: &str, metric: &MetricId) -> Vec<ValidatedDatum> {
+    /// Every stored point of `metric`.
+    pub fn points(&self, account: &str, region: &str, metric: &MetricId) -> Vec<Point> {
         let metrics = self.metrics.read().unwrap_or_else(|p| p.into_inner());
         let key = (
             metric.namespace.clone(),
@@ -199,7 +209,7 @@ impl MetricStore {
             .by_region
             .get(&(account.to_owned(), region.to_owned()))
             .and_then(|m| m.get(&key))
-            .map(|s| s.datums.clone())
+            .map(|s| s.points.clone())
             .unwrap_or_default()
     }
 
@@ -230,7 +240,7 @@ impl MetricStore {
             plan,
             now,
             cursor,
-            |metric| self.datums(account, region, metric),
+            |metric| self.points(account, region, metric),
             listed,
         )?;
         Ok((results, next.map(|c| self.tokens.issue(&filters, &c, now))))
@@ -441,7 +451,7 @@ mod tests {
         };
         assert!(store.list(&other).unwrap().metrics.is_empty());
         let metric = store.list(&svc_b).unwrap().metrics.remove(0);
-        assert_eq!(store.datums("123456789012", "us-east-1", &metric).len(), 2);
+        assert_eq!(store.points("123456789012", "us-east-1", &metric).len(), 2);
         // RecentlyActive and the two-week window.
         clock.advance_millis(4 * 3_600_000);
         assert!(store

@@ -265,16 +265,6 @@ pub(super) fn get_metric_statistics(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let strings = |name: &str| -> Vec<String> {
-        input
-            .get(name)
-            .and_then(Value::as_list)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect()
-    };
     let time = |name: &str| timestamp(input, name);
     let period = match input.get("Period") {
         None => None,
@@ -291,15 +281,15 @@ pub(super) fn get_metric_statistics(
         start: time("StartTime")?,
         end: time("EndTime")?,
         period,
-        statistics: strings("Statistics"),
-        extended: strings("ExtendedStatistics"),
+        statistics: input.strings("Statistics"),
+        extended: input.strings("ExtendedStatistics"),
         unit: text(input.get("Unit")),
     };
     let query = validate_statistics(&request, cx.now).map_err(map_error)?;
-    let datums = app
+    let points = app
         .metrics
-        .datums(&cx.principal.account_id, cx.region, &query.metric);
-    let datapoints = compute(&query, &datums)
+        .points(&cx.principal.account_id, cx.region, &query.metric);
+    let datapoints = compute(&query, &points)
         .into_iter()
         .map(|p| {
             let mut members: Vec<(String, Value)> =

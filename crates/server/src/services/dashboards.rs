@@ -177,14 +177,7 @@ pub(super) fn delete_dashboards(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let names: Vec<String> = input
-        .get("DashboardNames")
-        .and_then(Value::as_list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let names = input.strings("DashboardNames");
     if names.is_empty() {
         return Err(map_error(DashboardError::MissingParameter(
             "The parameter DashboardNames is required.".to_owned(),

@@ -94,14 +94,7 @@ pub(super) fn untag_resource(
     input: &Value,
 ) -> Result<Outcome, ApiError> {
     let arn = existing_resource(app, cx, input)?;
-    let keys: Vec<String> = input
-        .get("TagKeys")
-        .and_then(Value::as_list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let keys = input.strings("TagKeys");
     let changes = app.tags.untag_changes(&arn, &keys).map_err(map_error)?;
     Ok(Outcome {
         output: Some(Value::empty_struct()),
