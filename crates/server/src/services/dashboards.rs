@@ -95,12 +95,7 @@ pub(super) fn put_dashboard(
         changes.extend(Tags::create_changes(&arn(account, &name), &tags));
     }
     let output = Value::structure([("DashboardValidationMessages", messages_value(&warnings))]);
-    Ok(Outcome {
-        response_elements: Some(output.to_record_json()),
-        output: Some(output),
-        changes,
-        ..Outcome::default()
-    })
+    Ok(Outcome::write(output, changes))
 }
 
 pub(super) fn get_dashboard(
@@ -198,10 +193,7 @@ pub(super) fn delete_dashboards(
         ))
     });
     Ok(Outcome {
-        output: Some(Value::empty_struct()),
-        response_elements: None,
-        changes,
         error,
-        ..Outcome::default()
+        ..Outcome::write(Value::empty_struct(), changes)
     })
 }

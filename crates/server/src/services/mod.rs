@@ -58,6 +58,18 @@ impl Outcome {
             ..Self::default()
         }
     }
+
+    /// A state-changing answer: `changes` commit with the record, whose
+    /// `responseElements` is the output (null when the output is empty).
+    pub fn write(output: Value, changes: Vec<Change>) -> Self {
+        let response_elements = (!output.members().is_empty()).then(|| output.to_record_json());
+        Self {
+            output: Some(output),
+            response_elements,
+            changes,
+            ..Self::default()
+        }
+    }
 }
 
 fn model_operations(service: Service) -> &'static [&'static str] {

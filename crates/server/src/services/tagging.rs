@@ -81,11 +81,7 @@ pub(super) fn tag_resource(
     let arn = existing_resource(app, cx, input)?;
     let tags = validate(&tag_list(input.get("Tags")), "Tags").map_err(map_error)?;
     let changes = app.tags.tag_changes(&arn, &tags).map_err(map_error)?;
-    Ok(Outcome {
-        output: Some(Value::empty_struct()),
-        changes,
-        ..Outcome::default()
-    })
+    Ok(Outcome::write(Value::empty_struct(), changes))
 }
 
 pub(super) fn untag_resource(
@@ -96,11 +92,7 @@ pub(super) fn untag_resource(
     let arn = existing_resource(app, cx, input)?;
     let keys = input.strings("TagKeys");
     let changes = app.tags.untag_changes(&arn, &keys).map_err(map_error)?;
-    Ok(Outcome {
-        output: Some(Value::empty_struct()),
-        changes,
-        ..Outcome::default()
-    })
+    Ok(Outcome::write(Value::empty_struct(), changes))
 }
 
 pub(super) fn list_tags_for_resource(
