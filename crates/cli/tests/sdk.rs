@@ -198,15 +198,16 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
     assert_eq!(err.code(), Some("SignatureDoesNotMatch"));
 
     let cloudtrail = aws_sdk_cloudtrail::Client::new(&good);
-    let found = cloudtrail
-        .lookup_events()
-        .lookup_attributes(
+    let by_event_name = |name: &'static str| {
+        cloudtrail.lookup_events().lookup_attributes(
             aws_sdk_cloudtrail::types::LookupAttribute::builder()
                 .attribute_key(aws_sdk_cloudtrail::types::LookupAttributeKey::EventName)
-                .attribute_value("DeleteAlarms")
+                .attribute_value(name)
                 .build()
                 .expect("attribute"),
         )
+    };
+    let found = by_event_name("DeleteAlarms")
         .send()
         .await
         .expect("LookupEvents");
@@ -227,15 +228,7 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
         .contains("aws-sdk-rust"));
     assert_eq!(events[0].username(), Some("root"));
     assert_eq!(events[0].access_key_id(), Some(KEY));
-    let denied = cloudtrail
-        .lookup_events()
-        .lookup_attributes(
-            aws_sdk_cloudtrail::types::LookupAttribute::builder()
-                .attribute_key(aws_sdk_cloudtrail::types::LookupAttributeKey::EventName)
-                .attribute_value("ListDashboards")
-                .build()
-                .expect("attribute"),
-        )
+    let denied = by_event_name("ListDashboards")
         .send()
         .await
         .expect("LookupEvents");
