@@ -135,6 +135,10 @@ fn load_token_key(data_dir: &Path) -> Result<Vec<u8>, StartError> {
     Ok(key)
 }
 
+/// Datums waiting in the metrics WAL that wake the flusher early: they are
+/// held in memory unencoded until flushed.
+const METRIC_FLUSH_POINTS: u64 = 1_000_000;
+
 impl App {
     /// Opens the stores under `config.data_dir` and recovers them.
     pub async fn open(
@@ -147,13 +151,6 @@ impl App {
             source,
         })?;
         let tokens = TokenCodec::new(load_token_key(&config.data_dir)?);
-        let metrics = MetricStore::open(
-            &config.data_dir.join("metrics"),
-            clock.clone(),
-            tokens.clone(),
-            config.audit.wal.clone(),
-        )
-        .map_err(|e| StartError::Metrics(e.to_string()))?;
         let audit = AuditStore::open_embedded(
             &config.data_dir,
             clock.clone(),
@@ -161,6 +158,16 @@ impl App {
             config.audit.clone(),
         )
         .await?;
+        let metrics = MetricStore::open(
+            &config.data_dir.join("metrics"),
+            audit.catalog(),
+            audit.objects(),
+            clock.clone(),
+            tokens.clone(),
+            config.audit.wal.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Metrics(e.to_string()))?;
         let dashboards = Dashboards::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
         Ok(Arc::new(App {
@@ -176,9 +183,10 @@ impl App {
         }))
     }
 
-    /// Called after each recorded call: wakes the flusher when enough records wait.
+    /// Called after each recorded call: wakes the flusher when enough records
+    /// or metric points wait.
     pub fn recorded(&self) {
-        if self.audit.wants_flush() {
+        if self.audit.wants_flush() || self.metrics.unflushed() >= METRIC_FLUSH_POINTS {
             self.flush_wanted.notify_one();
         }
     }
@@ -207,6 +215,11 @@ impl App {
         if let Err(err) = self.audit.flush().await {
             // The records stay in the WAL; the next flush retries them.
             tracing::error!(error = %err, "failed to flush audit records to segments");
+        }
+        match self.metrics.maintain().await {
+            Ok(report) => tracing::debug!(?report, "metrics maintenance"),
+            // Points stay in the WAL or in their old segments; the next pass retries.
+            Err(err) => tracing::error!(error = %err, "failed to maintain metric segments"),
         }
     }
 

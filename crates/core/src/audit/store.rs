@@ -756,6 +756,11 @@ impl AuditStore {
         .await
     }
 
+    /// The object store segments go to.
+    pub fn objects(&self) -> Objects {
+        self.objects.clone()
+    }
+
     /// The catalog the store commits changes into.
     pub fn catalog(&self) -> Arc<dyn Catalog> {
         self.catalog.clone()

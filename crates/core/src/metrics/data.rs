@@ -7,10 +7,10 @@ use trailwatch_types::Timestamp;
 
 use std::collections::HashMap;
 
-use super::get::{compute, validate_statistics, StatisticsQuery, StatisticsRequest};
+use super::get::{validate_statistics, Datapoint, StatisticsQuery, StatisticsRequest};
 use super::labels::{self, LabelContext};
 use super::math::{self, Expr, MValue, Series};
-use super::model::{MetricId, MetricsError, Point};
+use super::model::{MetricId, MetricsError};
 
 /// Default and largest `MaxDatapoints`.
 pub const MAX_DATAPOINTS: i64 = 100_800;
@@ -373,7 +373,7 @@ struct Evaluation<'a> {
     start: Timestamp,
     end: Timestamp,
     now: Timestamp,
-    datums: &'a mut dyn FnMut(&MetricId) -> Vec<Point>,
+    datums: &'a mut dyn FnMut(&StatisticsQuery) -> Result<Vec<Datapoint>, MetricsError>,
     listed: &'a dyn Fn() -> Vec<MetricId>,
 }
 
@@ -401,7 +401,8 @@ impl Evaluation<'_> {
                 &["Sum", "SampleCount", "Minimum", "Maximum"],
             );
             let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
-            let buckets = compute(&q, &(self.datums)(&q.metric))
+            let buckets = (self.datums)(&q)
+                .map_err(|e| e.to_string())?
                 .into_iter()
                 .map(|p| {
                     let get = |k: &str| p.value(k).unwrap_or(0.0);
@@ -522,7 +523,8 @@ impl math::Context for Evaluation<'_> {
             let request =
                 StatisticsRequest::for_metric(&metric, self.start, self.end, period, &[stat]);
             let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
-            let points = compute(&q, &(self.datums)(&q.metric))
+            let points = (self.datums)(&q)
+                .map_err(|e| e.to_string())?
                 .into_iter()
                 .filter_map(|p| Some((p.timestamp.millis(), p.value(stat)?)))
                 .collect();
@@ -560,14 +562,14 @@ fn label_expression(value: &mut MValue, query: &Planned) {
     }
 }
 
-/// Runs the plan; `datums` fetches a metric's stored points and `listed` the
+/// Runs the plan; `datums` answers a statistics query from storage and `listed` the
 /// metrics SEARCH may match. Returns the page's results and, when truncated,
 /// the cursor of the next page.
 pub fn execute(
     plan: &DataPlan,
     now: Timestamp,
     cursor: Option<Cursor>,
-    mut datums: impl FnMut(&MetricId) -> Vec<Point>,
+    mut datums: impl FnMut(&StatisticsQuery) -> Result<Vec<Datapoint>, MetricsError>,
     listed: impl Fn() -> Vec<MetricId>,
 ) -> Result<(Vec<DataResult>, Option<Cursor>), MetricsError> {
     let mut stats = HashMap::new();
@@ -583,7 +585,7 @@ pub fn execute(
             Some(grid_start.map_or(query.start.millis(), |s: i64| s.min(query.start.millis())));
         grid_period = grid_period.min(query.period);
         grid_end = query.end.millis();
-        let points = compute(query, &datums(&query.metric));
+        let points = datums(query)?;
         let mut units: Vec<_> = points.iter().map(|p| p.unit).collect();
         units.sort();
         units.dedup();
@@ -788,12 +790,13 @@ mod tests {
             datum("Requests", 2, 5.0),
             datum("Errors", 0, 1.0),
         ];
-        let fetch = |m: &MetricId| {
-            store
+        let fetch = |q: &StatisticsQuery| {
+            let points: Vec<_> = store
                 .iter()
-                .filter(|d| d.metric == *m)
+                .filter(|d| d.metric == q.metric)
                 .map(ValidatedDatum::point)
-                .collect::<Vec<_>>()
+                .collect();
+            Ok(crate::metrics::get::compute(q, &points))
         };
         let mut hidden = query("m1", "Errors", "Sum");
         hidden.return_data = Some(false);
@@ -859,12 +862,13 @@ mod tests {
             datum("Requests", 1, 0.0),
             datum("Requests", 2, 5.0),
         ];
-        let fetch = |m: &MetricId| {
-            store
+        let fetch = |q: &StatisticsQuery| {
+            let points: Vec<_> = store
                 .iter()
-                .filter(|d| d.metric == *m)
+                .filter(|d| d.metric == q.metric)
                 .map(ValidatedDatum::point)
-                .collect::<Vec<_>>()
+                .collect();
+            Ok(crate::metrics::get::compute(q, &points))
         };
         let mut m1 = query("m1", "Errors", "Sum");
         m1.return_data = Some(false);

@@ -260,8 +260,8 @@ pub fn validate_statistics(
     })
 }
 
-/// Answers `q` from the metric's stored datums: one datapoint per non-empty
-/// bucket and unit, ascending by time.
+/// Answers `q` from raw points alone (no tiers): the reference the stored
+/// tiers must agree with, and the answer for data that is all raw.
 pub fn compute(q: &StatisticsQuery, points: &[Point]) -> Vec<Datapoint> {
     if q.empty {
         return Vec::new();
@@ -276,6 +276,12 @@ pub fn compute(q: &StatisticsQuery, points: &[Point]) -> Vec<Datapoint> {
         let index = (t - q.start.millis()) / period_ms;
         buckets.entry((index, d.unit)).or_default().add(&d.sample);
     }
+    render(q, buckets)
+}
+
+/// One datapoint per non-empty bucket and unit, ascending by time.
+pub fn render(q: &StatisticsQuery, buckets: BTreeMap<(i64, Unit), Bucket>) -> Vec<Datapoint> {
+    let period_ms = q.period * 1000;
     buckets
         .into_iter()
         .map(|((index, unit), mut bucket)| {

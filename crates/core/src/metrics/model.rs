@@ -44,10 +44,22 @@ pub struct Unit(u8);
 impl Unit {
     /// `None`, the default.
     pub const NONE: Unit = Unit(26);
+    /// The lowest unit in sort order (a range bound).
+    pub const MIN: Unit = Unit(0);
 
     /// Parses a unit name (case-sensitive).
     pub fn parse(s: &str) -> Option<Unit> {
         UNITS.iter().position(|u| *u == s).map(|i| Unit(i as u8))
+    }
+
+    /// The unit's index in [`UNITS`] (its stored form).
+    pub fn index(self) -> u8 {
+        self.0
+    }
+
+    /// The unit stored as `index`.
+    pub fn from_index(index: u8) -> Option<Unit> {
+        (usize::from(index) < UNITS.len()).then_some(Unit(index))
     }
 
     /// The unit's name.

@@ -238,6 +238,48 @@ impl Bucket {
         }
     }
 
+    /// The raw samples `(value, weight)` (unsorted), for rollups.
+    pub(crate) fn samples(&self) -> &[(f64, f64)] {
+        &self.samples
+    }
+
+    /// Whether the percentile family has no value here (§4.4).
+    pub(crate) fn no_percentiles(&self) -> bool {
+        self.no_percentiles
+    }
+
+    /// Merges the totals of a rolled-up bucket; its values come separately
+    /// through [`Bucket::push_sample`].
+    pub(crate) fn add_totals(
+        &mut self,
+        count: f64,
+        sum: f64,
+        min: f64,
+        max: f64,
+        no_percentiles: bool,
+    ) {
+        if self.count == 0.0 {
+            self.min = min;
+            self.max = max;
+        } else {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
+        self.count += count;
+        self.sum += sum;
+        if no_percentiles {
+            self.no_percentiles = true;
+            self.samples = Vec::new();
+        }
+    }
+
+    /// Adds a value with its weight to the distribution only.
+    pub(crate) fn push_sample(&mut self, value: f64, weight: f64) {
+        if !self.no_percentiles {
+            self.samples.push((value, weight));
+        }
+    }
+
     /// Average.
     pub fn average(&self) -> f64 {
         self.sum / self.count

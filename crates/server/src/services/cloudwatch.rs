@@ -3,7 +3,7 @@
 //! (`spec/cloudwatch.md` §2–5).
 
 use trailwatch_core::metrics::{
-    compute, plan_data, validate_put, validate_statistics, DataQueryInput, DataRequest, DatumInput,
+    plan_data, validate_put, validate_statistics, DataQueryInput, DataRequest, DatumInput,
     ListMetricsQuery, MetricId, MetricStatInput, MetricsError, PutRequest, StatisticsRequest,
 };
 use trailwatch_protocol::{ApiError, Value};
@@ -286,10 +286,10 @@ pub(super) fn get_metric_statistics(
         unit: text(input.get("Unit")),
     };
     let query = validate_statistics(&request, cx.now).map_err(map_error)?;
-    let points = app
+    let datapoints = app
         .metrics
-        .points(&cx.principal.account_id, cx.region, &query.metric);
-    let datapoints = compute(&query, &points)
+        .statistics(&cx.principal.account_id, cx.region, &query)
+        .map_err(map_error)?
         .into_iter()
         .map(|p| {
             let mut members: Vec<(String, Value)> =

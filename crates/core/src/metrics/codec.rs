@@ -1,0 +1,449 @@
+//! The compact block encoding of one series' raw points, used in memory and in
+//! metric segments. Parquet spends about 8 bytes on a noisy double; metric
+//! values are mostly short decimals, so this encoding stores them as integer
+//! mantissas with one shared decimal exponent, delta-coded, then zstd. Values
+//! that are not short decimals fall back to their exact IEEE bits, so every
+//! value decodes bit for bit.
+//!
+//! # Layout (before zstd)
+//! `varint n | timestamps | units | kinds | value-array lengths | floats | counts`
+//! - timestamps (seconds): first as zigzag varint, then zigzag delta-of-delta;
+//! - units and kinds: run-length pairs `(value, run)`;
+//! - lengths: one varint per `Values` sample;
+//! - floats: every double in point order (`Value`: v; `Set`: count, sum, min,
+//!   max; `Values`: the values), as a float stream;
+//! - counts: the counts of every `Values` sample, as a float stream.
+//!
+//! A float stream is `u8 mode | …`: mode `d` = decimal (`u8 exponent e`, then
+//! zigzag varint deltas of `v × 10^e`), mode `x` = raw (8-byte little-endian
+//! bits XOR the previous value's bits).
+
+use trailwatch_types::Timestamp;
+
+use super::model::{Point, Sample, Unit};
+
+/// zstd level of blocks: level 3 is within a few percent of 19 on metric
+/// blocks and many times faster.
+const ZSTD_LEVEL: i32 = 3;
+/// Powers of ten exactly representable as doubles.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Appends `v` as a LEB128 varint.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*pos`.
+pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = *buf.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        if shift >= 64 {
+            return Err("varint too long".into());
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+        shift += 7;
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends a signed varint.
+pub(crate) fn put_ivarint(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, zigzag(v));
+}
+
+/// Reads a signed varint.
+pub(crate) fn get_ivarint(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
+    get_varint(buf, pos).map(unzigzag)
+}
+
+/// Appends a length-prefixed string.
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a length-prefixed string.
+pub(crate) fn get_str(buf: &[u8], pos: &mut usize) -> Result<String, String> {
+    let bytes = get_bytes(buf, pos)?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+}
+
+/// Reads length-prefixed bytes.
+pub(crate) fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
+    let len = usize::try_from(get_varint(buf, pos)?).map_err(|e| e.to_string())?;
+    let end = pos.checked_add(len).ok_or("length overflow")?;
+    let bytes = buf.get(*pos..end).ok_or("truncated bytes")?;
+    *pos = end;
+    Ok(bytes)
+}
+
+/// Appends a double as 8 little-endian bytes.
+pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Reads a double.
+pub(crate) fn get_f64(buf: &[u8], pos: &mut usize) -> Result<f64, String> {
+    let bytes = buf.get(*pos..*pos + 8).ok_or("truncated double")?;
+    *pos += 8;
+    Ok(f64::from_le_bytes(bytes.try_into().map_err(|_| "double")?))
+}
+
+/// The smallest decimal exponent at which every value is an exact integer
+/// mantissa (and decodes back bit for bit), if there is one.
+fn decimal_exponent(values: &[f64]) -> Option<usize> {
+    let mut e = 0;
+    for &v in values {
+        loop {
+            let m = (v * POW10[e]).round();
+            if m.abs() < 9.0e15 && m / POW10[e] == v && (v != 0.0 || v.to_bits() == 0) {
+                break;
+            }
+            e += 1;
+            if e == POW10.len() {
+                return None;
+            }
+        }
+    }
+    Some(e)
+}
+
+fn encode_floats(out: &mut Vec<u8>, values: &[f64]) {
+    match decimal_exponent(values) {
+        Some(e) => {
+            out.push(b'd');
+            out.push(e as u8);
+            let mut previous = 0i64;
+            for &v in values {
+                let m = (v * POW10[e]).round() as i64;
+                put_ivarint(out, m.wrapping_sub(previous));
+                previous = m;
+            }
+        }
+        None => {
+            out.push(b'x');
+            let mut previous = 0u64;
+            for &v in values {
+                out.extend_from_slice(&(v.to_bits() ^ previous).to_le_bytes());
+                previous = v.to_bits();
+            }
+        }
+    }
+}
+
+fn decode_floats(buf: &[u8], pos: &mut usize, n: usize) -> Result<Vec<f64>, String> {
+    let mode = *buf.get(*pos).ok_or("truncated float stream")?;
+    *pos += 1;
+    let mut out = Vec::with_capacity(n);
+    match mode {
+        b'd' => {
+            let e = usize::from(*buf.get(*pos).ok_or("truncated exponent")?);
+            *pos += 1;
+            let scale = *POW10.get(e).ok_or("bad exponent")?;
+            let mut m = 0i64;
+            for _ in 0..n {
+                m = m.wrapping_add(get_ivarint(buf, pos)?);
+                out.push(m as f64 / scale);
+            }
+        }
+        b'x' => {
+            let mut previous = 0u64;
+            for _ in 0..n {
+                let bytes = buf.get(*pos..*pos + 8).ok_or("truncated raw float")?;
+                *pos += 8;
+                previous ^= u64::from_le_bytes(bytes.try_into().map_err(|_| "raw float")?);
+                out.push(f64::from_bits(previous));
+            }
+        }
+        other => return Err(format!("unknown float mode {other}")),
+    }
+    Ok(out)
+}
+
+fn put_runs(out: &mut Vec<u8>, values: impl Iterator<Item = u8>) {
+    let mut run: Option<(u8, u64)> = None;
+    for v in values {
+        run = match run {
+            Some((x, n)) if x == v => Some((x, n + 1)),
+            Some((x, n)) => {
+                out.push(x);
+                put_varint(out, n);
+                Some((v, 1))
+            }
+            None => Some((v, 1)),
+        };
+    }
+    if let Some((x, n)) = run {
+        out.push(x);
+        put_varint(out, n);
+    }
+}
+
+fn get_runs(buf: &[u8], pos: &mut usize, n: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let v = *buf.get(*pos).ok_or("truncated run")?;
+        *pos += 1;
+        let run = get_varint(buf, pos)? as usize;
+        if run == 0 || out.len() + run > n {
+            return Err("bad run length".into());
+        }
+        out.resize(out.len() + run, v);
+    }
+    Ok(out)
+}
+
+const KIND_VALUE: u8 = 0;
+const KIND_SET: u8 = 1;
+const KIND_VALUES: u8 = 2;
+
+/// Encodes points (in the order given; callers sort by time) into a block.
+pub fn encode_block(points: &[Point]) -> Result<Vec<u8>, String> {
+    let mut raw = Vec::with_capacity(points.len() * 4 + 16);
+    put_varint(&mut raw, points.len() as u64);
+    let (mut previous, mut delta) = (0i64, 0i64);
+    for (i, p) in points.iter().enumerate() {
+        let t = p.timestamp.millis().div_euclid(1000);
+        match i {
+            0 => put_ivarint(&mut raw, t),
+            _ => {
+                let d = t - previous;
+                put_ivarint(&mut raw, d - delta);
+                delta = d;
+            }
+        }
+        previous = t;
+    }
+    put_runs(&mut raw, points.iter().map(|p| p.unit.index()));
+    let kind = |s: &Sample| match s {
+        Sample::Value(_) => KIND_VALUE,
+        Sample::Set { .. } => KIND_SET,
+        Sample::Values { .. } => KIND_VALUES,
+    };
+    put_runs(&mut raw, points.iter().map(|p| kind(&p.sample)));
+    let mut floats = Vec::with_capacity(points.len());
+    let mut counts = Vec::new();
+    for p in points {
+        match &p.sample {
+            Sample::Value(v) => floats.push(*v),
+            Sample::Set {
+                count,
+                sum,
+                min,
+                max,
+            } => floats.extend([*count, *sum, *min, *max]),
+            Sample::Values { values, counts: c } => {
+                put_varint(&mut raw, values.len() as u64);
+                floats.extend_from_slice(values);
+                counts.extend_from_slice(c);
+            }
+        }
+    }
+    encode_floats(&mut raw, &floats);
+    encode_floats(&mut raw, &counts);
+    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| format!("block zstd: {e}"))
+}
+
+/// Decodes a block back into points.
+pub fn decode_block(block: &[u8]) -> Result<Vec<Point>, String> {
+    let raw = zstd::stream::decode_all(block).map_err(|e| format!("block zstd: {e}"))?;
+    let pos = &mut 0;
+    let n = usize::try_from(get_varint(&raw, pos)?).map_err(|e| e.to_string())?;
+    if n > raw.len() * 8 + 1 {
+        return Err("implausible point count".into());
+    }
+    let mut times = Vec::with_capacity(n);
+    let (mut t, mut delta) = (0i64, 0i64);
+    for i in 0..n {
+        let v = get_ivarint(&raw, pos)?;
+        if i == 0 {
+            t = v;
+        } else {
+            delta = delta.wrapping_add(v);
+            t = t.wrapping_add(delta);
+        }
+        times.push(t);
+    }
+    let units = get_runs(&raw, pos, n)?;
+    let kinds = get_runs(&raw, pos, n)?;
+    let mut lengths = Vec::new();
+    let mut float_count = 0usize;
+    for k in &kinds {
+        float_count += match *k {
+            KIND_VALUE => 1,
+            KIND_SET => 4,
+            KIND_VALUES => {
+                let len = get_varint(&raw, pos)? as usize;
+                lengths.push(len);
+                len
+            }
+            other => return Err(format!("unknown sample kind {other}")),
+        };
+    }
+    let count_total: usize = lengths.iter().sum();
+    if float_count > raw.len() * 8 + 1 {
+        return Err("implausible value count".into());
+    }
+    let floats = decode_floats(&raw, pos, float_count)?;
+    let counts = decode_floats(&raw, pos, count_total)?;
+    let (mut f, mut c, mut l) = (0usize, 0usize, 0usize);
+    let mut points = Vec::with_capacity(n);
+    for i in 0..n {
+        let sample = match kinds[i] {
+            KIND_VALUE => {
+                f += 1;
+                Sample::Value(floats[f - 1])
+            }
+            KIND_SET => {
+                f += 4;
+                Sample::Set {
+                    count: floats[f - 4],
+                    sum: floats[f - 3],
+                    min: floats[f - 2],
+                    max: floats[f - 1],
+                }
+            }
+            _ => {
+                let len = lengths[l];
+                l += 1;
+                let s = Sample::Values {
+                    values: floats[f..f + len].to_vec(),
+                    counts: counts[c..c + len].to_vec(),
+                };
+                f += len;
+                c += len;
+                s
+            }
+        };
+        points.push(Point {
+            timestamp: Timestamp::from_millis(times[i].saturating_mul(1000)),
+            unit: Unit::from_index(units[i]).ok_or("unknown unit")?,
+            sample,
+        });
+    }
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn point(t: i64, unit: Unit, sample: Sample) -> Point {
+        Point {
+            timestamp: Timestamp::from_secs(t),
+            unit,
+            sample,
+        }
+    }
+
+    #[test]
+    fn short_decimals_take_about_a_byte() {
+        // A minute-spaced gauge with two decimals and small steps.
+        let points: Vec<Point> = (0..1440)
+            .map(|i| {
+                let v = 40.0 + f64::from((i * 37) % 200) / 100.0;
+                point(
+                    1_700_000_000 + 60 * i64::from(i),
+                    Unit::NONE,
+                    Sample::Value(v),
+                )
+            })
+            .collect();
+        let block = encode_block(&points).unwrap();
+        assert!(block.len() < 1440 * 2, "{} bytes", block.len());
+        assert_eq!(decode_block(&block).unwrap(), points);
+    }
+
+    fn sample() -> impl Strategy<Value = Sample> {
+        let value = prop_oneof![
+            (-1_000_000i64..1_000_000).prop_map(|m| m as f64 / 100.0),
+            any::<f64>().prop_filter("finite", |v| v.is_finite()),
+            Just(-0.0),
+            Just(f64::MIN_POSITIVE),
+        ];
+        prop_oneof![
+            value.clone().prop_map(Sample::Value),
+            (value.clone(), value.clone(), value.clone(), value.clone()).prop_map(
+                |(count, sum, min, max)| Sample::Set {
+                    count,
+                    sum,
+                    min,
+                    max
+                }
+            ),
+            proptest::collection::vec((value.clone(), 0.0..1e6f64), 0..5).prop_map(|vc| {
+                Sample::Values {
+                    values: vc.iter().map(|p| p.0).collect(),
+                    counts: vc.iter().map(|p| p.1).collect(),
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips_bit_for_bit(
+            raw in proptest::collection::vec((-1_000_000i64..1_000_000, 0u8..27, sample()), 0..60)
+        ) {
+            let points: Vec<Point> = raw
+                .into_iter()
+                .map(|(t, u, s)| point(1_700_000_000 + t, Unit::from_index(u).unwrap(), s))
+                .collect();
+            let decoded = decode_block(&encode_block(&points).unwrap()).unwrap();
+            prop_assert_eq!(decoded.len(), points.len());
+            for (a, b) in decoded.iter().zip(&points) {
+                prop_assert_eq!(a.timestamp, b.timestamp);
+                prop_assert_eq!(a.unit, b.unit);
+                prop_assert_eq!(format!("{:?}", bits(&a.sample)), format!("{:?}", bits(&b.sample)));
+            }
+        }
+    }
+
+    fn bits(s: &Sample) -> Vec<u64> {
+        match s {
+            Sample::Value(v) => vec![v.to_bits()],
+            Sample::Set {
+                count,
+                sum,
+                min,
+                max,
+            } => [count, sum, min, max].iter().map(|v| v.to_bits()).collect(),
+            Sample::Values { values, counts } => {
+                values.iter().chain(counts).map(|v| v.to_bits()).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for junk in [&b""[..], b"\x28\xb5\x2f\xfd", b"not zstd at all"] {
+            assert!(decode_block(junk).is_err());
+        }
+        let good = encode_block(&[point(1, Unit::NONE, Sample::Value(1.5))]).unwrap();
+        let raw = zstd::stream::decode_all(&good[..]).unwrap();
+        for cut in 0..raw.len() {
+            let truncated = zstd::bulk::compress(&raw[..cut], 1).unwrap();
+            assert!(decode_block(&truncated).is_err(), "cut at {cut}");
+        }
+    }
+}
