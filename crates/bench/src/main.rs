@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use trailwatch_protocol::sigv4::Signer;
 use trailwatch_types::Timestamp;
 
+mod metrics;
 mod seed;
 
 #[derive(Parser, Debug)]
@@ -51,9 +52,23 @@ struct CallArgs {
     /// Region of the credential scope.
     #[arg(long, default_value = "us-east-1")]
     region: String,
-    /// `get-caller-identity` (STS, query) or `lookup-events` (CloudTrail, JSON 1.1).
+    /// `get-caller-identity` (STS, query), `lookup-events` (CloudTrail, JSON
+    /// 1.1), `put-metric-data` / `get-metric-data` (CloudWatch, CBOR), or the
+    /// VictoriaMetrics peers `vm-import` / `vm-query-range`.
     #[arg(long, default_value = "get-caller-identity")]
     operation: String,
+    /// Metric workloads: series per request (put) or queried (get).
+    #[arg(long, default_value_t = 1000)]
+    series: usize,
+    /// Metric workloads: values per series per request (1 = one per minute).
+    #[arg(long, default_value_t = 10)]
+    values: usize,
+    /// Metric workloads: distinct request bodies, sent in order and cycled.
+    #[arg(long, default_value_t = 64)]
+    bodies: usize,
+    /// Queries: hours of data before now that are asked for.
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
     /// LookupEvents attribute as `Key=Value` (for example `EventName=DeleteAlarms`).
     #[arg(long)]
     attribute: Option<String>,
@@ -73,6 +88,11 @@ struct CallArgs {
     #[arg(long, default_value = "server")]
     label: String,
 }
+
+/// glibc malloc serialises on its arena locks under the ingest path's many
+/// small allocations (measured: a third of server CPU in malloc/free).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -96,27 +116,122 @@ fn now() -> Timestamp {
 /// A prepared request: everything but the signature, which is redone per call.
 #[derive(Clone)]
 struct Template {
+    method: &'static str,
     path: String,
     headers: Vec<(String, String)>,
-    body: Bytes,
-    service: &'static str,
+    /// Bodies sent in turn.
+    bodies: Vec<Bytes>,
+    /// SigV4 service name; `None` for unsigned peers.
+    service: Option<&'static str>,
+    /// Builds the request for the next page from a NextToken.
+    follow: Option<Arc<dyn Fn(&str) -> Bytes + Send + Sync>>,
+    /// Values each request carries (ingest), for values/s.
+    values_per_request: usize,
 }
+
+impl Template {
+    fn simple(
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        service: &'static str,
+    ) -> Self {
+        Template {
+            method: "POST",
+            path: path.to_owned(),
+            headers,
+            bodies: vec![body],
+            service: Some(service),
+            follow: None,
+            values_per_request: 0,
+        }
+    }
+}
+
+fn cbor_headers(host: (String, String)) -> Vec<(String, String)> {
+    vec![
+        host,
+        ("content-type".to_owned(), "application/cbor".to_owned()),
+        ("accept".to_owned(), "application/cbor".to_owned()),
+        ("smithy-protocol".to_owned(), "rpc-v2-cbor".to_owned()),
+    ]
+}
+
+const CLOUDWATCH_PATH: &str = "/service/GraniteServiceVersion20100801/operation/";
 
 fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
     let host = ("host".to_owned(), authority.to_owned());
     Ok(match args.operation.as_str() {
-        "get-caller-identity" => Template {
-            path: "/".to_owned(),
-            headers: vec![
+        "get-caller-identity" => Template::simple(
+            "/",
+            vec![
                 host,
                 (
                     "content-type".to_owned(),
                     "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
                 ),
             ],
-            body: Bytes::from_static(b"Action=GetCallerIdentity&Version=2011-06-15"),
-            service: "sts",
-        },
+            Bytes::from_static(b"Action=GetCallerIdentity&Version=2011-06-15"),
+            "sts",
+        ),
+        "put-metric-data" | "vm-import" => {
+            let (cbor, vm) = metrics::put_bodies(args.series, args.values, args.bodies, now());
+            let values_per_request = args.series * args.values;
+            if args.operation == "vm-import" {
+                Template {
+                    method: "POST",
+                    path: "/api/v1/import".to_owned(),
+                    headers: vec![host],
+                    bodies: vm,
+                    service: None,
+                    follow: None,
+                    values_per_request,
+                }
+            } else {
+                Template {
+                    method: "POST",
+                    path: format!("{CLOUDWATCH_PATH}PutMetricData"),
+                    headers: cbor_headers(host),
+                    bodies: cbor,
+                    service: Some("monitoring"),
+                    follow: None,
+                    values_per_request,
+                }
+            }
+        }
+        "get-metric-data" => {
+            let end = Timestamp::from_millis(now().millis() / 60_000 * 60_000);
+            let start = Timestamp::from_millis(end.millis() - args.hours * 3_600_000);
+            let series = args.series;
+            Template {
+                method: "POST",
+                path: format!("{CLOUDWATCH_PATH}GetMetricData"),
+                headers: cbor_headers(host),
+                bodies: vec![metrics::get_data_body(series, start, end, 60, None)],
+                service: Some("monitoring"),
+                follow: Some(Arc::new(move |token: &str| {
+                    metrics::get_data_body(series, start, end, 60, Some(token))
+                })),
+                values_per_request: 0,
+            }
+        }
+        "vm-query-range" => {
+            let end = now().millis() / 60_000 * 60;
+            let start = end - args.hours * 3600;
+            let query: String = percent_encode(&metrics::vm_selector(args.series));
+            Template {
+                method: "GET",
+                path: format!(
+                    "/api/v1/query_range?query={query}&start={start}&end={}&step=60s",
+                    end - 1
+                ),
+                headers: vec![host],
+                bodies: vec![Bytes::new()],
+                service: None,
+                follow: None,
+                values_per_request: 0,
+            }
+        }
         "lookup-events" => {
             let mut input = serde_json::json!({"MaxResults": 50});
             if let Some(attr) = &args.attribute {
@@ -126,9 +241,9 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                 input["LookupAttributes"] =
                     serde_json::json!([{"AttributeKey": k, "AttributeValue": v}]);
             }
-            Template {
-                path: "/".to_owned(),
-                headers: vec![
+            Template::simple(
+                "/",
+                vec![
                     host,
                     (
                         "content-type".to_owned(),
@@ -139,12 +254,23 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                         "CloudTrail_20131101.LookupEvents".to_owned(),
                     ),
                 ],
-                body: Bytes::from(input.to_string()),
-                service: "cloudtrail",
-            }
+                Bytes::from(input.to_string()),
+                "cloudtrail",
+            )
         }
         other => bail!("unknown operation {other}"),
     })
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -201,6 +327,7 @@ async fn run_calls(args: CallArgs) -> anyhow::Result<()> {
         "errors": errors,
         "wall_seconds": wall,
         "requests_per_second": latencies.len() as f64 / wall,
+        "values_per_second": (latencies.len() * template.values_per_request) as f64 / wall,
         "p50_ms": pct(50.0),
         "p90_ms": pct(90.0),
         "p99_ms": pct(99.0),
@@ -234,51 +361,64 @@ async fn connection_loop(
     count: usize,
 ) -> anyhow::Result<(Vec<Duration>, usize)> {
     let mut sender = connect(authority).await?;
-    let signer = Signer {
-        access_key_id: &args.access_key,
-        secret: &args.secret,
-        region: &args.region,
-        service: template.service,
-    };
     let mut latencies = Vec::with_capacity(count);
     let mut errors = 0;
     for i in 0..(args.warmup + count) {
-        let mut headers = template.headers.clone();
-        signer.sign(
-            "POST",
-            &template.path,
-            "",
-            &mut headers,
-            &template.body,
-            now(),
-        );
-        let mut request = http::Request::builder().method("POST").uri(&template.path);
-        for (k, v) in &headers {
-            request = request.header(k, v);
-        }
-        let request = request.body(Full::new(template.body.clone()))?;
+        let mut body = template.bodies[i % template.bodies.len()].clone();
         let began = Instant::now();
-        // Peers that close connections (Connection: close) get a fresh one, inside the timing.
-        if sender.ready().await.is_err() {
-            sender = connect(authority).await?;
-        }
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let closes = response
-            .headers()
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let body = response.into_body().collect().await?.to_bytes();
-        let took = began.elapsed();
-        if closes {
-            sender = connect(authority).await?;
-        }
-        if !status.is_success() {
-            errors += 1;
-            if errors == 1 {
-                eprintln!("error {status}: {}", String::from_utf8_lossy(&body));
+        // One measured call may take several requests: the pages of a paginated answer.
+        loop {
+            let mut headers = template.headers.clone();
+            if let Some(service) = template.service {
+                let signer = Signer {
+                    access_key_id: &args.access_key,
+                    secret: &args.secret,
+                    region: &args.region,
+                    service,
+                };
+                let (path, query) = template
+                    .path
+                    .split_once('?')
+                    .unwrap_or((&template.path, ""));
+                signer.sign(template.method, path, query, &mut headers, &body, now());
             }
+            let mut request = http::Request::builder()
+                .method(template.method)
+                .uri(&template.path);
+            for (k, v) in &headers {
+                request = request.header(k, v);
+            }
+            let request = request.body(Full::new(body.clone()))?;
+            // Peers that close connections (Connection: close) get a fresh one, inside the timing.
+            if sender.ready().await.is_err() {
+                sender = connect(authority).await?;
+            }
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let closes = response
+                .headers()
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            let answer = response.into_body().collect().await?.to_bytes();
+            if closes {
+                sender = connect(authority).await?;
+            }
+            if !status.is_success() {
+                errors += 1;
+                if errors == 1 {
+                    eprintln!("error {status}: {}", String::from_utf8_lossy(&answer));
+                }
+                break;
+            }
+            if let Some(follow) = &template.follow {
+                if let (Some(token), _) = metrics::next_token(&answer) {
+                    body = follow(&token);
+                    continue;
+                }
+            }
+            break;
         }
+        let took = began.elapsed();
         if i >= args.warmup {
             latencies.push(took);
         }

@@ -185,6 +185,76 @@ impl Value {
     }
 }
 
+impl Value {
+    /// Writes exactly the bytes `serde_json::to_vec(&self.to_record_json())`
+    /// would, without building the JSON tree: for bulk request parameters,
+    /// whose size decides whether they are recorded at all.
+    pub fn write_record_json(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, s: &str| {
+            // Writing a str to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        };
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => {
+                    let _ = serde_json::to_writer(&mut *out, &n);
+                }
+                None => text(out, crate::json::non_finite_text(*f)),
+            },
+            Value::String(s) => text(out, s),
+            Value::Blob(b) => text(out, &crate::json::base64_encode(b)),
+            Value::Timestamp(t) => text(out, &t.to_iso8601()),
+            Value::List(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_record_json(out);
+                }
+                out.push(b']');
+            }
+            Value::Struct(members) => {
+                write_members(
+                    out,
+                    members
+                        .iter()
+                        .filter(|(_, v)| !matches!(v, Value::Null))
+                        .map(|(k, v)| (lower_first(k), v)),
+                );
+            }
+            Value::Map(entries) => {
+                write_members(out, entries.iter().map(|(k, v)| (k.clone(), v)));
+            }
+        }
+    }
+}
+
+/// Writes a JSON object; a later duplicate key replaces an earlier value in
+/// place, as `serde_json::Map` (insertion-ordered) does.
+fn write_members<'a>(out: &mut Vec<u8>, members: impl Iterator<Item = (String, &'a Value)>) {
+    let mut unique: Vec<(String, &Value)> = Vec::new();
+    for (k, v) in members {
+        match unique.iter_mut().find(|(u, _)| *u == k) {
+            Some(slot) => slot.1 = v,
+            None => unique.push((k, v)),
+        }
+    }
+    out.push(b'{');
+    for (i, (k, v)) in unique.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        v.write_record_json(out);
+    }
+    out.push(b'}');
+}
+
 /// `S3BucketName` → `s3BucketName`.
 pub fn lower_first(name: &str) -> String {
     let mut chars = name.chars();
@@ -197,6 +267,46 @@ pub fn lower_first(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_record_json_is_the_serialized_tree() {
+        let v = Value::structure([
+            ("Namespace", Value::string("App \"quoted\" \u{1}")),
+            ("Skipped", Value::Null),
+            (
+                "MetricData",
+                Value::List(vec![Value::structure([
+                    ("MetricName", Value::string("Latency")),
+                    ("Value", Value::Float(1.5)),
+                    ("Big", Value::Float(1e300)),
+                    ("Nan", Value::Float(f64::NAN)),
+                    ("Count", Value::Int(-3)),
+                    (
+                        "Timestamp",
+                        Value::Timestamp(trailwatch_types::Timestamp::from_millis(
+                            1_700_000_000_123,
+                        )),
+                    ),
+                    ("Flag", Value::Bool(true)),
+                    ("Blob", Value::Blob(vec![0, 1, 2, 255])),
+                    (
+                        "Tags",
+                        Value::Map(vec![
+                            ("K".into(), Value::string("v")),
+                            ("K".into(), Value::Null),
+                        ]),
+                    ),
+                ])]),
+            ),
+            ("namespace", Value::string("duplicate after lower-casing")),
+        ]);
+        let mut written = Vec::new();
+        v.write_record_json(&mut written);
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&v.to_record_json()).unwrap()
+        );
+    }
 
     #[test]
     fn coercions() {

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use bytes::Bytes;
-use trailwatch_core::audit::{classify_operation, CallRecord};
+use trailwatch_core::audit::{classify_operation, CallRecord, PAYLOAD_FIELD_LIMIT};
 use trailwatch_core::identity::Principal;
 use trailwatch_protocol::classify::{header, scope_service};
 use trailwatch_protocol::render::{self, Rendered};
 use trailwatch_protocol::sigv4::{self, AuthFailure, SignedParts};
+use trailwatch_protocol::value::lower_first;
 use trailwatch_protocol::{body, classify, ApiError, Protocol, RequestHead, Route, Service, Value};
 use trailwatch_types::Timestamp;
 
@@ -344,26 +345,116 @@ fn request_parameters(operation: &str, input: &Value) -> Option<serde_json::Valu
     if input.members().is_empty() {
         return None;
     }
+    if operation == "PutMetricData" {
+        // Up to 1,000 datums of up to 150 values each: the values are hidden
+        // anyway, so they are never converted (this is the ingest hot path).
+        return Some(metric_data_parameters(input));
+    }
     let mut json = input.to_record_json();
     let hide = |json: &mut serde_json::Value, path: &[&str]| {
         hide_path(json, path);
     };
     match operation {
-        "PutMetricData" => {
-            for field in ["value", "values", "counts", "statisticValues"] {
-                hide(&mut json, &["metricData", "*", field]);
-                hide(
-                    &mut json,
-                    &["entityMetricData", "*", "metricData", "*", field],
-                );
-            }
-        }
         "PutLogEvents" => hide(&mut json, &["logEvents"]),
         "PutAuditEvents" => hide(&mut json, &["auditEvents"]),
         "Publish" => hide(&mut json, &["message"]),
         _ => {}
     }
     Some(json)
+}
+
+/// PutMetricData's requestParameters: the envelope, every datum's values
+/// hidden. Written straight to JSON text, because a full batch is over the
+/// recorded-field limit and is recorded as a truncation marker with its size:
+/// building a JSON tree only to measure it was most of the ingest CPU.
+fn metric_data_parameters(input: &Value) -> serde_json::Value {
+    const VALUE_FIELDS: [&str; 4] = ["Value", "Values", "Counts", "StatisticValues"];
+    let mut out = Vec::with_capacity(256);
+    let write_datums = |out: &mut Vec<u8>, list: &Value| match list {
+        Value::List(items) => {
+            out.push(b'[');
+            for (i, datum) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let Value::Struct(members) = datum else {
+                    datum.write_record_json(out);
+                    continue;
+                };
+                out.push(b'{');
+                let mut first = true;
+                for (k, v) in members {
+                    if matches!(v, Value::Null) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    let _ = serde_json::to_writer(&mut *out, &lower_first(k));
+                    out.push(b':');
+                    if VALUE_FIELDS.contains(&k.as_str()) {
+                        let _ = serde_json::to_writer(&mut *out, HIDDEN);
+                    } else {
+                        v.write_record_json(out);
+                    }
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        other => other.write_record_json(out),
+    };
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in input.members() {
+        if matches!(v, Value::Null) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let _ = serde_json::to_writer(&mut out, &lower_first(k));
+        out.push(b':');
+        match (k.as_str(), v) {
+            ("MetricData", list) => write_datums(&mut out, list),
+            ("EntityMetricData", Value::List(entities)) => {
+                out.push(b'[');
+                for (i, entity) in entities.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'{');
+                    let mut first_member = true;
+                    for (ek, ev) in entity.members() {
+                        if matches!(ev, Value::Null) {
+                            continue;
+                        }
+                        if !first_member {
+                            out.push(b',');
+                        }
+                        first_member = false;
+                        let _ = serde_json::to_writer(&mut out, &lower_first(ek));
+                        out.push(b':');
+                        if ek == "MetricData" {
+                            write_datums(&mut out, ev);
+                        } else {
+                            ev.write_record_json(&mut out);
+                        }
+                    }
+                    out.push(b'}');
+                }
+                out.push(b']');
+            }
+            _ => v.write_record_json(&mut out),
+        }
+    }
+    out.push(b'}');
+    if out.len() > PAYLOAD_FIELD_LIMIT {
+        return serde_json::json!({"truncated": true, "originalSizeBytes": out.len()});
+    }
+    serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 
 fn hide_path(json: &mut serde_json::Value, path: &[&str]) {

@@ -10,7 +10,7 @@ pub mod record;
 pub mod store;
 
 pub use classify::{classify_operation, EventCategory, OperationClass};
-pub use record::{CallRecord, Resource};
+pub use record::{CallRecord, Resource, PAYLOAD_FIELD_LIMIT};
 pub use store::{
     AuditError, AuditOptions, AuditStore, Body, FoundEvent, LookupAttribute, LookupError,
     LookupPage, LookupQuery, StoredEvent,

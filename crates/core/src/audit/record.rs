@@ -7,7 +7,9 @@ use trailwatch_types::Timestamp;
 use super::classify::EventCategory;
 
 /// Limit on `requestParameters` and `responseElements`.
-const PAYLOAD_FIELD_LIMIT: usize = 100 * 1024;
+/// Serialized size above which requestParameters / responseElements are
+/// recorded as a truncation marker.
+pub const PAYLOAD_FIELD_LIMIT: usize = 100 * 1024;
 /// Limit on `additionalEventData`.
 const ADDITIONAL_DATA_LIMIT: usize = 28 * 1024;
 /// Limit on one whole record.
