@@ -113,6 +113,9 @@ fn now() -> Timestamp {
     Timestamp::from_millis(since.as_millis() as i64)
 }
 
+/// Builds the request body of the next page from a NextToken.
+type FollowPage = Arc<dyn Fn(&str) -> Bytes + Send + Sync>;
+
 /// A prepared request: everything but the signature, which is redone per call.
 #[derive(Clone)]
 struct Template {
@@ -124,7 +127,7 @@ struct Template {
     /// SigV4 service name; `None` for unsigned peers.
     service: Option<&'static str>,
     /// Builds the request for the next page from a NextToken.
-    follow: Option<Arc<dyn Fn(&str) -> Bytes + Send + Sync>>,
+    follow: Option<FollowPage>,
     /// Values each request carries (ingest), for values/s.
     values_per_request: usize,
 }

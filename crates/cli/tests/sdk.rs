@@ -180,6 +180,22 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
         results[1].status_code(),
         Some(&aws_sdk_cloudwatch::types::StatusCode::Complete)
     );
+    // GetMetricWidgetImage: the PNG as a CBOR byte string, read as a Blob.
+    let image = cloudwatch
+        .get_metric_widget_image()
+        .metric_widget(
+            r#"{"metrics":[["SdkTest","Requests","Svc","api"]],"width":320,"height":200}"#,
+        )
+        .send()
+        .await
+        .expect("GetMetricWidgetImage");
+    let png = image.metric_widget_image().expect("an image").as_ref();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(
+        &png[12..24],
+        b"IHDR\0\0\x01\x40\0\0\0\xc8",
+        "IHDR 320 x 200"
+    );
     let listed = cloudwatch
         .list_metrics()
         .namespace("SdkTest")

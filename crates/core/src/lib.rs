@@ -5,7 +5,7 @@
 //!   durable store and LookupEvents over it.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
-//!   metric store, ListMetrics.
+//!   metric store, ListMetrics, GetMetricData and metric widget images.
 //! - [`tags`]: resource tags in the catalog.
 //!
 //! Invariants: services read time only through `trailwatch_types::Clock`; every

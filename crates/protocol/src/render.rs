@@ -81,6 +81,19 @@ pub fn success(
     }
 }
 
+/// A success answer whose body is `body` as is, under its own content type,
+/// instead of the protocol's envelope: awsQuery's GetMetricWidgetImage with
+/// `OutputFormat=image/png` answers the PNG itself.
+pub fn raw(protocol: Protocol, content_type: &str, body: Vec<u8>, request_id: &str) -> Rendered {
+    let mut headers = base_headers(protocol, request_id);
+    headers.push(("Content-Type".to_owned(), content_type.to_owned()));
+    Rendered {
+        status: 200,
+        headers,
+        body,
+    }
+}
+
 /// An error answer in the request's protocol.
 pub fn error(
     protocol: Protocol,
@@ -181,6 +194,42 @@ mod tests {
             "rid",
         );
         assert!(!String::from_utf8(r.body).unwrap().contains("Result"));
+    }
+
+    #[test]
+    fn raw_bodies_keep_their_bytes_and_content_type() {
+        let png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let r = raw(Protocol::AwsQuery, "image/png", png.clone(), "rid");
+        assert_eq!((r.status, &r.body), (200, &png));
+        assert_eq!(header(&r, "content-type"), Some("image/png"));
+        assert_eq!(header(&r, "x-amzn-requestid"), Some("rid"));
+    }
+
+    #[test]
+    fn blobs_are_base64_in_xml_and_json_and_bytes_in_cbor() {
+        let output = Value::structure([("MetricWidgetImage", Value::Blob(vec![0x89, b'P', 0]))]);
+        let render = |p| {
+            success(
+                p,
+                Service::CloudWatch,
+                "GetMetricWidgetImage",
+                Some(&output),
+                "rid",
+            )
+            .body
+        };
+        let xml = String::from_utf8(render(Protocol::AwsQuery)).unwrap();
+        assert!(xml.contains(
+            "<GetMetricWidgetImageResult><MetricWidgetImage>iVAA</MetricWidgetImage></GetMetricWidgetImageResult>"
+        ));
+        let json: serde_json::Value =
+            serde_json::from_slice(&render(Protocol::AwsJson1_0)).unwrap();
+        assert_eq!(json["MetricWidgetImage"], "iVAA");
+        let cbor = crate::cbor::decode(&render(Protocol::RpcV2Cbor)).unwrap();
+        assert_eq!(
+            cbor.get("MetricWidgetImage"),
+            Some(&Value::Blob(vec![0x89, b'P', 0]))
+        );
     }
 
     #[test]

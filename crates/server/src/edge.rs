@@ -496,7 +496,7 @@ async fn finish(
     let operation_name = operation.clone().unwrap_or_default();
     // A partly failed call (DeleteDashboards naming one unknown dashboard) answers
     // its error but still commits the changes it made, with its record.
-    let (result, changes) = match result {
+    let (mut result, changes) = match result {
         Ok(mut outcome) => {
             let changes = std::mem::take(&mut outcome.changes);
             match outcome.error.take() {
@@ -506,15 +506,20 @@ async fn finish(
         }
         Err(err) => (Err(err), Vec::new()),
     };
-    let rendered = match &result {
-        Ok(outcome) => render::success(
+    let raw_body = match &mut result {
+        Ok(outcome) => outcome.raw_body.take(),
+        Err(_) => None,
+    };
+    let rendered = match (&result, raw_body) {
+        (Ok(_), Some(raw)) => render::raw(protocol, raw.content_type, raw.bytes, &request_id),
+        (Ok(outcome), None) => render::success(
             protocol,
             service.unwrap_or(Service::CloudWatch),
             &operation_name,
             outcome.output.as_ref(),
             &request_id,
         ),
-        Err(err) => {
+        (Err(err), _) => {
             if err.status >= 500 {
                 tracing::warn!(request_id = %request_id, code = %err.code, "request failed on the server side");
             } else {

@@ -4,6 +4,7 @@
 //! - [`codec`]: the compact block encoding of raw points.
 //! - [`model`]: metric identities, units, samples and the validation of a
 //!   PutMetricData request into datums (all-or-nothing, in the spec's order).
+//! - [`chart`]: draws GetMetricWidgetImage charts as PNG (plotters, embedded font).
 //! - [`data`]: GetMetricData for MetricStat queries, paginated by datapoints.
 //! - [`insights`]: Metrics Insights SQL: parsing and aggregation.
 //! - [`labels`]: dynamic labels of GetMetricData.
@@ -16,7 +17,10 @@
 //!   then move into segments, compacted per day and folded down the tiers.
 //! - [`summary`]: rolled-up buckets with exact or sketched distributions.
 //! - [`tiers`]: one series across the retention tiers, and answering a query.
+//! - [`widget`]: GetMetricWidgetImage's `MetricWidget`: parsing, shorthands,
+//!   the GetMetricData plan behind a chart, and fetching its series.
 
+pub mod chart;
 pub mod codec;
 pub mod data;
 pub mod get;
@@ -30,6 +34,7 @@ pub mod stats;
 pub mod store;
 pub mod summary;
 pub mod tiers;
+pub mod widget;
 
 pub use data::{plan as plan_data, DataQueryInput, DataRequest, DataResult, MetricStatInput};
 pub use get::{

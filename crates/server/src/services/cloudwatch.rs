@@ -1,14 +1,15 @@
 //! CloudWatch (`monitoring`), served in RPC v2 CBOR, JSON 1.0 and query alike.
-//! Today: PutMetricData, ListMetrics and GetMetricStatistics
-//! (`spec/cloudwatch.md` §2–5).
+//! Today: PutMetricData, ListMetrics, GetMetricStatistics, GetMetricData and
+//! GetMetricWidgetImage (`spec/cloudwatch.md` §2–6, §10.3).
 
+use trailwatch_core::metrics::{chart, widget};
 use trailwatch_core::metrics::{
     plan_data, validate_put, validate_statistics, DataQueryInput, DataRequest, DatumInput,
     ListMetricsQuery, MetricId, MetricStatInput, MetricsError, PutRequest, StatisticsRequest,
 };
-use trailwatch_protocol::{ApiError, Value};
+use trailwatch_protocol::{ApiError, Protocol, Value};
 
-use super::{CallContext, Outcome};
+use super::{CallContext, Outcome, RawBody};
 use crate::app::App;
 
 /// CloudWatch's codes for metric errors (`spec/protocols.md` §10.1).
@@ -397,4 +398,60 @@ pub(super) fn get_metric_data(
         ("NextToken", next_token.map_or(Value::Null, Value::String)),
         ("Messages", Value::List(vec![])),
     ])))
+}
+
+/// GetMetricWidgetImage (§10.3): the widget's metrics through the
+/// GetMetricData plan, drawn off the async threads, answered as the
+/// `MetricWidgetImage` blob — or, for awsQuery with `OutputFormat=image/png`,
+/// as the PNG itself. AWS documents `image/png` for raw HTTP requests only, so
+/// JSON and CBOR treat it like `png`.
+pub(super) async fn get_metric_widget_image(
+    app: &App,
+    cx: &CallContext<'_>,
+    protocol: Protocol,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let json = text(input.get("MetricWidget")).ok_or_else(|| {
+        map_error(MetricsError::MissingParameter(
+            "The parameter MetricWidget is required.".to_owned(),
+        ))
+    })?;
+    let raw_png = match text(input.get("OutputFormat")).as_deref() {
+        None | Some("png") => false,
+        Some("image/png") => protocol == Protocol::AwsQuery,
+        Some(other) => {
+            return Err(map_error(MetricsError::InvalidParameterValue(format!(
+                "The value {other} for parameter OutputFormat is invalid. Valid values: png, image/png."
+            ))))
+        }
+    };
+    let widget = widget::parse(&json, cx.now).map_err(map_error)?;
+    let region = widget.region.as_deref().unwrap_or(cx.region);
+    let results = widget::fetch(&app.metrics, &cx.principal.account_id, region, &widget.plan)
+        .map_err(map_error)?;
+    let series = widget.chart_series(results);
+    // Drawing and PNG compression take milliseconds of CPU per image.
+    let png = tokio::task::spawn_blocking(move || chart::render_png(&widget, &series))
+        .await
+        .map_err(|e| chart_failure(&e))?
+        .map_err(|e| chart_failure(&e))?;
+    if raw_png {
+        return Ok(Outcome {
+            raw_body: Some(RawBody {
+                content_type: "image/png",
+                bytes: png,
+            }),
+            ..Outcome::default()
+        });
+    }
+    Ok(Outcome::read(Value::structure([(
+        "MetricWidgetImage",
+        Value::Blob(png),
+    )])))
+}
+
+fn chart_failure(err: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %err, "failed to draw a metric widget image");
+    ApiError::new("InternalServiceFault", 500, "Internal service error.")
+        .with_query_code("InternalServiceError")
 }

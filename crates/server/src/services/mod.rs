@@ -48,6 +48,18 @@ pub struct Outcome {
     pub changes: Vec<Change>,
     /// An error to answer even though `changes` are committed (partial success).
     pub error: Option<ApiError>,
+    /// A body sent as is instead of the protocol's envelope around `output`
+    /// (GetMetricWidgetImage's `OutputFormat=image/png` over awsQuery).
+    pub raw_body: Option<RawBody>,
+}
+
+/// A response body that is not a protocol envelope.
+#[derive(Debug)]
+pub struct RawBody {
+    /// `Content-Type` of the answer.
+    pub content_type: &'static str,
+    /// The bytes sent.
+    pub bytes: Vec<u8>,
 }
 
 impl Outcome {
@@ -122,6 +134,9 @@ pub async fn dispatch(
             cloudwatch::get_metric_statistics(app, cx, input)
         }
         (Service::CloudWatch, "GetMetricData") => cloudwatch::get_metric_data(app, cx, input),
+        (Service::CloudWatch, "GetMetricWidgetImage") => {
+            cloudwatch::get_metric_widget_image(app, cx, route.protocol, input).await
+        }
         (Service::CloudWatch, "PutDashboard") => dashboards::put_dashboard(app, cx, input),
         (Service::CloudWatch, "GetDashboard") => dashboards::get_dashboard(app, cx, input),
         (Service::CloudWatch, "ListDashboards") => dashboards::list_dashboards(app, cx, input),
