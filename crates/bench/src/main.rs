@@ -295,10 +295,10 @@ async fn run_calls(args: CallArgs) -> anyhow::Result<()> {
     let cpu_before = args.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.connections.max(1) {
+    for connection in 0..args.connections.max(1) {
         let (template, args, authority) = (template.clone(), args.clone(), authority.clone());
         tasks.push(tokio::spawn(async move {
-            connection_loop(&args, &authority, &template, per_connection).await
+            connection_loop(&args, &authority, &template, connection, per_connection).await
         }));
     }
     let mut latencies = Vec::with_capacity(args.requests);
@@ -361,13 +361,16 @@ async fn connection_loop(
     args: &CallArgs,
     authority: &str,
     template: &Template,
+    connection: usize,
     count: usize,
 ) -> anyhow::Result<(Vec<Duration>, usize)> {
     let mut sender = connect(authority).await?;
     let mut latencies = Vec::with_capacity(count);
     let mut errors = 0;
     for i in 0..(args.warmup + count) {
-        let mut body = template.bodies[i % template.bodies.len()].clone();
+        // Connections take bodies in turn, so `--bodies N --requests N` sends each once.
+        let turn = i * args.connections.max(1) + connection;
+        let mut body = template.bodies[turn % template.bodies.len()].clone();
         let began = Instant::now();
         // One measured call may take several requests: the pages of a paginated answer.
         loop {

@@ -111,20 +111,29 @@ pub(crate) fn get_f64(buf: &[u8], pos: &mut usize) -> Result<f64, String> {
 /// The smallest decimal exponent at which every value is an exact integer
 /// mantissa (and decodes back bit for bit), if there is one.
 fn decimal_exponent(values: &[f64]) -> Option<usize> {
+    let exact = |v: f64, e: usize| {
+        let m = (v * POW10[e]).round();
+        m.abs() < 9.0e15 && m / POW10[e] == v && (v != 0.0 || v.to_bits() == 0)
+    };
+    // The largest exponent any one value needs is a lower bound; a value that
+    // is exact at its own exponent may not be at a larger one, so the
+    // candidate is then checked against every value, and raised if need be.
     let mut e = 0;
     for &v in values {
-        loop {
-            let m = (v * POW10[e]).round();
-            if m.abs() < 9.0e15 && m / POW10[e] == v && (v != 0.0 || v.to_bits() == 0) {
-                break;
-            }
+        while !exact(v, e) {
             e += 1;
             if e == POW10.len() {
                 return None;
             }
         }
     }
-    Some(e)
+    while e < POW10.len() {
+        if values.iter().all(|&v| exact(v, e)) {
+            return Some(e);
+        }
+        e += 1;
+    }
+    None
 }
 
 fn encode_floats(out: &mut Vec<u8>, values: &[f64]) {
@@ -372,6 +381,20 @@ mod tests {
         let block = encode_block(&points).unwrap();
         assert!(block.len() < 1440 * 2, "{} bytes", block.len());
         assert_eq!(decode_block(&block).unwrap(), points);
+    }
+
+    /// Each value is exact at its own exponent, not at the other's: found by
+    /// the property test below.
+    #[test]
+    fn one_exponent_fits_every_value() {
+        let values = [882759.4371638319, 81189.76064655851];
+        let mut out = Vec::new();
+        encode_floats(&mut out, &values);
+        let decoded = decode_floats(&out, &mut 0, 2).unwrap();
+        assert_eq!(
+            decoded.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     fn sample() -> impl Strategy<Value = Sample> {
