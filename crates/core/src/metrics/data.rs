@@ -7,7 +7,7 @@ use trailwatch_types::Timestamp;
 
 use std::collections::HashMap;
 
-use super::get::{validate_statistics, Datapoint, StatisticsQuery, StatisticsRequest};
+use super::get::{validate_metric_stat, Datapoint, StatisticsQuery, StatisticsRequest};
 use super::labels::{self, LabelContext};
 use super::math::{self, Expr, MValue, Series};
 use super::model::{MetricId, MetricsError};
@@ -247,7 +247,7 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
             )
         };
         // Validate now, so a bad query fails the whole call.
-        let query = validate_statistics(&statistics_request, now).map_err(|e| match e {
+        let query = validate_metric_stat(&statistics_request, now).map_err(|e| match e {
             MetricsError::InvalidParameterValue(m) => {
                 MetricsError::InvalidParameterValue(format!("MetricDataQueries.member.{n}: {m}"))
             }
@@ -400,7 +400,7 @@ impl Evaluation<'_> {
                 period,
                 &["Sum", "SampleCount", "Minimum", "Maximum"],
             );
-            let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
+            let q = validate_metric_stat(&request, self.now).map_err(|e| e.to_string())?;
             let buckets = (self.datums)(&q)
                 .map_err(|e| e.to_string())?
                 .into_iter()
@@ -522,7 +522,7 @@ impl math::Context for Evaluation<'_> {
         for (metric, label) in matched.into_iter().zip(labels) {
             let request =
                 StatisticsRequest::for_metric(&metric, self.start, self.end, period, &[stat]);
-            let q = validate_statistics(&request, self.now).map_err(|e| e.to_string())?;
+            let q = validate_metric_stat(&request, self.now).map_err(|e| e.to_string())?;
             let points = (self.datums)(&q)
                 .map_err(|e| e.to_string())?
                 .into_iter()
@@ -780,6 +780,26 @@ mod tests {
             end: Some(NOW),
             ..DataRequest::default()
         }
+    }
+
+    /// GetMetricData pages by datapoints; only GetMetricStatistics has the
+    /// 1,440-per-call limit.
+    #[test]
+    fn metric_stats_are_not_held_to_1440_datapoints() {
+        let mut r = request(vec![query("m1", "Requests", "Sum")]);
+        r.start = Some(Timestamp::from_secs(NOW.secs() - 2 * 86_400));
+        let plan = plan(&r, NOW).expect("2,880 one-minute buckets plan");
+        let points: Vec<_> = (0..2880)
+            .map(|m| {
+                let mut d = datum("Requests", m, 1.0);
+                d.timestamp = Timestamp::from_secs(NOW.secs() - 2 * 86_400 + m * 60);
+                d.point()
+            })
+            .collect();
+        let fetch = |q: &StatisticsQuery| Ok(crate::metrics::get::compute(q, &points));
+        let (results, next) = execute(&plan, NOW, None, fetch, no_search).unwrap();
+        assert_eq!(results[0].timestamps.len(), 2880);
+        assert!(next.is_none());
     }
 
     #[test]

@@ -124,10 +124,28 @@ fn thousands(n: i64) -> String {
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
-/// Validates a request received at `now`.
+/// Validates a GetMetricStatistics request received at `now`.
 pub fn validate_statistics(
     r: &StatisticsRequest,
     now: Timestamp,
+) -> Result<StatisticsQuery, MetricsError> {
+    validate(r, now, true)
+}
+
+/// Validates one MetricStat of GetMetricData: the rules of GetMetricStatistics
+/// but the 1,440-datapoint limit, since GetMetricData pages by datapoints
+/// (up to 100,800 per call) instead.
+pub fn validate_metric_stat(
+    r: &StatisticsRequest,
+    now: Timestamp,
+) -> Result<StatisticsQuery, MetricsError> {
+    validate(r, now, false)
+}
+
+fn validate(
+    r: &StatisticsRequest,
+    now: Timestamp,
+    bucket_limit: bool,
 ) -> Result<StatisticsQuery, MetricsError> {
     let missing =
         |name: &str| MetricsError::MissingParameter(format!("The parameter {name} is required."));
@@ -229,7 +247,7 @@ pub fn validate_statistics(
     let rounded = Timestamp::from_millis(start.millis().div_euclid(step) * step);
     let span = end.millis() - rounded.millis();
     let buckets = (span + period * 1000 - 1) / (period * 1000);
-    if buckets > 1440 {
+    if bucket_limit && buckets > 1440 {
         return Err(MetricsError::InvalidParameterCombination(format!(
             "You have requested up to {} datapoints, which exceeds the limit of 1,440. You may reduce the datapoints requested by increasing Period, or decreasing the time range.",
             thousands(buckets)

@@ -206,14 +206,26 @@ impl SeriesData {
         );
         let wanted = |u: Unit| q.unit.is_none_or(|w| w == u);
         let buckets = (end - start + p - 1) / p;
-        // Tiers only get finer with time, so each is one run of buckets.
+        // Tiers only get finer with time, and a bucket's tier changes only
+        // where its start crosses a retention line: one run of buckets per
+        // tier, found without visiting every bucket.
+        let lines = [now - T3_MS, now - T2_MS, now - RAW_MS, now - HIGH_RES_MS];
         let mut runs: Vec<(Tier, i64, i64)> = Vec::new();
-        for k in 0..buckets {
-            let tier = tier_for(start + k * p, p, now);
+        let mut k = 0;
+        while k < buckets {
+            let b = start + k * p;
+            let tier = tier_for(b, p, now);
+            let next = lines
+                .iter()
+                .filter(|line| **line > b)
+                .min()
+                .map_or(buckets, |line| (line - start + p - 1).div_euclid(p))
+                .clamp(k + 1, buckets);
             match runs.last_mut() {
-                Some((t, _, hi)) if *t == tier => *hi = k + 1,
-                _ => runs.push((tier, k, k + 1)),
+                Some((t, _, hi)) if *t == tier => *hi = next,
+                _ => runs.push((tier, k, next)),
             }
+            k = next;
         }
         for (tier, first, last) in runs {
             let lo = start + first * p;
