@@ -14,9 +14,10 @@
 //!   max; `Values`: the values), as a float stream;
 //! - counts: the counts of every `Values` sample, as a float stream.
 //!
-//! A float stream is `u8 mode | …`: mode `d` = decimal (`u8 exponent e`, then
-//! zigzag varint deltas of `v × 10^e`), mode `x` = raw (8-byte little-endian
-//! bits XOR the previous value's bits).
+//! A float stream is `u8 mode | …`: mode `p` = decimal (`u8 exponent e`, then
+//! the integers `v × 10^e` as a packed stream, see `encode_ints`), mode `x` =
+//! raw (8-byte little-endian bits XOR the previous value's bits). Mode `d`
+//! (zigzag varint deltas of `v × 10^e`) is still read.
 
 use trailwatch_types::Timestamp;
 
@@ -136,17 +137,141 @@ fn decimal_exponent(values: &[f64]) -> Option<usize> {
     None
 }
 
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Appends `values`, each `width` bits, least significant bit first.
+fn pack(out: &mut Vec<u8>, values: impl Iterator<Item = u64>, width: u32) {
+    if width == 0 {
+        return;
+    }
+    let (mut acc, mut bits) = (0u128, 0u32);
+    for v in values {
+        acc |= u128::from(v) << bits;
+        bits += width;
+        while bits >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+    }
+    if bits > 0 {
+        out.push(acc as u8);
+    }
+}
+
+fn unpack(buf: &[u8], pos: &mut usize, n: usize, width: u32) -> Result<Vec<u64>, String> {
+    if width > 64 {
+        return Err("bad bit width".into());
+    }
+    let bytes = (n as u128 * u128::from(width)).div_ceil(8);
+    let bytes = usize::try_from(bytes).map_err(|_| "packed stream too long")?;
+    let end = pos.checked_add(bytes).ok_or("packed stream too long")?;
+    let data = buf.get(*pos..end).ok_or("truncated packed stream")?;
+    *pos = end;
+    let mut out = Vec::with_capacity(n);
+    if width == 0 {
+        out.resize(n, 0);
+        return Ok(out);
+    }
+    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
+    let (mut acc, mut bits, mut next) = (0u128, 0u32, 0usize);
+    for _ in 0..n {
+        while bits < width {
+            acc |= u128::from(data[next]) << bits;
+            next += 1;
+            bits += 8;
+        }
+        out.push((acc as u64) & mask);
+        acc >>= width;
+        bits -= width;
+    }
+    Ok(out)
+}
+
+/// A packed stream of integers: `u8 scheme | ivarint base | varint step |
+/// u8 width | bits`. Scheme 0 stores `(m[i] - m[i-1]) / step` zigzagged for
+/// i ≥ 1 (random walks: counters, gauges), scheme 1 `(m[i] - base) / step`
+/// with base the minimum (noise around a level); `step` is the greatest
+/// common divisor, so whole pages or kilobytes cost no bits.
+fn encode_ints(m: &[i64]) -> Vec<u8> {
+    let mut best: Option<Vec<u8>> = None;
+    for scheme in [0u8, 1] {
+        let (base, items): (i64, Vec<i64>) = match scheme {
+            0 => (
+                m.first().copied().unwrap_or(0),
+                m.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect(),
+            ),
+            _ => {
+                let min = m.iter().copied().min().unwrap_or(0);
+                (min, m.iter().map(|v| v.wrapping_sub(min)).collect())
+            }
+        };
+        let step = items.iter().fold(0u64, |g, d| gcd(g, d.unsigned_abs()));
+        let scaled = items.iter().map(|d| {
+            let q = if step == 0 { 0 } else { d / step as i64 };
+            if scheme == 0 {
+                zigzag(q)
+            } else {
+                q as u64
+            }
+        });
+        let width = scaled.clone().map(|v| 64 - v.leading_zeros()).max().unwrap_or(0);
+        let mut out = vec![scheme];
+        put_ivarint(&mut out, base);
+        put_varint(&mut out, step);
+        out.push(width as u8);
+        pack(&mut out, scaled, width);
+        if best.as_ref().is_none_or(|b| out.len() < b.len()) {
+            best = Some(out);
+        }
+    }
+    best.unwrap_or_default()
+}
+
+fn decode_ints(buf: &[u8], pos: &mut usize, n: usize) -> Result<Vec<i64>, String> {
+    let scheme = *buf.get(*pos).ok_or("truncated int stream")?;
+    *pos += 1;
+    let base = get_ivarint(buf, pos)?;
+    let step = get_varint(buf, pos)? as i64;
+    let width = u32::from(*buf.get(*pos).ok_or("truncated int stream")?);
+    *pos += 1;
+    match scheme {
+        0 => {
+            let deltas = unpack(buf, pos, n.saturating_sub(1), width)?;
+            let mut out = Vec::with_capacity(n);
+            if n > 0 {
+                out.push(base);
+            }
+            let mut m = base;
+            for d in deltas {
+                m = m.wrapping_add(unzigzag(d).wrapping_mul(step));
+                out.push(m);
+            }
+            Ok(out)
+        }
+        1 => Ok(unpack(buf, pos, n, width)?
+            .into_iter()
+            .map(|v| base.wrapping_add((v as i64).wrapping_mul(step)))
+            .collect()),
+        other => Err(format!("unknown int scheme {other}")),
+    }
+}
+
 fn encode_floats(out: &mut Vec<u8>, values: &[f64]) {
     match decimal_exponent(values) {
         Some(e) => {
-            out.push(b'd');
+            out.push(b'p');
             out.push(e as u8);
-            let mut previous = 0i64;
-            for &v in values {
-                let m = (v * POW10[e]).round() as i64;
-                put_ivarint(out, m.wrapping_sub(previous));
-                previous = m;
-            }
+            let m: Vec<i64> = values
+                .iter()
+                .map(|v| (v * POW10[e]).round() as i64)
+                .collect();
+            out.extend_from_slice(&encode_ints(&m));
         }
         None => {
             out.push(b'x');
@@ -164,6 +289,12 @@ fn decode_floats(buf: &[u8], pos: &mut usize, n: usize) -> Result<Vec<f64>, Stri
     *pos += 1;
     let mut out = Vec::with_capacity(n);
     match mode {
+        b'p' => {
+            let e = usize::from(*buf.get(*pos).ok_or("truncated exponent")?);
+            *pos += 1;
+            let scale = *POW10.get(e).ok_or("bad exponent")?;
+            out.extend(decode_ints(buf, pos, n)?.into_iter().map(|m| m as f64 / scale));
+        }
         b'd' => {
             let e = usize::from(*buf.get(*pos).ok_or("truncated exponent")?);
             *pos += 1;
@@ -272,9 +403,38 @@ pub fn encode_block(points: &[Point]) -> Result<Vec<u8>, String> {
     zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| format!("block zstd: {e}"))
 }
 
+/// Blocks are small and queries decode hundreds of them: one decompression
+/// context per thread instead of one per block (creating it cost more than
+/// decompressing).
+fn decompress(block: &[u8]) -> Result<Vec<u8>, String> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(block)
+        .ok()
+        .flatten()
+        .ok_or("block zstd: no content size")?;
+    // A frame may claim any size; a block never holds more than this.
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|s| *s <= 64 << 20)
+        .ok_or("block zstd: implausible content size")?;
+    CONTEXT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("block zstd: {e}"))?);
+        }
+        let context = slot.as_mut().ok_or("block zstd: no context")?;
+        context
+            .decompress(block, size)
+            .map_err(|e| format!("block zstd: {e}"))
+    })
+}
+
 /// Decodes a block back into points.
 pub fn decode_block(block: &[u8]) -> Result<Vec<Point>, String> {
-    let raw = zstd::stream::decode_all(block).map_err(|e| format!("block zstd: {e}"))?;
+    let raw = decompress(block)?;
     let pos = &mut 0;
     let n = usize::try_from(get_varint(&raw, pos)?).map_err(|e| e.to_string())?;
     if n > raw.len() * 8 + 1 {

@@ -577,6 +577,16 @@ pub fn execute(
     let mut grid_start = None;
     let mut grid_period = i64::MAX;
     let mut grid_end = 0;
+    // With MetricStats only, result i is query i (of those returned), so a page
+    // needs only the queries from its cursor to its last datapoint: the others
+    // are neither read nor computed.
+    let lazy = plan
+        .queries
+        .iter()
+        .all(|q| matches!(q.kind, PlannedKind::Stat { .. }));
+    let (first_result, first_offset) = cursor.unwrap_or((0, 0));
+    let mut result_index = 0usize;
+    let mut produced = 0usize;
     for q in &plan.queries {
         let PlannedKind::Stat { query, stat } = &q.kind else {
             continue;
@@ -585,6 +595,15 @@ pub fn execute(
             Some(grid_start.map_or(query.start.millis(), |s: i64| s.min(query.start.millis())));
         grid_period = grid_period.min(query.period);
         grid_end = query.end.millis();
+        let index = result_index;
+        if lazy {
+            if q.return_data {
+                result_index += 1;
+            }
+            if !q.return_data || index < first_result || produced >= plan.max_datapoints {
+                continue;
+            }
+        }
         let points = datums(query)?;
         let mut units: Vec<_> = points.iter().map(|p| p.unit).collect();
         units.sort();
@@ -609,6 +628,14 @@ pub fn execute(
                 .filter_map(|p| Some((p.timestamp.millis(), p.value(stat)?)))
                 .collect(),
         };
+        if lazy {
+            let finite = series.points.iter().filter(|(_, v)| v.is_finite()).count();
+            produced += if index == first_result {
+                finite.saturating_sub(first_offset)
+            } else {
+                finite
+            };
+        }
         stats.insert(q.id.clone(), (series, query.period));
     }
     let grid = match grid_start {

@@ -298,7 +298,10 @@ pub fn compute(q: &StatisticsQuery, points: &[Point]) -> Vec<Datapoint> {
 }
 
 /// One datapoint per non-empty bucket and unit, ascending by time.
-pub fn render(q: &StatisticsQuery, buckets: BTreeMap<(i64, Unit), Bucket>) -> Vec<Datapoint> {
+pub fn render(
+    q: &StatisticsQuery,
+    buckets: impl IntoIterator<Item = ((i64, Unit), Bucket)>,
+) -> Vec<Datapoint> {
     let period_ms = q.period * 1000;
     buckets
         .into_iter()

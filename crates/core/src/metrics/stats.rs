@@ -182,9 +182,37 @@ pub struct Bucket {
     samples: Vec<(f64, f64)>,
     /// A non-raw-equivalent statistic set or a negative value contributed.
     no_percentiles: bool,
+    /// Keeps no samples: for queries without extended statistics.
+    lean: bool,
 }
 
 impl Bucket {
+    /// A bucket for the basic statistics only: it keeps no samples, so the
+    /// percentile family has no value in it.
+    pub fn lean() -> Bucket {
+        Bucket {
+            lean: true,
+            ..Bucket::default()
+        }
+    }
+
+    /// Adds another bucket of the same kind into this one (§3.3).
+    pub fn absorb(&mut self, other: Bucket) {
+        if other.count == 0.0 && other.samples.is_empty() && !other.no_percentiles {
+            return;
+        }
+        self.add_totals(
+            other.count,
+            other.sum,
+            other.min,
+            other.max,
+            other.no_percentiles,
+        );
+        if !self.no_percentiles && !self.lean {
+            self.samples.extend(other.samples);
+        }
+    }
+
     fn add_raw(&mut self, value: f64, weight: f64) {
         if self.count == 0.0 {
             self.min = value;
@@ -198,7 +226,7 @@ impl Bucket {
         if value < 0.0 {
             self.no_percentiles = true;
         }
-        if !self.no_percentiles {
+        if !self.no_percentiles && !self.lean {
             self.samples.push((value, weight));
         }
     }
@@ -275,7 +303,7 @@ impl Bucket {
 
     /// Adds a value with its weight to the distribution only.
     pub(crate) fn push_sample(&mut self, value: f64, weight: f64) {
-        if !self.no_percentiles {
+        if !self.no_percentiles && !self.lean {
             self.samples.push((value, weight));
         }
     }

@@ -187,16 +187,21 @@ impl SeriesData {
         Ok(out)
     }
 
-    /// Answers `q` at `now`: the non-empty buckets by (bucket index, unit).
+    /// Answers `q` at `now`: the non-empty buckets by (bucket index, unit),
+    /// in that order.
     pub fn answer(
         &self,
         q: &StatisticsQuery,
         now: Timestamp,
         marks: Watermarks,
-    ) -> Result<BTreeMap<(i64, Unit), Bucket>, String> {
-        let mut out: BTreeMap<(i64, Unit), Bucket> = BTreeMap::new();
+    ) -> Result<Vec<((i64, Unit), Bucket)>, String> {
+        let mut out = Buckets {
+            items: Vec::new(),
+            sorted: true,
+            lean: q.extended.is_empty(),
+        };
         if q.empty {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let (start, end, p, now) = (
             q.start.millis(),
@@ -231,40 +236,88 @@ impl SeriesData {
             let lo = start + first * p;
             let hi = (start + last * p).min(end);
             let index = |t: i64| (t - start).div_euclid(p);
-            let mut add_summaries = |map: &BTreeMap<(i64, Unit), Summary>, from: i64, to: i64| {
-                for ((t, unit), s) in map.range((from, Unit::MIN)..) {
-                    if *t >= to {
-                        break;
+            let add_summaries =
+                |out: &mut Buckets, map: &BTreeMap<(i64, Unit), Summary>, from: i64, to: i64| {
+                    for ((t, unit), s) in map.range((from, Unit::MIN)..) {
+                        if *t >= to {
+                            break;
+                        }
+                        if wanted(*unit) {
+                            s.add_to(out.at((index(*t), *unit)));
+                        }
                     }
-                    if wanted(*unit) {
-                        s.add_to(out.entry((index(*t), *unit)).or_default());
-                    }
-                }
-            };
+                };
             let raw_from = match tier {
                 Tier::None => continue,
                 Tier::Raw => lo,
                 Tier::T2 => {
-                    add_summaries(&self.t2, lo.max(marks.w3), hi.min(marks.w2));
+                    add_summaries(&mut out, &self.t2, lo.max(marks.w3), hi.min(marks.w2));
                     lo.max(marks.w2)
                 }
                 Tier::T3 => {
-                    add_summaries(&self.t3, lo, hi.min(marks.w3));
-                    add_summaries(&self.t2, lo.max(marks.w3), hi.min(marks.w2));
+                    add_summaries(&mut out, &self.t3, lo, hi.min(marks.w3));
+                    add_summaries(&mut out, &self.t2, lo.max(marks.w3), hi.min(marks.w2));
                     lo.max(marks.w2)
                 }
             };
             if raw_from < hi {
-                for point in self.raw_points(raw_from, hi)? {
+                let mut points = self.raw_points(raw_from, hi)?;
+                // Blocks are sorted; the head may not be.
+                points.sort_by_key(|p| p.timestamp);
+                for point in points {
                     if wanted(point.unit) {
-                        out.entry((index(point.timestamp.millis()), point.unit))
-                            .or_default()
+                        out.at((index(point.timestamp.millis()), point.unit))
                             .add(&point.sample);
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(out.finish())
+    }
+}
+
+/// Buckets in the order they are filled, which is almost always key order:
+/// appending beats a map lookup per point; anything out of order is merged
+/// at the end.
+struct Buckets {
+    items: Vec<((i64, Unit), Bucket)>,
+    sorted: bool,
+    lean: bool,
+}
+
+impl Buckets {
+    fn at(&mut self, key: (i64, Unit)) -> &mut Bucket {
+        match self.items.last() {
+            Some((last, _)) if *last == key => {}
+            last => {
+                if last.is_some_and(|(k, _)| *k > key) {
+                    self.sorted = false;
+                }
+                let bucket = if self.lean {
+                    Bucket::lean()
+                } else {
+                    Bucket::default()
+                };
+                self.items.push((key, bucket));
+            }
+        }
+        let last = self.items.len() - 1;
+        &mut self.items[last].1
+    }
+
+    fn finish(mut self) -> Vec<((i64, Unit), Bucket)> {
+        if self.sorted {
+            return self.items;
+        }
+        self.items.sort_by_key(|(k, _)| *k);
+        let mut out: Vec<((i64, Unit), Bucket)> = Vec::with_capacity(self.items.len());
+        for (key, bucket) in self.items {
+            match out.last_mut() {
+                Some((last, into)) if *last == key => into.absorb(bucket),
+                _ => out.push((key, bucket)),
+            }
+        }
+        out
     }
 }
 
@@ -329,7 +382,7 @@ mod tests {
     /// (bucket, sum, count, p50, p99).
     type Row = (i64, f64, f64, Option<f64>, Option<f64>);
 
-    fn summarize(buckets: &BTreeMap<(i64, Unit), Bucket>) -> Vec<Row> {
+    fn summarize(buckets: &[((i64, Unit), Bucket)]) -> Vec<Row> {
         let p50 = super::super::stats::parse_extended("p50").unwrap();
         let p99 = super::super::stats::parse_extended("p99").unwrap();
         buckets
