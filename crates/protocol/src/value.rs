@@ -218,18 +218,59 @@ impl Value {
                 out.push(b']');
             }
             Value::Struct(members) => {
-                write_members(
-                    out,
-                    members
-                        .iter()
-                        .filter(|(_, v)| !matches!(v, Value::Null))
-                        .map(|(k, v)| (lower_first(k), v)),
-                );
+                let present = || members.iter().filter(|(_, v)| !matches!(v, Value::Null));
+                let clash = present()
+                    .enumerate()
+                    .any(|(i, (a, _))| present().skip(i + 1).any(|(b, _)| same_lowered(a, b)));
+                if clash {
+                    write_members(out, present().map(|(k, v)| (lower_first(k), v)));
+                } else {
+                    // The usual case, without a String per key.
+                    out.push(b'{');
+                    for (i, (k, v)) in present().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_record_key(out, k);
+                        out.push(b':');
+                        v.write_record_json(out);
+                    }
+                    out.push(b'}');
+                }
             }
             Value::Map(entries) => {
                 write_members(out, entries.iter().map(|(k, v)| (k.clone(), v)));
             }
         }
+    }
+}
+
+/// Whether two member names are equal once their first letters are lowered.
+fn same_lowered(a: &str, b: &str) -> bool {
+    let (mut x, mut y) = (a.chars(), b.chars());
+    match (x.next(), y.next()) {
+        (Some(p), Some(q)) => p.to_lowercase().eq(q.to_lowercase()) && x.as_str() == y.as_str(),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Writes `lower_first(name)` as a JSON string, without allocating for the
+/// usual ASCII member names.
+pub fn write_record_key(out: &mut Vec<u8>, name: &str) {
+    let bytes = name.as_bytes();
+    if bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        out.push(b'"');
+        if let Some((first, rest)) = bytes.split_first() {
+            out.push(first.to_ascii_lowercase());
+            out.extend_from_slice(rest);
+        }
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, &lower_first(name));
     }
 }
 

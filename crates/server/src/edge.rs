@@ -12,7 +12,7 @@ use trailwatch_core::identity::Principal;
 use trailwatch_protocol::classify::{header, scope_service};
 use trailwatch_protocol::render::{self, Rendered};
 use trailwatch_protocol::sigv4::{self, AuthFailure, SignedParts};
-use trailwatch_protocol::value::lower_first;
+use trailwatch_protocol::value::write_record_key;
 use trailwatch_protocol::{body, classify, ApiError, Protocol, RequestHead, Route, Service, Value};
 use trailwatch_types::Timestamp;
 
@@ -391,7 +391,7 @@ fn metric_data_parameters(input: &Value) -> serde_json::Value {
                         out.push(b',');
                     }
                     first = false;
-                    let _ = serde_json::to_writer(&mut *out, &lower_first(k));
+                    write_record_key(out, k);
                     out.push(b':');
                     if VALUE_FIELDS.contains(&k.as_str()) {
                         let _ = serde_json::to_writer(&mut *out, HIDDEN);
@@ -415,7 +415,7 @@ fn metric_data_parameters(input: &Value) -> serde_json::Value {
             out.push(b',');
         }
         first = false;
-        let _ = serde_json::to_writer(&mut out, &lower_first(k));
+        write_record_key(&mut out, k);
         out.push(b':');
         match (k.as_str(), v) {
             ("MetricData", list) => write_datums(&mut out, list),
@@ -435,7 +435,7 @@ fn metric_data_parameters(input: &Value) -> serde_json::Value {
                             out.push(b',');
                         }
                         first_member = false;
-                        let _ = serde_json::to_writer(&mut out, &lower_first(ek));
+                        write_record_key(&mut out, ek);
                         out.push(b':');
                         if ek == "MetricData" {
                             write_datums(&mut out, ev);

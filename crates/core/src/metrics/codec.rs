@@ -19,6 +19,8 @@
 //! raw (8-byte little-endian bits XOR the previous value's bits). Mode `d`
 //! (zigzag varint deltas of `v × 10^e`) is still read.
 
+use std::borrow::Borrow;
+
 use trailwatch_types::Timestamp;
 
 use super::model::{Point, Sample, Unit};
@@ -178,7 +180,11 @@ fn unpack(buf: &[u8], pos: &mut usize, n: usize, width: u32) -> Result<Vec<u64>,
         out.resize(n, 0);
         return Ok(out);
     }
-    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
     let (mut acc, mut bits, mut next) = (0u128, 0u32, 0usize);
     for _ in 0..n {
         while bits < width {
@@ -220,7 +226,11 @@ fn encode_ints(m: &[i64]) -> Vec<u8> {
                 q as u64
             }
         });
-        let width = scaled.clone().map(|v| 64 - v.leading_zeros()).max().unwrap_or(0);
+        let width = scaled
+            .clone()
+            .map(|v| 64 - v.leading_zeros())
+            .max()
+            .unwrap_or(0);
         let mut out = vec![scheme];
         put_ivarint(&mut out, base);
         put_varint(&mut out, step);
@@ -293,7 +303,11 @@ fn decode_floats(buf: &[u8], pos: &mut usize, n: usize) -> Result<Vec<f64>, Stri
             let e = usize::from(*buf.get(*pos).ok_or("truncated exponent")?);
             *pos += 1;
             let scale = *POW10.get(e).ok_or("bad exponent")?;
-            out.extend(decode_ints(buf, pos, n)?.into_iter().map(|m| m as f64 / scale));
+            out.extend(
+                decode_ints(buf, pos, n)?
+                    .into_iter()
+                    .map(|m| m as f64 / scale),
+            );
         }
         b'd' => {
             let e = usize::from(*buf.get(*pos).ok_or("truncated exponent")?);
@@ -357,11 +371,11 @@ const KIND_SET: u8 = 1;
 const KIND_VALUES: u8 = 2;
 
 /// Encodes points (in the order given; callers sort by time) into a block.
-pub fn encode_block(points: &[Point]) -> Result<Vec<u8>, String> {
+pub fn encode_block<P: std::borrow::Borrow<Point>>(points: &[P]) -> Result<Vec<u8>, String> {
     let mut raw = Vec::with_capacity(points.len() * 4 + 16);
     put_varint(&mut raw, points.len() as u64);
     let (mut previous, mut delta) = (0i64, 0i64);
-    for (i, p) in points.iter().enumerate() {
+    for (i, p) in points.iter().map(Borrow::borrow).enumerate() {
         let t = p.timestamp.millis().div_euclid(1000);
         match i {
             0 => put_ivarint(&mut raw, t),
@@ -373,17 +387,17 @@ pub fn encode_block(points: &[Point]) -> Result<Vec<u8>, String> {
         }
         previous = t;
     }
-    put_runs(&mut raw, points.iter().map(|p| p.unit.index()));
+    put_runs(&mut raw, points.iter().map(|p| p.borrow().unit.index()));
     let kind = |s: &Sample| match s {
         Sample::Value(_) => KIND_VALUE,
         Sample::Set { .. } => KIND_SET,
         Sample::Values { .. } => KIND_VALUES,
     };
-    put_runs(&mut raw, points.iter().map(|p| kind(&p.sample)));
+    put_runs(&mut raw, points.iter().map(|p| kind(&p.borrow().sample)));
     let mut floats = Vec::with_capacity(points.len());
     let mut counts = Vec::new();
     for p in points {
-        match &p.sample {
+        match &p.borrow().sample {
             Sample::Value(v) => floats.push(*v),
             Sample::Set {
                 count,

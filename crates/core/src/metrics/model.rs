@@ -344,22 +344,22 @@ fn validate_datum(
     }
     let mut dimensions = Vec::with_capacity(d.dimensions.len());
     for (j, (dim_name, dim_value)) in d.dimensions.iter().enumerate() {
-        let dpath = format!("{path}.Dimensions.member.{}", j + 1);
+        let dpath = || format!("{path}.Dimensions.member.{}", j + 1);
         let dim_name = dim_name.as_deref().ok_or_else(|| {
-            MetricsError::MissingParameter(format!("The parameter {dpath}.Name is required."))
+            MetricsError::MissingParameter(format!("The parameter {}.Name is required.", dpath()))
         })?;
         let dim_value = dim_value.as_deref().ok_or_else(|| {
-            MetricsError::MissingParameter(format!("The parameter {dpath}.Value is required."))
+            MetricsError::MissingParameter(format!("The parameter {}.Value is required.", dpath()))
         })?;
         if dim_name.is_empty()
             || dim_name.len() > 255
             || dim_name.starts_with(':')
             || !is_printable_ascii(dim_name)
         {
-            return Err(invalid_value(dim_name, &format!("{dpath}.Name")));
+            return Err(invalid_value(dim_name, &format!("{}.Name", dpath())));
         }
         if dim_value.is_empty() || dim_value.len() > 1024 || !is_printable_ascii(dim_value) {
-            return Err(invalid_value(dim_value, &format!("{dpath}.Value")));
+            return Err(invalid_value(dim_value, &format!("{}.Value", dpath())));
         }
         dimensions.push(Dimension {
             name: dim_name.to_owned(),

@@ -51,8 +51,8 @@ use super::model::{Dimension, MetricId, MetricsError, Point, Sample, Unit, Valid
 use super::segments::{self, Kind, RawEntry, Segment, SeriesKey, TierEntry};
 use super::summary::Summary;
 use super::tiers::{
-    day_of, fold_points, fold_summaries, Block, SeriesData, Watermarks, DAY_MS, RAW_MS, T2_MS,
-    T2_RES_MS, T3_MS, T3_RES_MS,
+    self, day_of, fold_points, fold_summaries, Block, SeriesData, Watermarks, DAY_MS, RAW_MS,
+    T2_MS, T2_RES_MS, T3_MS, T3_RES_MS,
 };
 use crate::token::{filters_hash, TokenCodec};
 
@@ -476,7 +476,7 @@ impl MetricStore {
         self.unflushed.store(0, Ordering::Relaxed);
         // Freeze: head points below the boundary join the frozen points (which
         // a failed earlier flush may have left), and are copied for encoding.
-        let mut work: Vec<(SeriesKey, ListKey, Vec<Point>)> = Vec::new();
+        let mut work: Vec<(SeriesKey, ListKey, Arc<Vec<Point>>)> = Vec::new();
         {
             let mut metrics = self.metrics.write().unwrap_or_else(|p| p.into_inner());
             for ((account, region), all) in &mut metrics.by_region {
@@ -488,7 +488,12 @@ impl MetricStore {
                     let (old, new): (Vec<_>, Vec<_>) =
                         data.head.drain(..).partition(|(seq, _)| *seq < boundary);
                     data.head = new;
-                    data.frozen.extend(old.into_iter().map(|(_, p)| p));
+                    if !old.is_empty() {
+                        // Points move, they are not copied: the lock is held briefly.
+                        let mut frozen = std::mem::take(Arc::make_mut(&mut data.frozen));
+                        frozen.extend(old.into_iter().map(|(_, p)| p));
+                        data.frozen = Arc::new(frozen);
+                    }
                     if data.frozen.is_empty() {
                         continue;
                     }
@@ -517,8 +522,9 @@ impl MetricStore {
         let mut entries = Vec::new();
         let mut partitions = BTreeSet::new();
         let mut moved = 0u64;
-        for (series, _, mut points) in work.iter().cloned() {
-            moved += points.len() as u64;
+        for (series, _, frozen) in &work {
+            moved += frozen.len() as u64;
+            let mut points: Vec<&Point> = frozen.iter().collect();
             points.sort_by_key(|p| p.timestamp);
             for day_points in
                 points.chunk_by(|a, b| day_of(a.timestamp.millis()) == day_of(b.timestamp.millis()))
@@ -560,7 +566,7 @@ impl MetricStore {
                 .get_mut(&(entry.series.account.clone(), entry.series.region.clone()))
                 .and_then(|all| all.get_mut(&key))
             {
-                series.data.frozen.clear();
+                series.data.frozen = Arc::default();
                 series
                     .data
                     .days
@@ -589,27 +595,35 @@ impl MetricStore {
         let mut ops = Vec::new();
         let mut rewritten = Vec::new();
         for (account, region, day) in &partitions {
-            let entries = {
+            // Blocks are shared, so the lock is held only to collect them;
+            // puts go on while they are decoded and merged.
+            let collected: Vec<(SeriesKey, Vec<Block>)> = {
                 let metrics = self.metrics.read().unwrap_or_else(|p| p.into_inner());
-                let mut entries = Vec::new();
-                if let Some(all) = metrics.by_region.get(&(account.clone(), region.clone())) {
-                    for series in all.values() {
-                        if !series.data.days.contains_key(day) {
-                            continue;
-                        }
-                        let points = series.data.day_points(*day).map_err(storage)?;
-                        if points.is_empty() {
-                            continue;
-                        }
-                        entries.push(RawEntry {
-                            series: series_key(account, region, series),
-                            day: *day,
-                            block: seal_block(&points)?,
-                        });
-                    }
-                }
-                entries
+                metrics
+                    .by_region
+                    .get(&(account.clone(), region.clone()))
+                    .map(|all| {
+                        all.values()
+                            .filter_map(|series| {
+                                let blocks = series.data.days.get(day)?;
+                                Some((series_key(account, region, series), blocks.clone()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
             };
+            let mut entries = Vec::new();
+            for (series, blocks) in collected {
+                let points = tiers::merge_blocks(&blocks).map_err(storage)?;
+                if points.is_empty() {
+                    continue;
+                }
+                entries.push(RawEntry {
+                    series,
+                    day: *day,
+                    block: seal_block(&points)?,
+                });
+            }
             if entries.is_empty() {
                 continue;
             }
@@ -962,10 +976,10 @@ fn series_key(account: &str, region: &str, series: &Series) -> SeriesKey {
     }
 }
 
-fn seal_block(points: &[Point]) -> Result<Block, MetricsError> {
+fn seal_block<P: std::borrow::Borrow<Point>>(points: &[P]) -> Result<Block, MetricsError> {
     Ok(Block {
-        min_t: points.first().map_or(0, |p| p.timestamp.millis()),
-        max_t: points.last().map_or(0, |p| p.timestamp.millis()),
+        min_t: points.first().map_or(0, |p| p.borrow().timestamp.millis()),
+        max_t: points.last().map_or(0, |p| p.borrow().timestamp.millis()),
         points: points.len(),
         bytes: encode_block(points).map_err(storage)?.into(),
     })

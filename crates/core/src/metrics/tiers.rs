@@ -63,6 +63,9 @@ impl Default for Watermarks {
     }
 }
 
+/// A query bucket keyed by (bucket index, unit).
+pub type KeyedBucket = ((i64, Unit), Bucket);
+
 /// An encoded block of raw points, sorted by time.
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -84,11 +87,21 @@ pub struct SeriesData {
     /// Points only in the WAL yet, with the WAL sequence that carried them.
     pub head: Vec<(u64, Point)>,
     /// Points a flush is writing into a segment; still visible here.
-    pub frozen: Vec<Point>,
+    pub frozen: Arc<Vec<Point>>,
     /// The 5-minute tier.
     pub t2: BTreeMap<(i64, Unit), Summary>,
     /// The 1-hour tier.
     pub t3: BTreeMap<(i64, Unit), Summary>,
+}
+
+/// The points of `blocks`, in time order (stable: equal times keep block order).
+pub fn merge_blocks(blocks: &[Block]) -> Result<Vec<Point>, String> {
+    let mut out = Vec::new();
+    for block in blocks {
+        out.extend(decode_block(&block.bytes)?);
+    }
+    out.sort_by_key(|p| p.timestamp);
+    Ok(out)
 }
 
 /// Folds raw points into summaries of `res_ms` buckets.
@@ -177,14 +190,9 @@ impl SeriesData {
         Ok(out)
     }
 
-    /// Every raw point, for compaction of whole days.
+    /// Every raw point of `day`, in time order.
     pub fn day_points(&self, day: i64) -> Result<Vec<Point>, String> {
-        let mut out = Vec::new();
-        for block in self.days.get(&day).into_iter().flatten() {
-            out.extend(decode_block(&block.bytes)?);
-        }
-        out.sort_by_key(|p| p.timestamp);
-        Ok(out)
+        merge_blocks(self.days.get(&day).map_or(&[][..], Vec::as_slice))
     }
 
     /// Answers `q` at `now`: the non-empty buckets by (bucket index, unit),
@@ -194,7 +202,7 @@ impl SeriesData {
         q: &StatisticsQuery,
         now: Timestamp,
         marks: Watermarks,
-    ) -> Result<Vec<((i64, Unit), Bucket)>, String> {
+    ) -> Result<Vec<KeyedBucket>, String> {
         let mut out = Buckets {
             items: Vec::new(),
             sorted: true,
@@ -280,7 +288,7 @@ impl SeriesData {
 /// appending beats a map lookup per point; anything out of order is merged
 /// at the end.
 struct Buckets {
-    items: Vec<((i64, Unit), Bucket)>,
+    items: Vec<KeyedBucket>,
     sorted: bool,
     lean: bool,
 }
@@ -305,12 +313,12 @@ impl Buckets {
         &mut self.items[last].1
     }
 
-    fn finish(mut self) -> Vec<((i64, Unit), Bucket)> {
+    fn finish(mut self) -> Vec<KeyedBucket> {
         if self.sorted {
             return self.items;
         }
         self.items.sort_by_key(|(k, _)| *k);
-        let mut out: Vec<((i64, Unit), Bucket)> = Vec::with_capacity(self.items.len());
+        let mut out: Vec<KeyedBucket> = Vec::with_capacity(self.items.len());
         for (key, bucket) in self.items {
             match out.last_mut() {
                 Some((last, into)) if *last == key => into.absorb(bucket),
@@ -382,7 +390,7 @@ mod tests {
     /// (bucket, sum, count, p50, p99).
     type Row = (i64, f64, f64, Option<f64>, Option<f64>);
 
-    fn summarize(buckets: &[((i64, Unit), Bucket)]) -> Vec<Row> {
+    fn summarize(buckets: &[KeyedBucket]) -> Vec<Row> {
         let p50 = super::super::stats::parse_extended("p50").unwrap();
         let p99 = super::super::stats::parse_extended("p99").unwrap();
         buckets

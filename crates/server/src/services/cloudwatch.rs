@@ -40,12 +40,14 @@ fn map_error(err: MetricsError) -> ApiError {
 }
 
 /// A member that is present but not a number.
-fn number(v: Option<&Value>, path: &str) -> Result<Option<f64>, ApiError> {
+/// `path` is built only for the error: PutMetricData reads 150,000 numbers.
+fn number(v: Option<&Value>, path: impl FnOnce() -> String) -> Result<Option<f64>, ApiError> {
     match v {
         None => Ok(None),
         Some(v) => v.as_f64().map(Some).ok_or_else(|| {
             map_error(MetricsError::InvalidParameterValue(format!(
-                "The value {v:?} for parameter {path} is invalid."
+                "The value {v:?} for parameter {} is invalid.",
+                path()
             )))
         }),
     }
@@ -63,6 +65,15 @@ fn timestamp(input: &Value, name: &str) -> Result<Option<trailwatch_types::Times
     }
 }
 
+/// A parameter path rendered only when a message needs it.
+struct Lazy<'a>(&'a dyn Fn() -> String);
+
+impl std::fmt::Display for Lazy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
+    }
+}
+
 fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_owned)
 }
@@ -77,7 +88,8 @@ fn dimensions(v: &Value) -> Vec<(Option<String>, Option<String>)> {
         .collect()
 }
 
-fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
+fn datum_input(d: &Value, path: &dyn Fn() -> String) -> Result<DatumInput, ApiError> {
+    let path = &Lazy(path);
     let numbers = |name: &str| -> Result<Option<Vec<f64>>, ApiError> {
         match d.get(name) {
             None => Ok(None),
@@ -91,7 +103,7 @@ fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        number(Some(v), &format!("{path}.{name}.member.{}", i + 1))
+                        number(Some(v), || format!("{path}.{name}.member.{}", i + 1))
                             .map(|n| n.unwrap_or_default())
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -107,7 +119,7 @@ fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
                 .iter()
                 .enumerate()
             {
-                members[k] = number(set.get(name), &format!("{path}.StatisticValues.{name}"))?;
+                members[k] = number(set.get(name), || format!("{path}.StatisticValues.{name}"))?;
             }
             Some(members)
         }
@@ -131,7 +143,7 @@ fn datum_input(d: &Value, path: &str) -> Result<DatumInput, ApiError> {
     Ok(DatumInput {
         metric_name: text(d.get("MetricName")),
         dimensions: dimensions(d),
-        value: number(d.get("Value"), &format!("{path}.Value"))?,
+        value: number(d.get("Value"), || format!("{path}.Value"))?,
         statistic_values,
         values: numbers("Values")?,
         counts: numbers("Counts")?,
@@ -163,7 +175,7 @@ pub(super) async fn put_metric_data(
             .unwrap_or_default()
             .iter()
             .enumerate()
-            .map(|(i, d)| datum_input(d, &format!("{prefix}.member.{}", i + 1)))
+            .map(|(i, d)| datum_input(d, &|| format!("{prefix}.member.{}", i + 1)))
             .collect()
     };
     let request = PutRequest {
