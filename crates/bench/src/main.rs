@@ -66,6 +66,10 @@ struct CallArgs {
     /// Metric workloads: distinct request bodies, sent in order and cycled.
     #[arg(long, default_value_t = 64)]
     bodies: usize,
+    /// CloudWatch protocol of put-metric-data: `cbor` (what aws-sdk-rust
+    /// sends) or `query` (for peers without RPC v2 CBOR).
+    #[arg(long, default_value = "cbor")]
+    protocol: String,
     /// Queries: hours of data before now that are asked for.
     #[arg(long, default_value_t = 24)]
     hours: i64,
@@ -178,7 +182,7 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
             "sts",
         ),
         "put-metric-data" | "vm-import" => {
-            let (cbor, vm) = metrics::put_bodies(args.series, args.values, args.bodies, now());
+            let (inputs, vm) = metrics::put_bodies(args.series, args.values, args.bodies, now());
             let values_per_request = args.series * args.values;
             if args.operation == "vm-import" {
                 Template {
@@ -190,12 +194,34 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                     follow: None,
                     values_per_request,
                 }
+            } else if args.protocol == "query" {
+                Template {
+                    method: "POST",
+                    path: "/".to_owned(),
+                    headers: vec![
+                        host,
+                        (
+                            "content-type".to_owned(),
+                            "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+                        ),
+                    ],
+                    bodies: inputs
+                        .iter()
+                        .map(|input| metrics::query_body("PutMetricData", input))
+                        .collect(),
+                    service: Some("monitoring"),
+                    follow: None,
+                    values_per_request,
+                }
             } else {
                 Template {
                     method: "POST",
                     path: format!("{CLOUDWATCH_PATH}PutMetricData"),
                     headers: cbor_headers(host),
-                    bodies: cbor,
+                    bodies: inputs
+                        .iter()
+                        .map(|input| Bytes::from(trailwatch_protocol::cbor::encode(input)))
+                        .collect(),
                     service: Some("monitoring"),
                     follow: None,
                     values_per_request,

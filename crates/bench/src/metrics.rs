@@ -99,8 +99,7 @@ fn datum(i: usize, timestamp: Timestamp, values: Vec<f64>, resolution: i64) -> V
     Value::Struct(members)
 }
 
-/// PutMetricData bodies (CBOR) and the same points as VictoriaMetrics JSON
-/// lines: `requests` requests of `series` series × `per_request` values.
+/// PutMetricData inputs and the same points as VictoriaMetrics JSON lines: `requests` requests of `series` series × `per_request` values.
 /// With one value per request, request `k` is minute `k` before `end`; with
 /// more, they are `per_request` samples of one second each.
 pub(crate) fn put_bodies(
@@ -108,9 +107,9 @@ pub(crate) fn put_bodies(
     per_request: usize,
     requests: usize,
     end: Timestamp,
-) -> (Vec<Bytes>, Vec<Bytes>) {
+) -> (Vec<Value>, Vec<Bytes>) {
     let mut generator = Generator::new(series);
-    let mut cbor = Vec::with_capacity(requests);
+    let mut inputs = Vec::with_capacity(requests);
     let mut vm = Vec::with_capacity(requests);
     for k in 0..requests {
         let (timestamp, step_ms, resolution) = if per_request == 1 {
@@ -150,10 +149,10 @@ pub(crate) fn put_bodies(
             ("Namespace", Value::string("Bench")),
             ("MetricData", Value::List(datums)),
         ]);
-        cbor.push(Bytes::from(trailwatch_protocol::cbor::encode(&body)));
+        inputs.push(body);
         vm.push(Bytes::from(lines));
     }
-    (cbor, vm)
+    (inputs, vm)
 }
 
 /// GetMetricData (CBOR) for the first `series` series, `Average` at `period`
@@ -237,4 +236,44 @@ pub(crate) fn vm_selector(series: usize) -> String {
     let hosts = series.div_ceil(METRICS.len());
     let names: Vec<String> = (0..hosts).map(|h| format!("host-{h:04}")).collect();
     format!("{{Host=~\"{}\"}}", names.join("|"))
+}
+
+/// An input in the query protocol: `Action`, `Version`, then every member as
+/// `Name`, `Name.member.N`, `Name.Member` (for peers that speak only query).
+pub(crate) fn query_body(action: &str, input: &Value) -> Bytes {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Struct(members) | Value::Map(members) => {
+                for (k, v) in members {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&name, v, out);
+                }
+            }
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(&format!("{prefix}.member.{}", i + 1), item, out);
+                }
+            }
+            Value::Float(f) => out.push((prefix.to_owned(), format!("{f}"))),
+            Value::Int(i) => out.push((prefix.to_owned(), i.to_string())),
+            Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+            Value::Timestamp(t) => out.push((prefix.to_owned(), t.to_iso8601())),
+            Value::Bool(b) => out.push((prefix.to_owned(), b.to_string())),
+            Value::Null | Value::Blob(_) => {}
+        }
+    }
+    let mut fields = vec![
+        ("Action".to_owned(), action.to_owned()),
+        ("Version".to_owned(), "2010-08-01".to_owned()),
+    ];
+    walk("", input, &mut fields);
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", crate::percent_encode(k), crate::percent_encode(v)))
+        .collect();
+    Bytes::from(body.join("&"))
 }

@@ -254,14 +254,16 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// Validates a PutMetricData request received at `now`.
+/// Validates a PutMetricData request received at `now`. The request is
+/// consumed: names, dimensions and values move into the datums.
 pub fn validate_put(
-    request: &PutRequest,
+    mut request: PutRequest,
     now: Timestamp,
 ) -> Result<Vec<ValidatedDatum>, MetricsError> {
-    let namespace = request.namespace.as_deref().ok_or_else(|| {
+    let namespace = request.namespace.take().ok_or_else(|| {
         MetricsError::MissingParameter("The parameter Namespace is required.".to_owned())
     })?;
+    let namespace = namespace.as_str();
     if namespace.is_empty() || namespace.chars().count() > 255 {
         return Err(constraint(
             namespace,
@@ -305,21 +307,30 @@ pub fn validate_put(
     }
     let mut out = Vec::with_capacity(total);
     let mut index = 0usize;
-    let entity_datums = request.entity_metric_data.iter().flatten();
-    for datum in request.metric_data.iter().chain(entity_datums) {
+    let entity_datums = request.entity_metric_data.iter_mut().flatten();
+    for datum in request.metric_data.iter_mut().chain(entity_datums) {
         index += 1;
         out.push(validate_datum(namespace, datum, index, now)?);
     }
     Ok(out)
 }
 
+/// `MetricData.member.{i}`, rendered only into error messages.
+struct DatumPath(usize);
+
+impl std::fmt::Display for DatumPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetricData.member.{}", self.0)
+    }
+}
+
 fn validate_datum(
     namespace: &str,
-    d: &DatumInput,
+    d: &mut DatumInput,
     i: usize,
     now: Timestamp,
 ) -> Result<ValidatedDatum, MetricsError> {
-    let path = format!("MetricData.member.{i}");
+    let path = DatumPath(i);
     // Metric name.
     let name = d.metric_name.as_deref().ok_or_else(|| {
         MetricsError::MissingParameter(format!("The parameter {path}.MetricName is required."))
@@ -361,9 +372,11 @@ fn validate_datum(
         if dim_value.is_empty() || dim_value.len() > 1024 || !is_printable_ascii(dim_value) {
             return Err(invalid_value(dim_value, &format!("{}.Value", dpath())));
         }
+    }
+    for (dim_name, dim_value) in d.dimensions.drain(..) {
         dimensions.push(Dimension {
-            name: dim_name.to_owned(),
-            value: dim_value.to_owned(),
+            name: dim_name.unwrap_or_default(),
+            value: dim_value.unwrap_or_default(),
         });
     }
     dimensions.sort();
@@ -373,7 +386,7 @@ fn validate_datum(
         )));
     }
     // Value form: exactly one of Value, StatisticValues, Values.
-    let sample = match (d.value, &d.statistic_values, &d.values) {
+    let sample = match (d.value, &d.statistic_values, &mut d.values) {
         (Some(_), Some(_), _) => {
             return Err(MetricsError::InvalidParameterCombination(format!(
                 "The parameters {path}.Value and {path}.StatisticValues are mutually exclusive and you have specified both."
@@ -429,13 +442,13 @@ fn validate_datum(
                     "The collection {path}.Values must not have a size greater than 150."
                 )));
             }
-            let counts = match &d.counts {
+            let counts = match d.counts.take() {
                 Some(counts) if counts.len() != values.len() => {
                     return Err(MetricsError::InvalidParameterValue(format!(
                         "The parameters {path}.Values and {path}.Counts must be of the same size."
                     )))
                 }
-                Some(counts) => counts.clone(),
+                Some(counts) => counts,
                 None => vec![1.0; values.len()],
             };
             for (k, v) in values.iter().enumerate() {
@@ -448,7 +461,7 @@ fn validate_datum(
                     return Err(invalid_value(format_value(*c), &format!("{path}.Counts.member.{}", k + 1)));
                 }
             }
-            Sample::Values { values: values.clone(), counts }
+            Sample::Values { values: std::mem::take(values), counts }
         }
     };
     // Timestamp: within two weeks back, two hours ahead.
@@ -481,10 +494,11 @@ fn validate_datum(
     };
     let step = i64::from(storage_resolution) * 1000;
     let truncated = Timestamp::from_millis(timestamp.millis().div_euclid(step) * step);
+    let name = d.metric_name.take().unwrap_or_default();
     Ok(ValidatedDatum {
         metric: MetricId {
             namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            name,
             dimensions,
         },
         timestamp: truncated,
@@ -517,7 +531,7 @@ mod tests {
     }
 
     fn err(r: PutRequest) -> MetricsError {
-        validate_put(&r, NOW).unwrap_err()
+        validate_put(r, NOW).unwrap_err()
     }
 
     #[test]
@@ -543,7 +557,7 @@ mod tests {
             counts: Some(vec![3.0, 0.5]),
             ..DatumInput::default()
         };
-        let out = validate_put(&request(vec![d1, d2, d3]), NOW).unwrap();
+        let out = validate_put(request(vec![d1, d2, d3]), NOW).unwrap();
         assert_eq!(
             out[0].metric.dimensions[0].name, "Env",
             "dimensions are a sorted set"
@@ -648,7 +662,7 @@ mod tests {
         assert!(err(request(vec![datum(2f64.powi(-361))]))
             .to_string()
             .contains("is invalid"));
-        assert!(validate_put(&request(vec![datum(0.0), datum(-2f64.powi(360))]), NOW).is_ok());
+        assert!(validate_put(request(vec![datum(0.0), datum(-2f64.powi(360))]), NOW).is_ok());
         let mut dup = datum(1.0);
         dup.dimensions = vec![
             (Some("A".into()), Some("1".into())),

@@ -65,6 +65,11 @@ const PAGE_SIZE: usize = 500;
 const SEGMENTS_TABLE: &str = "metric_segments";
 const STATE_TABLE: &str = "metric_state";
 const STATE_KEY: &str = "state";
+/// Compaction waits for this many L0 segments (each rewrite of a day costs the
+/// whole day, so it is not done after every flush)…
+const COMPACT_L0_SEGMENTS: usize = 8;
+/// …or for the oldest of them to be this old.
+const COMPACT_AFTER_MS: i64 = 15 * 60_000;
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -99,6 +104,9 @@ struct SegmentInfo {
     partitions: Vec<(String, String, i64)>,
     bytes: u64,
     points: u64,
+    /// When it was written (ms, store clock).
+    #[serde(default)]
+    created: i64,
 }
 
 /// Sort key of a metric in ListMetrics: namespace, name, canonical dimensions.
@@ -448,11 +456,21 @@ impl MetricStore {
     }
 
     /// One maintenance pass: flush the WAL into an L0 segment, compact the days
-    /// L0 segments touch, then move aged days down the tiers.
+    /// L0 segments touch once enough of them wait, then move aged days down
+    /// the tiers.
     pub async fn maintain(&self) -> Result<MaintenanceReport, MetricsError> {
+        self.maintain_with(false).await
+    }
+
+    /// A maintenance pass that compacts whatever L0 segments exist (shutdown).
+    pub async fn maintain_fully(&self) -> Result<MaintenanceReport, MetricsError> {
+        self.maintain_with(true).await
+    }
+
+    async fn maintain_with(&self, compact_now: bool) -> Result<MaintenanceReport, MetricsError> {
         let _one_at_a_time = self.maintenance.lock().await;
         let flushed_points = self.flush_locked().await?;
-        let compacted_days = self.compact_locked().await?;
+        let compacted_days = self.compact_locked(compact_now).await?;
         let folded_days = self.fold_locked().await?;
         Ok(MaintenanceReport {
             flushed_points,
@@ -469,14 +487,16 @@ impl MetricStore {
 
     async fn flush_locked(&self) -> Result<u64, MetricsError> {
         let mut state = read_state(self.catalog.as_ref())?;
+        let began = std::time::Instant::now();
         let boundary = {
             let _no_put_in_flight = self.gate.write().await;
             self.wal.rotate().await.map_err(storage)?
         };
+        let rotated = began.elapsed();
         self.unflushed.store(0, Ordering::Relaxed);
         // Freeze: head points below the boundary join the frozen points (which
         // a failed earlier flush may have left), and are copied for encoding.
-        let mut work: Vec<(SeriesKey, ListKey, Arc<Vec<Point>>)> = Vec::new();
+        let mut work: FlushWork = Vec::new();
         {
             let mut metrics = self.metrics.write().unwrap_or_else(|p| p.into_inner());
             for ((account, region), all) in &mut metrics.by_region {
@@ -510,6 +530,7 @@ impl MetricStore {
                 }
             }
         }
+        let frozen = began.elapsed();
         let checkpoint = boundary.saturating_sub(1);
         if work.is_empty() {
             if checkpoint > state.checkpoint {
@@ -519,25 +540,11 @@ impl MetricStore {
             self.wal.remove_through(state.checkpoint).map_err(storage)?;
             return Ok(0);
         }
-        let mut entries = Vec::new();
-        let mut partitions = BTreeSet::new();
-        let mut moved = 0u64;
-        for (series, _, frozen) in &work {
-            moved += frozen.len() as u64;
-            let mut points: Vec<&Point> = frozen.iter().collect();
-            points.sort_by_key(|p| p.timestamp);
-            for day_points in
-                points.chunk_by(|a, b| day_of(a.timestamp.millis()) == day_of(b.timestamp.millis()))
-            {
-                let day = day_of(day_points[0].timestamp.millis());
-                partitions.insert((series.account.clone(), series.region.clone(), day));
-                entries.push(RawEntry {
-                    series: series.clone(),
-                    day,
-                    block: seal_block(day_points)?,
-                });
-            }
-        }
+        // Encoding is seconds of CPU for a big flush: off the async workers, so
+        // requests queued on this worker do not wait for it.
+        let (entries, partitions, moved) = tokio::task::spawn_blocking(move || encode_l0(&work))
+            .await
+            .map_err(storage)??;
         state.generation += 1;
         state.checkpoint = checkpoint;
         let path = format!("metrics/l0/{:020}.twm", state.generation);
@@ -550,6 +557,7 @@ impl MetricStore {
             partitions: partitions.into_iter().collect(),
             bytes: bytes.len() as u64,
             points: moved,
+            created: self.clock.now().millis(),
         };
         self.objects
             .put_durable(&path, bytes.into())
@@ -557,6 +565,7 @@ impl MetricStore {
             .map_err(storage)?;
         self.commit(vec![put_segment(&path, &info)], &state)?;
         self.wal.remove_through(state.checkpoint).map_err(storage)?;
+        tracing::debug!(?rotated, ?frozen, written = ?began.elapsed(), points = moved, "metrics flush");
         // Swap: frozen points become the blocks just written.
         let mut metrics = self.metrics.write().unwrap_or_else(|p| p.into_inner());
         for entry in &entries {
@@ -578,12 +587,21 @@ impl MetricStore {
         Ok(moved)
     }
 
-    /// Rewrites every day an L0 segment touches as one block per series.
-    async fn compact_locked(&self) -> Result<u64, MetricsError> {
+    /// Rewrites every day an L0 segment touches as one block per series,
+    /// once enough L0 segments wait, or `now`.
+    async fn compact_locked(&self, now: bool) -> Result<u64, MetricsError> {
         let infos = self.segment_infos()?;
         let l0: Vec<&(String, SegmentInfo)> =
             infos.iter().filter(|(_, i)| i.kind == "l0").collect();
-        if l0.is_empty() {
+        let oldest = l0.iter().map(|(_, i)| i.created).min().unwrap_or(i64::MAX);
+        let fold_line = day_of(self.clock.now().millis() - RAW_MS);
+        // Folding reads day segments only, so a day about to fold must be compacted.
+        let due = l0.len() >= COMPACT_L0_SEGMENTS
+            || oldest <= self.clock.now().millis() - COMPACT_AFTER_MS
+            || l0
+                .iter()
+                .any(|(_, i)| i.partitions.iter().any(|(_, _, day)| *day < fold_line));
+        if l0.is_empty() || !(now || due) {
             return Ok(0);
         }
         let partitions: BTreeSet<(String, String, i64)> = l0
@@ -612,24 +630,30 @@ impl MetricStore {
                     })
                     .unwrap_or_default()
             };
-            let mut entries = Vec::new();
-            for (series, blocks) in collected {
-                let points = tiers::merge_blocks(&blocks).map_err(storage)?;
-                if points.is_empty() {
-                    continue;
+            let day = *day;
+            let entries = tokio::task::spawn_blocking(move || {
+                let mut entries = Vec::new();
+                for (series, blocks) in collected {
+                    let points = tiers::merge_blocks(&blocks).map_err(storage)?;
+                    if points.is_empty() {
+                        continue;
+                    }
+                    entries.push(RawEntry {
+                        series,
+                        day,
+                        block: seal_block(&points)?,
+                    });
                 }
-                entries.push(RawEntry {
-                    series,
-                    day: *day,
-                    block: seal_block(&points)?,
-                });
-            }
+                Ok::<_, MetricsError>(entries)
+            })
+            .await
+            .map_err(storage)??;
             if entries.is_empty() {
                 continue;
             }
             let path = format!(
                 "metrics/account={account}/region={region}/raw/date={}/{:020}.twm",
-                date_of(*day),
+                date_of(day),
                 state.generation
             );
             let bytes = segments::encode_raw(&entries);
@@ -637,10 +661,11 @@ impl MetricStore {
                 kind: "raw".into(),
                 account: account.clone(),
                 region: region.clone(),
-                day: *day,
+                day,
                 partitions: Vec::new(),
                 bytes: bytes.len() as u64,
                 points: entries.iter().map(|e| e.block.points as u64).sum(),
+                created: self.clock.now().millis(),
             };
             self.objects
                 .put_durable(&path, bytes.into())
@@ -801,6 +826,7 @@ impl MetricStore {
                     partitions: Vec::new(),
                     bytes: bytes.len() as u64,
                     points: 0,
+                    created: self.clock.now().millis(),
                 };
                 self.objects
                     .put_durable(&path, bytes.into())
@@ -965,6 +991,35 @@ impl MetricStore {
             next_token,
         })
     }
+}
+
+/// What a flush found to write.
+type FlushWork = Vec<(SeriesKey, ListKey, Arc<Vec<Point>>)>;
+/// L0 entries, the (account, region, day) partitions they touch, and points.
+type Encoded = (Vec<RawEntry>, BTreeSet<(String, String, i64)>, u64);
+
+/// Encodes frozen points into one block per series and day.
+fn encode_l0(work: &FlushWork) -> Result<Encoded, MetricsError> {
+    let mut entries = Vec::new();
+    let mut partitions = BTreeSet::new();
+    let mut moved = 0u64;
+    for (series, _, frozen) in work {
+        moved += frozen.len() as u64;
+        let mut points: Vec<&Point> = frozen.iter().collect();
+        points.sort_by_key(|p| p.timestamp);
+        for day_points in
+            points.chunk_by(|a, b| day_of(a.timestamp.millis()) == day_of(b.timestamp.millis()))
+        {
+            let day = day_of(day_points[0].timestamp.millis());
+            partitions.insert((series.account.clone(), series.region.clone(), day));
+            entries.push(RawEntry {
+                series: series.clone(),
+                day,
+                block: seal_block(day_points)?,
+            });
+        }
+    }
+    Ok((entries, partitions, moved))
 }
 
 fn series_key(account: &str, region: &str, series: &Series) -> SeriesKey {
@@ -1181,7 +1236,7 @@ mod tests {
             ("Latency", vec![("Svc", "b"), ("Region", "x")]),
             ("Errors", vec![]),
         ] {
-            let datums = validate_put(&put_request(name, &dims, 1.0), now).unwrap();
+            let datums = validate_put(put_request(name, &dims, 1.0), now).unwrap();
             store
                 .put("123456789012", "us-east-1", datums)
                 .await
@@ -1189,7 +1244,7 @@ mod tests {
         }
         // The same identity again, dimensions in another order: still one metric.
         let datums = validate_put(
-            &put_request("Latency", &[("Region", "x"), ("Svc", "b")], 2.0),
+            put_request("Latency", &[("Region", "x"), ("Svc", "b")], 2.0),
             now,
         )
         .unwrap();
@@ -1277,7 +1332,7 @@ mod tests {
                 .put(
                     "123456789012",
                     "us-east-1",
-                    validate_put(&request, clock.now()).unwrap(),
+                    validate_put(request, clock.now()).unwrap(),
                 )
                 .await
                 .unwrap();
@@ -1350,7 +1405,7 @@ mod tests {
                 metric_data: datums,
                 entity_metric_data: vec![],
             };
-            let valid = validate_put(&request, clock.now()).unwrap();
+            let valid = validate_put(request, clock.now()).unwrap();
             points.extend(valid.iter().map(ValidatedDatum::point));
             store.put("123456789012", "us-east-1", valid).await.unwrap();
             if hour % 24 == 23 {

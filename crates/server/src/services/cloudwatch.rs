@@ -195,7 +195,7 @@ pub(super) async fn put_metric_data(
             })
             .collect::<Result<_, _>>()?,
     };
-    let datums = validate_put(&request, cx.now).map_err(map_error)?;
+    let datums = validate_put(request, cx.now).map_err(map_error)?;
     app.metrics
         .put(&cx.principal.account_id, cx.region, datums)
         .await
