@@ -62,10 +62,12 @@ echo "## 2. bytes per value: 1 day x 1,000 series, one value a minute (1,440,000
 start_trailwatch "$work/day-tw" 24623
 "$bench" call --endpoint http://127.0.0.1:24623 --operation put-metric-data --series 1000 --values 1 \
   --bodies 1440 --connections 4 --requests 1440 --warmup 0 --server-pid "$tw_pid" --label trailwatch
-sleep 8 # two maintenance passes: flush, then per-day compaction
+# A graceful stop flushes and compacts every day: what is left is the stored size.
+stop "$tw_pid"
 segments=$(du -sb "$work/day-tw/objects/metrics" | cut -f1)
 wal=$(du -sb "$work/day-tw/metrics" | cut -f1)
 echo "{\"label\": \"trailwatch\", \"segment_bytes\": $segments, \"wal_bytes\": $wal, \"bytes_per_value\": $(echo "scale=3; ($segments + $wal) / 1440000" | bc)}"
+start_trailwatch "$work/day-tw" 24623
 start_vm "$work/day-vm" 24624
 "$bench" call --endpoint http://127.0.0.1:24624 --operation vm-import --series 1000 --values 1 \
   --bodies 1440 --connections 4 --requests 1440 --warmup 0 --server-pid "$vm_pid" --label victoria-metrics
