@@ -535,7 +535,7 @@ impl math::Context for Evaluation<'_> {
 }
 
 /// `PROP('…')` values of a query (MetricStat queries only).
-fn props_of(kind: &PlannedKind) -> Vec<(String, String)> {
+fn props_of(kind: &PlannedKind, scope: Scope<'_>) -> Vec<(String, String)> {
     let PlannedKind::Stat { query, stat } = kind else {
         return Vec::new();
     };
@@ -545,6 +545,8 @@ fn props_of(kind: &PlannedKind) -> Vec<(String, String)> {
         ("Namespace".to_owned(), metric.namespace.clone()),
         ("Period".to_owned(), query.period.to_string()),
         ("Stat".to_owned(), stat.clone()),
+        ("Region".to_owned(), scope.region.to_owned()),
+        ("AccountId".to_owned(), scope.account_id.to_owned()),
     ];
     props.extend(
         metric
@@ -562,11 +564,22 @@ fn label_expression(value: &mut MValue, query: &Planned) {
     }
 }
 
+/// Whose metrics a plan reads: the caller's account and the request's region
+/// (`${PROP('AccountId')}`, `${PROP('Region')}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// Account id.
+    pub account_id: &'a str,
+    /// Region.
+    pub region: &'a str,
+}
+
 /// Runs the plan; `datums` answers a statistics query from storage and `listed` the
 /// metrics SEARCH may match. Returns the page's results and, when truncated,
 /// the cursor of the next page.
 pub fn execute(
     plan: &DataPlan,
+    scope: Scope<'_>,
     now: Timestamp,
     cursor: Option<Cursor>,
     mut datums: impl FnMut(&StatisticsQuery) -> Result<Vec<Datapoint>, MetricsError>,
@@ -695,7 +708,7 @@ pub fn execute(
                         .collect();
                     let cx = LabelContext {
                         default_label: member.label.clone(),
-                        props: props_of(&q.kind),
+                        props: props_of(&q.kind, scope),
                         offset_minutes: plan.offset_minutes,
                         now,
                     };
@@ -767,6 +780,10 @@ mod tests {
     use crate::metrics::model::{Sample, Unit, ValidatedDatum};
 
     const NOW: Timestamp = Timestamp::from_secs(1_719_748_800); // 2024-06-30T12:00:00Z
+    const SCOPE: Scope<'static> = Scope {
+        account_id: "123456789012",
+        region: "eu-west-1",
+    };
 
     fn datum(name: &str, minute: i64, v: f64) -> ValidatedDatum {
         ValidatedDatum {
@@ -809,6 +826,17 @@ mod tests {
         }
     }
 
+    #[test]
+    fn labels_know_account_and_region() {
+        let points = [datum("Requests", 0, 3.0).point()];
+        let fetch = |q: &StatisticsQuery| Ok(crate::metrics::get::compute(q, &points));
+        let mut q = query("m1", "Requests", "Sum");
+        q.label = Some("${PROP('Region')} ${PROP('AccountId')} ${PROP('Stat')} ${MAX}".into());
+        let plan = plan(&request(vec![q]), NOW).unwrap();
+        let (results, _) = execute(&plan, SCOPE, NOW, None, fetch, no_search).unwrap();
+        assert_eq!(results[0].label, "eu-west-1 123456789012 Sum 3");
+    }
+
     /// GetMetricData pages by datapoints; only GetMetricStatistics has the
     /// 1,440-per-call limit.
     #[test]
@@ -824,7 +852,7 @@ mod tests {
             })
             .collect();
         let fetch = |q: &StatisticsQuery| Ok(crate::metrics::get::compute(q, &points));
-        let (results, next) = execute(&plan, NOW, None, fetch, no_search).unwrap();
+        let (results, next) = execute(&plan, SCOPE, NOW, None, fetch, no_search).unwrap();
         assert_eq!(results[0].timestamps.len(), 2880);
         assert!(next.is_none());
     }
@@ -854,7 +882,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        let (results, next) = execute(&plan, NOW, None, fetch, no_search).unwrap();
+        let (results, next) = execute(&plan, SCOPE, NOW, None, fetch, no_search).unwrap();
         assert!(next.is_none());
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].label, "All requests");
@@ -876,7 +904,7 @@ mod tests {
         let mut cursor = None;
         let mut pages = Vec::new();
         loop {
-            let (results, next) = execute(&plan, NOW, cursor, fetch, no_search).unwrap();
+            let (results, next) = execute(&plan, SCOPE, NOW, cursor, fetch, no_search).unwrap();
             pages.push(results);
             match next {
                 Some(c) => cursor = Some(c),
@@ -944,7 +972,7 @@ mod tests {
             metrics.dedup();
             metrics
         };
-        let (results, _) = execute(&plan, NOW, None, fetch, listed).unwrap();
+        let (results, _) = execute(&plan, SCOPE, NOW, None, fetch, listed).unwrap();
         let found: Vec<&DataResult> = results.iter().filter(|r| r.id == "found").collect();
         assert_eq!(found.len(), 1);
         assert_eq!(

@@ -428,8 +428,13 @@ impl MetricStore {
             None => None,
         };
         let listed = || self.recent_metrics(account, region);
+        let scope = super::data::Scope {
+            account_id: account,
+            region,
+        };
         let (results, next) = super::data::execute(
             plan,
+            scope,
             now,
             cursor,
             |q| self.statistics(account, region, q),
