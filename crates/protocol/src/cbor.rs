@@ -59,6 +59,116 @@ enum Item {
     Break,
 }
 
+/// A pull reader for hot request shapes that are decoded straight into typed
+/// inputs (PutMetricData: a thousand datums would otherwise become tens of
+/// thousands of [`Value`] nodes). It accepts what [`decode`] accepts for the
+/// shapes it is asked for; anything else is `None`, and the caller falls back
+/// to [`decode`], which gives the exact answer and error.
+pub struct Reader<'a> {
+    d: Decoder<'a>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `body`.
+    pub fn new(body: &'a [u8]) -> Self {
+        Reader {
+            d: Decoder { buf: body, pos: 0 },
+        }
+    }
+
+    /// Whether every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.d.pos == self.d.buf.len()
+    }
+
+    fn container(&mut self, major: u8) -> Option<Option<u64>> {
+        let head = *self.d.buf.get(self.d.pos)?;
+        if head >> 5 != major {
+            return None;
+        }
+        self.d.pos += 1;
+        self.d.argument(head & 0x1f).ok()
+    }
+
+    /// Starts a map: `Some(Some(n))` with n entries, `Some(None)` when
+    /// indefinite, `None` when the next item is not a map.
+    pub fn map(&mut self) -> Option<Option<u64>> {
+        self.container(5)
+    }
+
+    /// Starts an array, like [`Reader::map`].
+    pub fn array(&mut self) -> Option<Option<u64>> {
+        self.container(4)
+    }
+
+    /// Whether a container of `len` entries, `read` so far, is over; for an
+    /// indefinite one this consumes its break.
+    pub fn end_of(&mut self, len: Option<u64>, read: u64) -> bool {
+        match len {
+            Some(n) => read >= n,
+            None if self.d.buf.get(self.d.pos) == Some(&0xff) => {
+                self.d.pos += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A definite-length text string.
+    pub fn text(&mut self) -> Option<&'a str> {
+        let head = *self.d.buf.get(self.d.pos)?;
+        if head >> 5 != 3 {
+            return None;
+        }
+        self.d.pos += 1;
+        let len = self.d.argument(head & 0x1f).ok()??;
+        let len = usize::try_from(len).ok()?;
+        let end = self.d.pos.checked_add(len)?;
+        let bytes = self.d.buf.get(self.d.pos..end)?;
+        self.d.pos = end;
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// A number as [`Value::as_f64`] reads integers and floats.
+    pub fn number(&mut self) -> Option<f64> {
+        let head = *self.d.buf.get(self.d.pos)?;
+        match (head >> 5, head & 0x1f) {
+            (0 | 1, _) | (7, 25..=27) => match self.d.item(1).ok()? {
+                Item::Value(v @ (Value::Int(_) | Value::Float(_))) => v.as_f64(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// An integer (major type 0 or 1 only: a whole float is an integer to
+    /// [`Value::as_i64`] but stays a float in request records).
+    pub fn int(&mut self) -> Option<i64> {
+        let head = *self.d.buf.get(self.d.pos)?;
+        match head >> 5 {
+            0 | 1 => match self.d.item(1).ok()? {
+                Item::Value(Value::Int(i)) => Some(i),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A timestamp as [`Value::as_timestamp`] reads tag 1 and epoch numbers.
+    pub fn timestamp(&mut self) -> Option<Timestamp> {
+        let head = *self.d.buf.get(self.d.pos)?;
+        match (head >> 5, head & 0x1f) {
+            (0 | 1 | 6, _) | (7, 25..=27) => match self.d.item(1).ok()? {
+                Item::Value(v @ (Value::Int(_) | Value::Float(_) | Value::Timestamp(_))) => {
+                    v.as_timestamp()
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,

@@ -247,11 +247,47 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
         }
     };
     let who = Caller::from_claim(claim.as_ref().ok(), Some(principal.clone()));
-    let input = body::decode_input(&route, &decoded_body);
     let region = who
         .region
         .clone()
         .unwrap_or_else(|| app.config.default_region.clone());
+    // The ingest hot path: PutMetricData over CBOR decoded straight into its
+    // typed request; anything unusual takes the generic path below.
+    let fast_put = (route.protocol == Protocol::RpcV2Cbor
+        && route.service == Service::CloudWatch
+        && route.operation == "PutMetricData")
+        .then(|| services::fast_put_request(&decoded_body))
+        .flatten();
+    if let Some(request) = fast_put {
+        let parameters = services::put_parameters(&request, HIDDEN, PAYLOAD_FIELD_LIMIT);
+        let cx = CallContext {
+            principal: &principal,
+            region: &region,
+            request_id: &request_id,
+            now: app.clock.now(),
+            body_bytes: (req.body.len(), decoded_body.len()),
+        };
+        let result = services::put_metric_data_typed(app, &cx, request).await;
+        let Route {
+            protocol,
+            service,
+            operation,
+            ..
+        } = route;
+        return finish_with(
+            app,
+            &req,
+            request_id,
+            protocol,
+            Some(service),
+            Some(operation),
+            who,
+            Some(RecordInput::Parameters(parameters)),
+            result,
+        )
+        .await;
+    }
+    let input = body::decode_input(&route, &decoded_body);
     let result = match &input {
         Ok(input) => {
             let cx = CallContext {
@@ -493,6 +529,32 @@ async fn finish(
     input: Option<Value>,
     result: Result<Outcome, ApiError>,
 ) -> OutgoingResponse {
+    let input = input.map(RecordInput::Value);
+    finish_with(
+        app, req, request_id, protocol, service, operation, who, input, result,
+    )
+    .await
+}
+
+/// What the record knows of the request: its decoded input, or (typed fast
+/// paths) its requestParameters already written.
+enum RecordInput {
+    Value(Value),
+    Parameters(serde_json::Value),
+}
+
+#[allow(clippy::too_many_arguments)] // as finish
+async fn finish_with(
+    app: &App,
+    req: &IncomingRequest,
+    request_id: String,
+    protocol: Protocol,
+    service: Option<Service>,
+    operation: Option<String>,
+    who: Caller,
+    input: Option<RecordInput>,
+    result: Result<Outcome, ApiError>,
+) -> OutgoingResponse {
     let operation_name = operation.clone().unwrap_or_default();
     // A partly failed call (DeleteDashboards naming one unknown dashboard) answers
     // its error but still commits the changes it made, with its record.
@@ -541,10 +603,10 @@ async fn finish(
                 .clone()
                 .unwrap_or_else(|| app.config.default_region.clone());
             let mut resources = match &input {
-                Some(input) => {
+                Some(RecordInput::Value(input)) => {
                     services::resources_for(service, &operation, input, &account, &region)
                 }
-                None => Vec::new(),
+                Some(RecordInput::Parameters(_)) | None => Vec::new(),
             };
             let (error, response_elements) = match &result {
                 Ok(o) => {
@@ -569,9 +631,11 @@ async fn finish(
                 user_agent: header(&req.headers, "user-agent").map(str::to_owned),
                 user_identity: who.user_identity(),
                 error,
-                request_parameters: input
-                    .as_ref()
-                    .and_then(|i| request_parameters(&operation, i)),
+                request_parameters: match input {
+                    Some(RecordInput::Value(i)) => request_parameters(&operation, &i),
+                    Some(RecordInput::Parameters(p)) => Some(p),
+                    None => None,
+                },
                 response_elements,
                 additional_event_data: None,
                 request_id: request_id.clone(),
@@ -620,6 +684,164 @@ fn into_response(rendered: Rendered, request_id: String, now: Timestamp) -> Outg
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trailwatch_protocol::cbor;
+
+    fn datum(members: Vec<(&str, Value)>) -> Value {
+        Value::structure(members)
+    }
+
+    /// Bodies the CBOR fast path takes must give exactly the generic path's
+    /// typed request and requestParameters (up to member order).
+    #[test]
+    fn fast_put_path_agrees_with_the_generic_one() {
+        let dims = Value::List(vec![Value::structure([
+            ("Name", Value::string("Host")),
+            ("Value", Value::string("a \"b\"")),
+        ])]);
+        let t = Value::Timestamp(Timestamp::from_millis(1_767_225_600_500));
+        let bodies = [
+            Value::structure([
+                ("Namespace", Value::string("App")),
+                (
+                    "MetricData",
+                    Value::List(vec![
+                        datum(vec![
+                            ("MetricName", Value::string("Latency")),
+                            ("Dimensions", dims.clone()),
+                            ("Timestamp", t.clone()),
+                            ("Value", Value::Float(12.5)),
+                            ("Unit", Value::string("Milliseconds")),
+                            ("StorageResolution", Value::Int(1)),
+                        ]),
+                        datum(vec![
+                            ("MetricName", Value::string("Sizes")),
+                            (
+                                "Values",
+                                Value::List(vec![Value::Float(1.0), Value::Int(3)]),
+                            ),
+                            (
+                                "Counts",
+                                Value::List(vec![Value::Float(2.0), Value::Float(1.0)]),
+                            ),
+                        ]),
+                        datum(vec![
+                            ("MetricName", Value::string("Set")),
+                            (
+                                "StatisticValues",
+                                Value::structure([
+                                    ("SampleCount", Value::Float(2.0)),
+                                    ("Sum", Value::Float(3.0)),
+                                    ("Minimum", Value::Int(1)),
+                                    ("Maximum", Value::Float(2.0)),
+                                ]),
+                            ),
+                            ("StorageResolution", Value::Int(60)),
+                        ]),
+                        // Invalid, but decodable: validation must see it the same way.
+                        datum(vec![("Value", Value::Float(-1.0))]),
+                    ]),
+                ),
+            ]),
+            Value::structure([("MetricData", Value::List(vec![]))]),
+        ];
+        for body in &bodies {
+            let bytes = cbor::encode(body);
+            let fast = services::fast_put_request(&bytes).expect("plain shape takes the fast path");
+            let decoded = cbor::decode(&bytes).unwrap();
+            let generic = services::generic_put_request(&decoded).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{generic:?}"));
+            assert_eq!(
+                Some(services::put_parameters(&fast, HIDDEN, PAYLOAD_FIELD_LIMIT)),
+                request_parameters("PutMetricData", &decoded)
+            );
+        }
+        // A batch over the field limit is recorded as the same truncation marker.
+        let big = Value::structure([
+            ("Namespace", Value::string("App")),
+            (
+                "MetricData",
+                Value::List(
+                    (0..1000)
+                        .map(|i| {
+                            datum(vec![
+                                ("MetricName", Value::String(format!("m{i}"))),
+                                ("Dimensions", dims.clone()),
+                                ("Timestamp", t.clone()),
+                                ("Values", Value::List(vec![Value::Float(1.5); 10])),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]);
+        let bytes = cbor::encode(&big);
+        let fast = services::fast_put_request(&bytes).unwrap();
+        let marker = services::put_parameters(&fast, HIDDEN, PAYLOAD_FIELD_LIMIT);
+        assert_eq!(marker["truncated"], serde_json::json!(true));
+        assert_eq!(
+            Some(marker),
+            request_parameters("PutMetricData", &cbor::decode(&bytes).unwrap())
+        );
+    }
+
+    /// What aws-sdk-rust really sends (indefinite maps, tag-1 float
+    /// timestamps) takes the fast path; boto3's capture carries
+    /// EntityMetricData, which the generic path handles.
+    #[test]
+    fn real_client_bodies_take_the_fast_path() {
+        use base64::Engine as _;
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/wire");
+        let body = |client: &str| {
+            let path = dir
+                .join(client)
+                .join("cloudwatch-rpcv2cbor-PutMetricData.json");
+            let fixture: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            base64::engine::general_purpose::STANDARD
+                .decode(fixture["request"]["body"].as_str().unwrap())
+                .unwrap()
+        };
+        let sdk = body("aws-sdk-rust");
+        let fast = services::fast_put_request(&sdk).expect("aws-sdk-rust body");
+        let generic = services::generic_put_request(&cbor::decode(&sdk).unwrap()).unwrap();
+        assert_eq!(format!("{fast:?}"), format!("{generic:?}"));
+        assert!(!fast.metric_data.is_empty());
+        assert!(services::fast_put_request(&body("boto3")).is_none());
+    }
+
+    /// Anything outside the plain shape goes the generic way.
+    #[test]
+    fn unusual_put_bodies_take_the_generic_path() {
+        let unusual = [
+            // An unknown member (kept in the generic record).
+            Value::structure([("Namespace", Value::string("A")), ("Extra", Value::Int(1))]),
+            // Numbers as text, which the generic path coerces.
+            Value::structure([(
+                "MetricData",
+                Value::List(vec![datum(vec![("Value", Value::string("1.5"))])]),
+            )]),
+            // EntityMetricData.
+            Value::structure([("EntityMetricData", Value::List(vec![]))]),
+            // A whole float where an integer belongs (recorded as a float).
+            Value::structure([(
+                "MetricData",
+                Value::List(vec![datum(vec![("StorageResolution", Value::Float(60.0))])]),
+            )]),
+        ];
+        for body in &unusual {
+            assert!(
+                services::fast_put_request(&cbor::encode(body)).is_none(),
+                "{body:?}"
+            );
+        }
+        assert!(services::fast_put_request(b"\xbf").is_none());
+        // A null member (absent to the generic path).
+        assert!(services::fast_put_request(b"\xa1\x69Namespace\xf6").is_none());
+        let mut trailing = cbor::encode(&Value::structure([("Namespace", Value::string("A"))]));
+        trailing.push(0);
+        assert!(services::fast_put_request(&trailing).is_none());
+    }
 
     #[test]
     fn data_payloads_are_hidden() {

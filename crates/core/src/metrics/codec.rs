@@ -9,10 +9,12 @@
 //! `varint n | timestamps | units | kinds | value-array lengths | floats | counts`
 //! - timestamps (seconds): first as zigzag varint, then zigzag delta-of-delta;
 //! - units and kinds: run-length pairs `(value, run)`;
+//! - kinds: 0 value, 1 statistic set, 2 values with counts, 3 values whose
+//!   counts are all 1 (no counts stored);
 //! - lengths: one varint per `Values` sample;
 //! - floats: every double in point order (`Value`: v; `Set`: count, sum, min,
 //!   max; `Values`: the values), as a float stream;
-//! - counts: the counts of every `Values` sample, as a float stream.
+//! - counts: the counts of every kind-2 sample, as a float stream.
 //!
 //! A float stream is `u8 mode | …`: mode `p` = decimal (`u8 exponent e`, then
 //! the integers `v × 10^e` as a packed stream, see `encode_ints`), mode `x` =
@@ -369,6 +371,8 @@ fn get_runs(buf: &[u8], pos: &mut usize, n: usize) -> Result<Vec<u8>, String> {
 const KIND_VALUE: u8 = 0;
 const KIND_SET: u8 = 1;
 const KIND_VALUES: u8 = 2;
+/// `Values` whose counts are all 1 (stored without counts).
+const KIND_VALUES_ONES: u8 = 3;
 
 /// Encodes points (in the order given; callers sort by time) into a block.
 pub fn encode_block<P: std::borrow::Borrow<Point>>(points: &[P]) -> Result<Vec<u8>, String> {
@@ -391,6 +395,7 @@ pub fn encode_block<P: std::borrow::Borrow<Point>>(points: &[P]) -> Result<Vec<u
     let kind = |s: &Sample| match s {
         Sample::Value(_) => KIND_VALUE,
         Sample::Set { .. } => KIND_SET,
+        Sample::Values { counts, .. } if counts.is_empty() => KIND_VALUES_ONES,
         Sample::Values { .. } => KIND_VALUES,
     };
     put_runs(&mut raw, points.iter().map(|p| kind(&p.borrow().sample)));
@@ -476,13 +481,18 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<Point>, String> {
             KIND_SET => 4,
             KIND_VALUES => {
                 let len = get_varint(&raw, pos)? as usize;
-                lengths.push(len);
+                lengths.push((len, true));
+                len
+            }
+            KIND_VALUES_ONES => {
+                let len = get_varint(&raw, pos)? as usize;
+                lengths.push((len, false));
                 len
             }
             other => return Err(format!("unknown sample kind {other}")),
         };
     }
-    let count_total: usize = lengths.iter().sum();
+    let count_total: usize = lengths.iter().filter(|(_, c)| *c).map(|(l, _)| l).sum();
     if float_count > raw.len() * 8 + 1 {
         return Err("implausible value count".into());
     }
@@ -506,14 +516,20 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<Point>, String> {
                 }
             }
             _ => {
-                let len = lengths[l];
+                let (len, with_counts) = lengths[l];
                 l += 1;
                 let s = Sample::Values {
                     values: floats[f..f + len].to_vec(),
-                    counts: counts[c..c + len].to_vec(),
+                    counts: if with_counts {
+                        counts[c..c + len].to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 };
                 f += len;
-                c += len;
+                if with_counts {
+                    c += len;
+                }
                 s
             }
         };
@@ -588,6 +604,10 @@ mod tests {
                     max
                 }
             ),
+            proptest::collection::vec(value.clone(), 0..5).prop_map(|values| Sample::Values {
+                values,
+                counts: Vec::new(),
+            }),
             proptest::collection::vec((value.clone(), 0.0..1e6f64), 0..5).prop_map(|vc| {
                 Sample::Values {
                     values: vc.iter().map(|p| p.0).collect(),

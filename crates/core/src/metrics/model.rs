@@ -121,7 +121,7 @@ pub enum Sample {
     Values {
         /// The values.
         values: Vec<f64>,
-        /// Their counts.
+        /// Their counts; empty when every count is 1 (`Counts` omitted).
         counts: Vec<f64>,
     },
 }
@@ -449,7 +449,8 @@ fn validate_datum(
                     )))
                 }
                 Some(counts) => counts,
-                None => vec![1.0; values.len()],
+                // Empty stands for "every count is 1": no vector of ones per datum.
+                None => Vec::new(),
             };
             for (k, v) in values.iter().enumerate() {
                 if !value_in_range(*v) {

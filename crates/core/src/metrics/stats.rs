@@ -235,6 +235,11 @@ impl Bucket {
     pub fn add(&mut self, sample: &Sample) {
         match sample {
             Sample::Value(v) => self.add_raw(*v, 1.0),
+            Sample::Values { values, counts } if counts.is_empty() => {
+                for v in values {
+                    self.add_raw(*v, 1.0);
+                }
+            }
             Sample::Values { values, counts } => {
                 for (v, c) in values.iter().zip(counts) {
                     self.add_raw(*v, *c);

@@ -8,8 +8,9 @@
 //! - version 2 (written): `u8 2 | str account | str region | ivarint received
 //!   ms | varint n | n × datum`, a datum being `str namespace | str name |
 //!   varint d | d × (str, str) | ivarint timestamp ms | u8 unit | u8
-//!   resolution | u8 kind | sample` with sample `f64` (value), `4 × f64` (set:
-//!   count, sum, min, max) or `varint m | m × f64 values | m × f64 counts`.
+//!   resolution | u8 kind | sample` with sample (by kind) 0: `f64` (value),
+//!   1: `4 × f64` (set: count, sum, min, max), 2: `varint m | m × f64 values |
+//!   m × f64 counts`, 3: `varint m | m × f64 values` (every count 1).
 //! - version 1 (read only): `u8 1 | JSON {"a", "r", "t", "d": [datum…]}`.
 //!
 //! # Segments (see [`super::segments`] for the bytes)
@@ -144,38 +145,75 @@ struct Series {
     data: SeriesData,
 }
 
+/// The series of one (account, region): in ListMetrics order, plus an index
+/// by identity so a put or a query finds its series without building the
+/// order key. The index may name series that are gone (retain on the map);
+/// such entries are ignored and replaced.
+#[derive(Default)]
+struct RegionSeries {
+    map: BTreeMap<ListKey, Series>,
+    ids: HashMap<MetricId, ListKey>,
+}
+
+impl std::ops::Deref for RegionSeries {
+    type Target = BTreeMap<ListKey, Series>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for RegionSeries {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl RegionSeries {
+    fn by_id(&self, metric: &MetricId) -> Option<&Series> {
+        self.ids.get(metric).and_then(|k| self.map.get(k))
+    }
+
+    /// The series of `metric`, created (last received at `received`) if new.
+    fn series_mut(&mut self, metric: &MetricId, received: Timestamp) -> &mut Series {
+        let known = self
+            .ids
+            .get(metric)
+            .is_some_and(|k| self.map.contains_key(k));
+        if !known {
+            let key = list_key(metric);
+            self.ids.insert(metric.clone(), key.clone());
+            self.map.entry(key).or_insert_with(|| Series {
+                metric: metric.clone(),
+                last_received: received,
+                data: SeriesData::default(),
+            });
+        }
+        match self.ids.get(metric).and_then(|k| self.map.get_mut(k)) {
+            Some(series) => series,
+            None => unreachable!("inserted above"),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Metrics {
-    by_region: HashMap<(String, String), BTreeMap<ListKey, Series>>,
+    by_region: HashMap<(String, String), RegionSeries>,
     marks: Watermarks,
 }
 
 impl Metrics {
     fn series(&mut self, account: &str, region: &str, metric: &MetricId) -> &mut Series {
-        let all = self
-            .by_region
+        self.by_region
             .entry((account.to_owned(), region.to_owned()))
-            .or_default();
-        all.entry(list_key(metric)).or_insert_with(|| Series {
-            metric: metric.clone(),
-            last_received: Timestamp::from_millis(i64::MIN),
-            data: SeriesData::default(),
-        })
+            .or_default()
+            .series_mut(metric, Timestamp::from_millis(i64::MIN))
     }
 
     fn apply(&mut self, seq: u64, entry: Entry) {
         let received = Timestamp::from_millis(entry.t);
         let all = self.by_region.entry((entry.a, entry.r)).or_default();
         for datum in entry.d {
-            let key = list_key(&datum.metric);
-            let s = match all.get_mut(&key) {
-                Some(s) => s,
-                None => all.entry(key).or_insert_with(|| Series {
-                    metric: datum.metric.clone(),
-                    last_received: received,
-                    data: SeriesData::default(),
-                }),
-            };
+            let s = all.series_mut(&datum.metric, received);
             s.last_received = s.last_received.max(received);
             let ValidatedDatum {
                 timestamp,
@@ -393,7 +431,7 @@ impl MetricStore {
         let Some(series) = metrics
             .by_region
             .get(&(account.to_owned(), region.to_owned()))
-            .and_then(|m| m.get(&list_key(&q.metric)))
+            .and_then(|m| m.by_id(&q.metric))
         else {
             return Ok(Vec::new());
         };
@@ -769,6 +807,8 @@ impl MetricStore {
                             && d.t2.is_empty()
                             && d.t3.is_empty())
                 });
+                let RegionSeries { map, ids } = all;
+                ids.retain(|_, key| map.contains_key(key));
             }
         }
         self.delete_objects(&expired).await;
@@ -1095,7 +1135,8 @@ fn encode(entry: &Entry) -> Vec<u8> {
                 }
             }
             Sample::Values { values, counts } => {
-                out.push(2);
+                // Kind 3: values whose counts are all 1, stored without them.
+                out.push(if counts.is_empty() { 3 } else { 2 });
                 put_varint(&mut out, values.len() as u64);
                 for v in values.iter().chain(counts) {
                     put_f64(&mut out, *v);
@@ -1152,7 +1193,7 @@ fn decode_v2(buf: &[u8]) -> Result<Entry, String> {
                 min: get_f64(buf, pos)?,
                 max: get_f64(buf, pos)?,
             },
-            2 => {
+            kind @ (2 | 3) => {
                 let m = get_varint(buf, pos)? as usize;
                 if m > buf.len() {
                     return Err("implausible value count".into());
@@ -1161,9 +1202,12 @@ fn decode_v2(buf: &[u8]) -> Result<Entry, String> {
                 for _ in 0..m {
                     values.push(get_f64(buf, pos)?);
                 }
-                let mut counts = Vec::with_capacity(m);
-                for _ in 0..m {
-                    counts.push(get_f64(buf, pos)?);
+                let mut counts = Vec::new();
+                if kind == 2 {
+                    counts.reserve(m);
+                    for _ in 0..m {
+                        counts.push(get_f64(buf, pos)?);
+                    }
                 }
                 Sample::Values { values, counts }
             }

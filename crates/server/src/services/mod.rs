@@ -17,6 +17,9 @@ mod resources;
 mod sts;
 mod tagging;
 
+#[cfg(test)]
+pub(crate) use cloudwatch::generic_put_request;
+pub(crate) use cloudwatch::{fast_put_request, put_metric_data_typed, put_parameters};
 pub(crate) use resources::resources_for;
 
 /// Per-request facts a handler may use.
