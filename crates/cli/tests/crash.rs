@@ -184,6 +184,40 @@ fn listed_metrics(addr: &str) -> BTreeSet<String> {
     }
 }
 
+/// (SampleCount, Sum) stored for metric `name` over the last hours.
+fn stored_points(addr: &str, name: &str) -> (f64, f64) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let end = now().secs() + 600;
+    let body = serde_json::json!({
+        "Namespace": "Crash",
+        "MetricName": name,
+        "StartTime": end - 7200,
+        "EndTime": end,
+        "Period": 60,
+        "Statistics": ["SampleCount", "Sum"],
+    });
+    let (status, answer) = call(
+        &mut stream,
+        addr,
+        "monitoring",
+        "GraniteServiceVersion20100801.GetMetricStatistics",
+        &body.to_string(),
+    )
+    .expect("get metric statistics");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let page: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    page["Datapoints"]
+        .as_array()
+        .expect("datapoints")
+        .iter()
+        .fold((0.0, 0.0), |(n, s), p| {
+            (
+                n + p["SampleCount"].as_f64().expect("count"),
+                s + p["Sum"].as_f64().expect("sum"),
+            )
+        })
+}
+
 fn count_files(dir: &Path, extension: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -269,6 +303,27 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
         let mut server = start(&data_dir);
         let present = recorded_names(&server.addr);
         let metrics = listed_metrics(&server.addr);
+        // Points, not only identities: each acknowledged datum is stored once,
+        // whether it came back from the WAL or from a segment.
+        let sample: Vec<String> = {
+            let acknowledged = acknowledged.lock().unwrap();
+            let odd: Vec<&String> = acknowledged.iter().filter(|n| odd_writer(n)).collect();
+            (0..odd.len().min(25))
+                .map(|_| odd[rng.gen_range(0..odd.len())].clone())
+                .collect()
+        };
+        for name in &sample {
+            let i: f64 = name
+                .rsplit('-')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .expect("index");
+            assert_eq!(
+                stored_points(&server.addr, name),
+                (1.0, i),
+                "cycle {cycle}: metric {name} lost or duplicated its datum"
+            );
+        }
         server.kill();
         let acknowledged = acknowledged.lock().unwrap();
         let sent = sent.lock().unwrap();
@@ -307,6 +362,10 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
         assert!(
             count_files(&data_dir.join("objects"), "parquet") > 0 || cycle < 2,
             "cycle {cycle}: no segment was ever flushed"
+        );
+        assert!(
+            count_files(&data_dir.join("objects"), "twm") > 0 || cycle < 2,
+            "cycle {cycle}: no metric segment was ever flushed"
         );
         eprintln!(
             "cycle {cycle}: {} sent, {} acknowledged, {} recorded",
