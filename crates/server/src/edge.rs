@@ -790,8 +790,13 @@ mod tests {
     #[test]
     fn real_client_bodies_take_the_fast_path() {
         use base64::Engine as _;
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/wire");
+        // As the golden suite: TRAILWATCH_FIXTURES, else the shared folder beside the clone.
+        let dir = std::env::var("TRAILWATCH_FIXTURES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../../shared/fixtures/wire")
+            });
         let body = |client: &str| {
             let path = dir
                 .join(client)
