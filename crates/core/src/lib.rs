@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod dashboards;
 pub mod identity;
+pub mod logs;
 pub mod metrics;
 pub mod tags;
 pub mod token;

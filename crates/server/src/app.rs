@@ -8,6 +8,7 @@ use std::time::Duration;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::identity::KeyRing;
+use trailwatch_core::logs::LogStore;
 use trailwatch_core::metrics::MetricStore;
 use trailwatch_core::tags::Tags;
 use trailwatch_core::token::TokenCodec;
@@ -66,6 +67,9 @@ pub enum StartError {
     /// The metric store could not be opened.
     #[error("open metric store: {0}")]
     Metrics(String),
+    /// The log store could not be opened.
+    #[error("open log store: {0}")]
+    Logs(String),
     /// The audit log could not be opened.
     #[error("open audit log: {0}")]
     Audit(#[from] trailwatch_core::audit::AuditError),
@@ -83,6 +87,8 @@ pub struct App {
     pub audit: AuditStore,
     /// CloudWatch metric data.
     pub metrics: MetricStore,
+    /// CloudWatch Logs groups, streams and events.
+    pub logs: LogStore,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
     /// Resource tags (in the catalog).
@@ -168,6 +174,14 @@ impl App {
         )
         .await
         .map_err(|e| StartError::Metrics(e.to_string()))?;
+        let logs = LogStore::open(
+            &config.data_dir.join("logs"),
+            audit.catalog(),
+            clock.clone(),
+            tokens.clone(),
+            config.audit.wal.clone(),
+        )
+        .map_err(|e| StartError::Logs(e.to_string()))?;
         let dashboards = Dashboards::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
         Ok(Arc::new(App {
@@ -176,6 +190,7 @@ impl App {
             keys,
             audit,
             metrics,
+            logs,
             dashboards,
             tags,
             tokens,
@@ -231,6 +246,9 @@ impl App {
         }
         if let Err(err) = self.metrics.shutdown().await {
             tracing::error!(error = %err, "failed to close the metrics log cleanly");
+        }
+        if let Err(err) = self.logs.shutdown().await {
+            tracing::error!(error = %err, "failed to close the logs WAL cleanly");
         }
         if let Err(err) = self.audit.shutdown().await {
             tracing::error!(error = %err, "failed to close the audit log cleanly");

@@ -13,6 +13,7 @@ use crate::generated::operations;
 mod cloudtrail;
 mod cloudwatch;
 mod dashboards;
+mod logs;
 mod resources;
 mod sts;
 mod tagging;
@@ -54,6 +55,9 @@ pub struct Outcome {
     /// A body sent as is instead of the protocol's envelope around `output`
     /// (GetMetricWidgetImage's `OutputFormat=image/png` over awsQuery).
     pub raw_body: Option<RawBody>,
+    /// Held until the record and `changes` are committed: a name check and
+    /// the creation it allowed are one step (CreateLogGroup).
+    pub hold: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// A response body that is not a protocol envelope.
@@ -149,6 +153,7 @@ pub async fn dispatch(
         (Service::CloudWatch, "ListTagsForResource") => {
             tagging::list_tags_for_resource(app, cx, input)
         }
+        (Service::Logs, _) if logs::implemented(op) => logs::dispatch(app, cx, op, input).await,
         _ => Err(ApiError::not_implemented(op)),
     }
 }

@@ -1,0 +1,1015 @@
+//! The log store (`spec/logs.md` §2–5): groups and streams live in the
+//! catalog, events in their own WAL and in memory.
+//!
+//! # Catalog layout (version 1)
+//! - `log_groups`, key `{account}:{region}:{group}`, JSON [`GroupRecord`];
+//! - `log_streams`, key `{account}:{region}:{group}:{stream}`, JSON
+//!   [`StreamRecord`]. Neither names nor account ids contain `:`, so a group's
+//!   streams are exactly the keys under `{account}:{region}:{group}:`, and the
+//!   catalog's byte order is the ASCII order DescribeLogGroups needs.
+//!
+//! Handlers get catalog changes, which the edge commits with the call's audit
+//! record; a name check and the commit of what it allowed run under
+//! [`LogStore::lock_names`], so two CreateLogGroup calls cannot both succeed.
+//!
+//! # WAL payload (version 1)
+//! `u8 1 | str stream id | ivarint ingestion ms | varint n | n × (ivarint
+//! timestamp ms, str message)`: one record per PutLogEvents, appended (and
+//! fsynced) before the answer. A stream id is fixed at CreateLogStream, so
+//! events of a deleted stream never reappear in a new one of the same name:
+//! recovery keeps only events of streams the catalog still has.
+//!
+//! # Invariants
+//! - Events of a stream are kept sorted by (timestamp, ingestion time, sequence);
+//!   the sequence is `wal seq × 16384 + index in the request`, so it and every
+//!   token and eventId built from it are stable across restarts.
+//! - Reads hide events older than the group's retention at read time (§2.4).
+//! - Today every event stays in memory and in the WAL; segments, compaction and
+//!   the purge of expired events come later (issue #4).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use trailwatch_storage::{Catalog, CatalogOp, Wal, WalOptions};
+use trailwatch_types::{Clock, Timestamp};
+
+use super::model::LogsError;
+use super::pattern::Pattern;
+use crate::metrics::codec::{get_ivarint, get_str, get_varint, put_ivarint, put_str, put_varint};
+use crate::token::{filters_hash, TokenCodec};
+
+const GROUPS: &str = "log_groups";
+const STREAMS: &str = "log_streams";
+const PAYLOAD_VERSION: u8 = 1;
+/// Bytes counted per event on top of its message (§4.2).
+pub const EVENT_OVERHEAD: usize = 26;
+/// Largest PutLogEvents batch, and the read page budget (§4.2, §5).
+pub const MAX_BATCH_BYTES: usize = 1_048_576;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+/// Largest timestamp a cursor holds (16 digits).
+const MAX_TS: i64 = 9_999_999_999_999_999;
+/// 2024-01-01T00:00:00Z: FilterLogEvents reads newest first only from here (§5.2).
+const NEWEST_FIRST_FROM_MS: i64 = 1_704_067_200_000;
+
+/// A stored log group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Format version.
+    pub v: u8,
+    /// Creation time, epoch ms.
+    pub created_ms: i64,
+    /// `retentionInDays`; `None` = never expire.
+    pub retention_days: Option<u32>,
+    /// `logGroupClass`.
+    pub class: String,
+    /// `kmsKeyId`, stored only.
+    pub kms_key_id: Option<String>,
+    /// `deletionProtectionEnabled`.
+    pub deletion_protection: bool,
+}
+
+impl GroupRecord {
+    /// Events older than this (ms) are expired at `now`.
+    pub fn cutoff(&self, now: Timestamp) -> i64 {
+        self.retention_days
+            .map_or(i64::MIN, |d| now.millis() - i64::from(d) * DAY_MS)
+    }
+}
+
+/// A stored log stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Format version.
+    pub v: u8,
+    /// Creation time, epoch ms.
+    pub created_ms: i64,
+    /// Identity of this incarnation of the stream (its events carry it).
+    pub id: String,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Event time, ms.
+    pub timestamp: i64,
+    /// Ingestion time, ms.
+    pub ingestion: i64,
+    /// Stable sequence (see the module invariants).
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<str>,
+}
+
+/// The sort key of an event.
+pub type Key = (i64, i64, u64);
+
+impl Event {
+    fn key(&self) -> Key {
+        (self.timestamp, self.ingestion, self.seq)
+    }
+}
+
+/// 56 digits: timestamp (16), ingestion time (16), sequence (24).
+pub fn key_digits(key: Key) -> String {
+    format!(
+        "{:016}{:016}{:024}",
+        key.0.clamp(0, MAX_TS),
+        key.1.clamp(0, MAX_TS),
+        key.2
+    )
+}
+
+fn parse_digits(digits: &str) -> Option<Key> {
+    if digits.len() != 56 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((
+        digits[..16].parse().ok()?,
+        digits[16..32].parse().ok()?,
+        digits[32..].parse().ok()?,
+    ))
+}
+
+#[derive(Debug, Default)]
+struct StreamEvents {
+    events: Vec<Event>,
+    last_ingestion: Option<i64>,
+}
+
+/// Statistics of a stream for DescribeLogStreams / DescribeLogGroups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Earliest visible event time.
+    pub first_event: Option<i64>,
+    /// Latest visible event time.
+    pub last_event: Option<i64>,
+    /// Latest ingestion.
+    pub last_ingestion: Option<i64>,
+    /// UTF-8 bytes of visible messages.
+    pub stored_bytes: u64,
+}
+
+/// What PutLogEvents rejected (§4.2), as exclusive/inclusive indexes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// `tooOldLogEventEndIndex`.
+    pub too_old_end: Option<usize>,
+    /// `expiredLogEventEndIndex`.
+    pub expired_end: Option<usize>,
+    /// `tooNewLogEventStartIndex`.
+    pub too_new_start: Option<usize>,
+}
+
+/// A GetLogEvents request (§5.1).
+#[derive(Debug, Clone, Default)]
+pub struct GetQuery {
+    /// Inclusive start.
+    pub start: Option<i64>,
+    /// Exclusive end.
+    pub end: Option<i64>,
+    /// `nextToken`.
+    pub token: Option<String>,
+    /// `limit`.
+    pub limit: Option<usize>,
+    /// `startFromHead`.
+    pub start_from_head: bool,
+}
+
+/// One GetLogEvents page.
+#[derive(Debug, Clone)]
+pub struct GetPage {
+    /// Events, ascending.
+    pub events: Vec<Event>,
+    /// `nextForwardToken`.
+    pub forward: String,
+    /// `nextBackwardToken`.
+    pub backward: String,
+}
+
+/// A FilterLogEvents request (§5.2).
+#[derive(Debug, Clone, Default)]
+pub struct FilterQuery {
+    /// Streams searched, by name (already resolved to ids by the caller).
+    pub streams: Vec<(String, String)>,
+    /// Inclusive start.
+    pub start: Option<i64>,
+    /// Inclusive end.
+    pub end: Option<i64>,
+    /// Raw `filterPattern`.
+    pub pattern: String,
+    /// `limit`.
+    pub limit: Option<usize>,
+    /// `startFromHead`.
+    pub start_from_head: bool,
+    /// `nextToken`.
+    pub token: Option<String>,
+    /// What the token is bound to (group, stream selection, range, pattern).
+    pub fingerprint: String,
+}
+
+/// One FilterLogEvents page: (stream name, event) pairs and the next token.
+#[derive(Debug, Clone)]
+pub struct FilterPage {
+    /// Matching events in order.
+    pub events: Vec<(String, Event)>,
+    /// Present while more events may exist.
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FilterCursor {
+    k: (i64, i64, u64),
+    forward: bool,
+}
+
+/// Log groups, streams and events.
+pub struct LogStore {
+    catalog: Arc<dyn Catalog>,
+    wal: Wal,
+    streams: RwLock<HashMap<String, StreamEvents>>,
+    clock: Arc<dyn Clock>,
+    tokens: TokenCodec,
+    names: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> LogsError {
+    LogsError::Storage(e.to_string())
+}
+
+fn group_key(account: &str, region: &str, group: &str) -> String {
+    format!("{account}:{region}:{group}")
+}
+
+fn stream_key(account: &str, region: &str, group: &str, stream: &str) -> String {
+    format!("{account}:{region}:{group}:{stream}")
+}
+
+impl LogStore {
+    /// Opens the store: WAL in `dir`, metadata in `catalog`; replays the WAL.
+    pub fn open(
+        dir: &Path,
+        catalog: Arc<dyn Catalog>,
+        clock: Arc<dyn Clock>,
+        tokens: TokenCodec,
+        options: WalOptions,
+    ) -> Result<Self, LogsError> {
+        let (wal, recovery) = Wal::open(&dir.join("wal"), options).map_err(storage)?;
+        if let Some(torn) = &recovery.torn_tail {
+            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes_dropped = torn.bytes_dropped, "recovered logs WAL with a torn tail cut");
+        }
+        let live: std::collections::HashSet<String> = catalog
+            .list(STREAMS, "")
+            .map_err(storage)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<StreamRecord>(&v).ok())
+            .map(|s| s.id)
+            .collect();
+        let mut streams: HashMap<String, StreamEvents> = HashMap::new();
+        for (seq, payload) in &recovery.records {
+            let (id, ingestion, events) = decode(payload)
+                .map_err(|m| LogsError::Storage(format!("logs WAL record {seq}: {m}")))?;
+            if live.contains(&id) {
+                apply(streams.entry(id).or_default(), *seq, ingestion, events);
+            }
+        }
+        tracing::info!(records = recovery.records.len(), "logs recovered");
+        Ok(Self {
+            catalog,
+            wal,
+            streams: RwLock::new(streams),
+            clock,
+            tokens,
+            names: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Held from a name check until the changes it allowed are committed.
+    pub async fn lock_names(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.names.clone().lock_owned().await
+    }
+
+    /// Flushes and closes the WAL.
+    pub async fn shutdown(&self) -> Result<(), LogsError> {
+        self.wal.shutdown().await.map_err(storage)
+    }
+
+    /// The group `name`, if it exists.
+    pub fn group(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<GroupRecord>, LogsError> {
+        self.catalog
+            .get(GROUPS, &group_key(account, region, name))
+            .map_err(storage)?
+            .map(|v| serde_json::from_slice(&v).map_err(storage))
+            .transpose()
+    }
+
+    /// Every group of (account, region) in name order.
+    pub fn groups(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<(String, GroupRecord)>, LogsError> {
+        let prefix = format!("{account}:{region}:");
+        self.catalog
+            .list(GROUPS, &prefix)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(k, v)| {
+                let name = k[prefix.len()..].to_owned();
+                serde_json::from_slice(&v)
+                    .map(|g| (name, g))
+                    .map_err(storage)
+            })
+            .collect()
+    }
+
+    /// Changes that create group `name`.
+    pub fn create_group_changes(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+        record: &GroupRecord,
+    ) -> Result<Vec<CatalogOp>, LogsError> {
+        Ok(vec![CatalogOp::put(
+            GROUPS,
+            group_key(account, region, name),
+            serde_json::to_vec(record).map_err(storage)?,
+        )])
+    }
+
+    /// Changes that replace group `name`'s record (retention, protection).
+    pub fn update_group_changes(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+        record: &GroupRecord,
+    ) -> Result<Vec<CatalogOp>, LogsError> {
+        self.create_group_changes(account, region, name, record)
+    }
+
+    /// Changes that delete group `name` and its streams.
+    pub fn delete_group_changes(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Vec<CatalogOp>, LogsError> {
+        let mut ops = vec![CatalogOp::delete(GROUPS, group_key(account, region, name))];
+        for (stream, _) in self.streams_of(account, region, name)? {
+            ops.push(CatalogOp::delete(
+                STREAMS,
+                stream_key(account, region, name, &stream),
+            ));
+        }
+        Ok(ops)
+    }
+
+    /// The stream `name` of `group`, if it exists.
+    pub fn stream(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Option<StreamRecord>, LogsError> {
+        self.catalog
+            .get(STREAMS, &stream_key(account, region, group, name))
+            .map_err(storage)?
+            .map(|v| serde_json::from_slice(&v).map_err(storage))
+            .transpose()
+    }
+
+    /// Every stream of `group` in name order.
+    pub fn streams_of(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+    ) -> Result<Vec<(String, StreamRecord)>, LogsError> {
+        let prefix = format!("{account}:{region}:{group}:");
+        self.catalog
+            .list(STREAMS, &prefix)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(k, v)| {
+                let name = k[prefix.len()..].to_owned();
+                serde_json::from_slice(&v)
+                    .map(|s| (name, s))
+                    .map_err(storage)
+            })
+            .collect()
+    }
+
+    /// Changes that create stream `name` in `group`.
+    pub fn create_stream_changes(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Vec<CatalogOp>, LogsError> {
+        let record = StreamRecord {
+            v: 1,
+            created_ms: self.clock.now().millis(),
+            id: uuid::Uuid::new_v4().to_string(),
+        };
+        Ok(vec![CatalogOp::put(
+            STREAMS,
+            stream_key(account, region, group, name),
+            serde_json::to_vec(&record).map_err(storage)?,
+        )])
+    }
+
+    /// Changes that delete stream `name` of `group`.
+    pub fn delete_stream_changes(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        name: &str,
+    ) -> Vec<CatalogOp> {
+        vec![CatalogOp::delete(
+            STREAMS,
+            stream_key(account, region, group, name),
+        )]
+    }
+
+    /// Visible statistics of stream `id` under `cutoff`.
+    pub fn stream_stats(&self, id: &str, cutoff: i64) -> StreamStats {
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = streams.get(id) else {
+            return StreamStats::default();
+        };
+        let from = s.events.partition_point(|e| e.timestamp < cutoff);
+        let visible = &s.events[from..];
+        StreamStats {
+            first_event: visible.first().map(|e| e.timestamp),
+            last_event: visible.last().map(|e| e.timestamp),
+            last_ingestion: s.last_ingestion,
+            stored_bytes: visible.iter().map(|e| e.message.len() as u64).sum(),
+        }
+    }
+
+    /// PutLogEvents (§4.2) after the shape checks: `events` are (timestamp,
+    /// message) in request order, for a stream that exists.
+    pub async fn put_events(
+        &self,
+        group: &GroupRecord,
+        stream: &StreamRecord,
+        events: Vec<(i64, String)>,
+    ) -> Result<Rejected, LogsError> {
+        let now = self.clock.now();
+        let batch: usize = events.iter().map(|(_, m)| m.len() + EVENT_OVERHEAD).sum();
+        if batch > MAX_BATCH_BYTES {
+            return Err(LogsError::InvalidParameter(format!(
+                "Upload too large: {batch} bytes exceeds limit of {MAX_BATCH_BYTES}"
+            )));
+        }
+        if events.windows(2).any(|w| w[1].0 < w[0].0) {
+            return Err(LogsError::InvalidParameter(
+                "Log events in a single PutLogEvents request must be in chronological order."
+                    .to_owned(),
+            ));
+        }
+        let now_ms = now.millis();
+        let too_old = |t: i64| t < now_ms - 14 * DAY_MS;
+        let expired = |t: i64| t < group.cutoff(now);
+        let too_new = |t: i64| t > now_ms + 2 * HOUR_MS;
+        let count = |f: &dyn Fn(i64) -> bool| events.iter().take_while(|(t, _)| f(*t)).count();
+        let old_end = count(&too_old);
+        let expired_end = count(&expired);
+        let new_start = events.iter().position(|(t, _)| too_new(*t));
+        let valid_end = new_start.unwrap_or(events.len());
+        let first_valid = old_end.max(expired_end);
+        let valid = if first_valid < valid_end {
+            &events[first_valid..valid_end]
+        } else {
+            &[][..]
+        };
+        if let (Some(first), Some(last)) = (valid.first(), valid.last()) {
+            if last.0 - first.0 > DAY_MS {
+                return Err(LogsError::InvalidParameter(
+                    "The batch of log events in a single PutLogEvents request cannot span more than 24 hours."
+                        .to_owned(),
+                ));
+            }
+        }
+        let rejected = Rejected {
+            too_old_end: (old_end > 0).then_some(old_end),
+            expired_end: (expired_end > 0).then_some(expired_end),
+            too_new_start: new_start,
+        };
+        if valid.is_empty() {
+            return Ok(rejected);
+        }
+        let valid: Vec<(i64, String)> = valid.to_vec();
+        let payload = encode(&stream.id, now_ms, &valid);
+        let seq = self.wal.append(payload).await.map_err(storage)?;
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        apply(
+            streams.entry(stream.id.clone()).or_default(),
+            seq,
+            now_ms,
+            valid,
+        );
+        Ok(rejected)
+    }
+
+    /// GetLogEvents (§5.1) on stream `id`.
+    pub fn get_events(&self, id: &str, cutoff: i64, q: &GetQuery) -> Result<GetPage, LogsError> {
+        let invalid = || LogsError::InvalidParameter("The specified nextToken is invalid.".into());
+        let token = match &q.token {
+            Some(t) => {
+                let (dir, rest) = t.split_once('/').ok_or_else(invalid)?;
+                let digits = rest.strip_suffix("/s").ok_or_else(invalid)?;
+                let key = parse_digits(digits).ok_or_else(invalid)?;
+                match dir {
+                    "f" => Some((true, key)),
+                    "b" => Some((false, key)),
+                    _ => return Err(invalid()),
+                }
+            }
+            None => None,
+        };
+        let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
+        let start = q.start.unwrap_or(0).max(cutoff);
+        let end = q.end.unwrap_or(MAX_TS);
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        let all: &[Event] = streams.get(id).map_or(&[], |s| &s.events);
+        let lo = all.partition_point(|e| e.timestamp < start);
+        let hi = all.partition_point(|e| e.timestamp < end).max(lo);
+        let range = &all[lo..hi];
+        let forward = token.map_or(q.start_from_head, |(f, _)| f);
+        let page: Vec<Event> = if forward {
+            let from = match token {
+                Some((_, k)) => range.partition_point(|e| e.key() <= k),
+                None => 0,
+            };
+            take_budget(range[from..].iter(), limit)
+        } else {
+            let to = match token {
+                Some((_, k)) => range.partition_point(|e| e.key() < k),
+                None => range.len(),
+            };
+            let mut page = take_budget(range[..to].iter().rev(), limit);
+            page.reverse();
+            page
+        };
+        let (next_forward, next_backward) = match (page.first(), page.last()) {
+            (Some(first), Some(last)) => (
+                format!("f/{}/s", key_digits(last.key())),
+                format!("b/{}/s", key_digits(first.key())),
+            ),
+            _ => match (token, &q.token) {
+                // The end-of-stream quirk: the caller's own token comes back.
+                (Some((true, k)), Some(sent)) => (
+                    sent.clone(),
+                    format!("b/{}/s", key_digits((k.0, k.1, k.2.saturating_add(1)))),
+                ),
+                (Some((false, k)), Some(sent)) => (format!("f/{}/s", key_digits(k)), sent.clone()),
+                _ => (
+                    format!("f/{}/s", key_digits((start, 0, 0))),
+                    format!("b/{}/s", key_digits((end, 0, 0))),
+                ),
+            },
+        };
+        Ok(GetPage {
+            events: page,
+            forward: next_forward,
+            backward: next_backward,
+        })
+    }
+
+    /// FilterLogEvents (§5.2) over `q.streams`.
+    pub fn filter_events(&self, cutoff: i64, q: &FilterQuery) -> Result<FilterPage, LogsError> {
+        let now = self.clock.now();
+        let pattern = Pattern::parse(&q.pattern)?;
+        let filters = filters_hash(&["FilterLogEvents", &q.fingerprint]);
+        let cursor: Option<FilterCursor> =
+            match &q.token {
+                Some(t) => Some(self.tokens.open(t, &filters, now, 24 * 3600).ok_or_else(
+                    || LogsError::InvalidParameter("The specified nextToken is invalid.".into()),
+                )?),
+                None => None,
+            };
+        let forward = cursor.as_ref().map_or(q.start_from_head, |c| c.forward);
+        if !forward && cursor.is_none() && q.start.unwrap_or(0) < NEWEST_FIRST_FROM_MS {
+            return Err(LogsError::InvalidParameter(
+                "startFromHead=false requires a startTime on or after 2024-01-01T00:00:00Z."
+                    .to_owned(),
+            ));
+        }
+        let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
+        let start = q.start.unwrap_or(0).max(cutoff);
+        let end = q.end.unwrap_or(MAX_TS);
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        let mut matched: Vec<(&str, &Event)> = Vec::new();
+        for (name, id) in &q.streams {
+            let Some(s) = streams.get(id) else {
+                continue;
+            };
+            let lo = s.events.partition_point(|e| e.timestamp < start);
+            let hi = s.events.partition_point(|e| e.timestamp <= end).max(lo);
+            matched.extend(
+                s.events[lo..hi]
+                    .iter()
+                    .filter(|e| pattern.matches(&e.message))
+                    .map(|e| (name.as_str(), e)),
+            );
+        }
+        matched.sort_by_key(|(_, e)| e.key());
+        if !forward {
+            matched.reverse();
+        }
+        let skip = match &cursor {
+            Some(c) if forward => matched.partition_point(|(_, e)| e.key() <= c.k),
+            Some(c) => matched.partition_point(|(_, e)| e.key() >= c.k),
+            None => 0,
+        };
+        let rest = &matched[skip..];
+        let mut budget = MAX_BATCH_BYTES;
+        let mut page = Vec::new();
+        for (name, e) in rest.iter().take(limit) {
+            let size = e.message.len() + EVENT_OVERHEAD;
+            if size > budget && !page.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            page.push(((*name).to_owned(), (*e).clone()));
+        }
+        let next_token = (page.len() < rest.len()).then(|| {
+            let last = page.last().map_or((0, 0, 0), |(_, e)| e.key());
+            self.tokens
+                .issue(&filters, &FilterCursor { k: last, forward }, now)
+        });
+        Ok(FilterPage {
+            events: page,
+            next_token,
+        })
+    }
+}
+
+/// Takes events in order while they fit `limit` and the 1 MB page budget.
+fn take_budget<'a>(events: impl Iterator<Item = &'a Event>, limit: usize) -> Vec<Event> {
+    let mut budget = MAX_BATCH_BYTES;
+    let mut out = Vec::new();
+    for e in events.take(limit) {
+        let size = e.message.len() + EVENT_OVERHEAD;
+        if size > budget && !out.is_empty() {
+            break;
+        }
+        budget = budget.saturating_sub(size);
+        out.push(e.clone());
+    }
+    out
+}
+
+fn apply(stream: &mut StreamEvents, seq: u64, ingestion: i64, events: Vec<(i64, String)>) {
+    stream.last_ingestion = Some(
+        stream
+            .last_ingestion
+            .map_or(ingestion, |l| l.max(ingestion)),
+    );
+    for (i, (timestamp, message)) in events.into_iter().enumerate() {
+        let event = Event {
+            timestamp,
+            ingestion,
+            seq: seq * 16_384 + i as u64,
+            message: Arc::from(message),
+        };
+        let key = event.key();
+        // Mostly appends; late events go to their place.
+        let at = if stream.events.last().is_none_or(|l| l.key() <= key) {
+            stream.events.len()
+        } else {
+            stream.events.partition_point(|e| e.key() <= key)
+        };
+        stream.events.insert(at, event);
+    }
+}
+
+fn encode(stream_id: &str, ingestion: i64, events: &[(i64, String)]) -> Vec<u8> {
+    let size: usize = events.iter().map(|(_, m)| m.len() + 12).sum();
+    let mut out = Vec::with_capacity(size + 64);
+    out.push(PAYLOAD_VERSION);
+    put_str(&mut out, stream_id);
+    put_ivarint(&mut out, ingestion);
+    put_varint(&mut out, events.len() as u64);
+    for (t, m) in events {
+        put_ivarint(&mut out, *t);
+        put_str(&mut out, m);
+    }
+    out
+}
+
+type Decoded = (String, i64, Vec<(i64, String)>);
+
+fn decode(payload: &[u8]) -> Result<Decoded, String> {
+    let Some((&PAYLOAD_VERSION, body)) = payload.split_first() else {
+        return Err("unknown logs payload version".into());
+    };
+    let pos = &mut 0;
+    let id = get_str(body, pos)?;
+    let ingestion = get_ivarint(body, pos)?;
+    let n = get_varint(body, pos)? as usize;
+    let mut events = Vec::with_capacity(n.min(10_000));
+    for _ in 0..n {
+        events.push((get_ivarint(body, pos)?, get_str(body, pos)?));
+    }
+    Ok((id, ingestion, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailwatch_storage::SqliteCatalog;
+    use trailwatch_types::ManualClock;
+
+    const NOW: i64 = 1_718_452_800_000; // 2024-06-15T12:00:00Z
+
+    fn open(dir: &Path, clock: Arc<ManualClock>) -> LogStore {
+        let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.db")).unwrap());
+        LogStore::open(
+            &dir.join("logs"),
+            catalog,
+            clock,
+            TokenCodec::new(b"k".to_vec()),
+            WalOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn group(retention: Option<u32>) -> GroupRecord {
+        GroupRecord {
+            v: 1,
+            created_ms: NOW,
+            retention_days: retention,
+            class: "STANDARD".into(),
+            kms_key_id: None,
+            deletion_protection: false,
+        }
+    }
+
+    fn stream(store: &LogStore, name: &str) -> StreamRecord {
+        let ops = store
+            .create_stream_changes("123456789012", "us-east-1", "g", name)
+            .unwrap();
+        store.catalog.commit(&ops).unwrap();
+        store
+            .stream("123456789012", "us-east-1", "g", name)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The rejection example of §4.2 and its two 400 variants.
+    #[tokio::test]
+    async fn put_classifies_like_the_spec_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+        let store = open(dir.path(), clock);
+        let s = stream(&store, "s");
+        let g = group(Some(7));
+        let batch = vec![
+            (NOW - 20 * DAY_MS, "a".to_owned()),
+            (NOW - 10 * DAY_MS, "b".to_owned()),
+            (NOW - HOUR_MS, "c".to_owned()),
+            (NOW, "d".to_owned()),
+            (NOW + 3 * HOUR_MS, "e".to_owned()),
+        ];
+        let rejected = store.put_events(&g, &s, batch.clone()).await.unwrap();
+        assert_eq!(
+            rejected,
+            Rejected {
+                too_old_end: Some(1),
+                expired_end: Some(2),
+                too_new_start: Some(4)
+            }
+        );
+        let page = store
+            .get_events(
+                &s.id,
+                g.cutoff(Timestamp::from_millis(NOW)),
+                &GetQuery {
+                    start_from_head: true,
+                    ..GetQuery::default()
+                },
+            )
+            .unwrap();
+        let stored: Vec<&str> = page.events.iter().map(|e| &*e.message).collect();
+        assert_eq!(stored, ["c", "d"]);
+        let mut unordered = batch.clone();
+        unordered[3].0 = NOW - 30 * HOUR_MS;
+        assert!(store
+            .put_events(&g, &s, unordered)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("chronological"));
+        let span = vec![(NOW - 25 * HOUR_MS, "x".to_owned()), (NOW, "y".to_owned())];
+        assert!(store
+            .put_events(&g, &s, span)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("24 hours"));
+        // 1,048,576 bytes with the 26-byte overhead fits; one more does not.
+        let exact = vec![(NOW, "x".repeat(MAX_BATCH_BYTES - EVENT_OVERHEAD))];
+        store.put_events(&group(None), &s, exact).await.unwrap();
+        let over = vec![(NOW, "x".repeat(MAX_BATCH_BYTES - EVENT_OVERHEAD + 1))];
+        assert_eq!(
+            store
+                .put_events(&group(None), &s, over)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "Upload too large: 1048577 bytes exceeds limit of 1048576"
+        );
+    }
+
+    /// The token walk of §5.1, the echoed tokens, and a restart in between.
+    #[tokio::test]
+    async fn get_events_token_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+        let store = open(dir.path(), clock.clone());
+        let s = stream(&store, "s");
+        let g = group(None);
+        let t = |k: i64| NOW - 3_600_000 + k * 1000;
+        store
+            .put_events(
+                &g,
+                &s,
+                vec![
+                    (t(1), "e1".into()),
+                    (t(2), "e2".into()),
+                    (t(3), "e3".into()),
+                ],
+            )
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+        drop(store);
+        let store = open(dir.path(), clock);
+        let get = |q: GetQuery| store.get_events(&s.id, i64::MIN, &q).unwrap();
+        let names = |p: &GetPage| {
+            p.events
+                .iter()
+                .map(|e| e.message.to_string())
+                .collect::<Vec<_>>()
+        };
+        let p1 = get(GetQuery {
+            start_from_head: true,
+            limit: Some(2),
+            ..GetQuery::default()
+        });
+        assert_eq!(names(&p1), ["e1", "e2"]);
+        let p2 = get(GetQuery {
+            token: Some(p1.forward.clone()),
+            limit: Some(2),
+            ..GetQuery::default()
+        });
+        assert_eq!(names(&p2), ["e3"]);
+        let p3 = get(GetQuery {
+            token: Some(p2.forward.clone()),
+            ..GetQuery::default()
+        });
+        assert!(p3.events.is_empty());
+        assert_eq!(p3.forward, p2.forward);
+        let tail = get(GetQuery {
+            limit: Some(2),
+            ..GetQuery::default()
+        });
+        assert_eq!(names(&tail), ["e2", "e3"]);
+        let back = get(GetQuery {
+            token: Some(tail.backward.clone()),
+            limit: Some(2),
+            ..GetQuery::default()
+        });
+        assert_eq!(names(&back), ["e1"]);
+        assert_eq!(back.backward, p1.backward);
+        let start = get(GetQuery {
+            token: Some(back.backward.clone()),
+            ..GetQuery::default()
+        });
+        assert!(start.events.is_empty());
+        assert_eq!(start.backward, back.backward);
+        let ranged = get(GetQuery {
+            start: Some(t(2)),
+            end: Some(t(3)),
+            start_from_head: true,
+            ..GetQuery::default()
+        });
+        assert_eq!(names(&ranged), ["e2"]);
+        assert!(store
+            .get_events(
+                &s.id,
+                i64::MIN,
+                &GetQuery {
+                    token: Some("f/12/s".into()),
+                    ..GetQuery::default()
+                }
+            )
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn filter_across_streams_in_order_with_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+        let store = open(dir.path(), clock);
+        let (a, b) = (stream(&store, "a"), stream(&store, "b"));
+        let g = group(None);
+        store
+            .put_events(
+                &g,
+                &a,
+                vec![
+                    (NOW - 3000, "ERROR disk full".into()),
+                    (NOW - 2000, "INFO ok".into()),
+                ],
+            )
+            .await
+            .unwrap();
+        store
+            .put_events(&g, &b, vec![(NOW - 1000, "ERROR net".into())])
+            .await
+            .unwrap();
+        let q = FilterQuery {
+            streams: vec![("a".into(), a.id.clone()), ("b".into(), b.id.clone())],
+            pattern: "ERROR".into(),
+            limit: Some(1),
+            start_from_head: true,
+            fingerprint: "g".into(),
+            ..FilterQuery::default()
+        };
+        let first = store.filter_events(i64::MIN, &q).unwrap();
+        assert_eq!(first.events[0].1.message.as_ref(), "ERROR disk full");
+        let second = store
+            .filter_events(
+                i64::MIN,
+                &FilterQuery {
+                    token: first.next_token.clone(),
+                    ..q.clone()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                second.events[0].0.as_str(),
+                second.events[0].1.message.as_ref()
+            ),
+            ("b", "ERROR net")
+        );
+        assert!(second.next_token.is_none());
+        // Inclusive end.
+        let upto = store
+            .filter_events(
+                i64::MIN,
+                &FilterQuery {
+                    end: Some(NOW - 2000),
+                    pattern: String::new(),
+                    limit: None,
+                    ..q.clone()
+                },
+            )
+            .unwrap();
+        assert_eq!(upto.events.len(), 2);
+        // Newest first only from 2024-01-01.
+        assert!(store
+            .filter_events(
+                i64::MIN,
+                &FilterQuery {
+                    start_from_head: false,
+                    ..q.clone()
+                }
+            )
+            .is_err());
+        let newest = store
+            .filter_events(
+                i64::MIN,
+                &FilterQuery {
+                    start_from_head: false,
+                    start: Some(NEWEST_FIRST_FROM_MS),
+                    limit: None,
+                    ..q
+                },
+            )
+            .unwrap();
+        assert_eq!(newest.events[0].1.message.as_ref(), "ERROR net");
+    }
+}

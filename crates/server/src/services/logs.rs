@@ -1,0 +1,735 @@
+//! CloudWatch Logs operations (`spec/logs.md` §2–5): log groups, streams,
+//! retention, PutLogEvents, GetLogEvents and FilterLogEvents. Group and
+//! stream changes commit with the call's audit record; events are durable in
+//! the log store's WAL before PutLogEvents answers.
+
+use trailwatch_core::logs::model::{
+    constraint, group_arn, group_from_identifier, stream_arn, validate_group_name,
+    validate_retention, validate_stream_name, GROUP_CLASSES,
+};
+use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord};
+use trailwatch_core::logs::LogsError;
+use trailwatch_core::tags::Tags;
+use trailwatch_core::token::filters_hash;
+use trailwatch_protocol::{ApiError, Value};
+
+use super::{CallContext, Outcome};
+use crate::app::App;
+
+const OPERATIONS: [&str; 11] = [
+    "CreateLogGroup",
+    "DeleteLogGroup",
+    "DescribeLogGroups",
+    "PutRetentionPolicy",
+    "DeleteRetentionPolicy",
+    "CreateLogStream",
+    "DeleteLogStream",
+    "DescribeLogStreams",
+    "PutLogEvents",
+    "GetLogEvents",
+    "FilterLogEvents",
+];
+
+/// Whether `op` is served here.
+pub(super) fn implemented(op: &str) -> bool {
+    OPERATIONS.contains(&op)
+}
+
+pub(super) async fn dispatch(
+    app: &App,
+    cx: &CallContext<'_>,
+    op: &str,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let result = match op {
+        "CreateLogGroup" => create_log_group(app, cx, input).await,
+        "DeleteLogGroup" => delete_log_group(app, cx, input).await,
+        "DescribeLogGroups" => describe_log_groups(app, cx, input),
+        "PutRetentionPolicy" => retention(app, cx, input, true).await,
+        "DeleteRetentionPolicy" => retention(app, cx, input, false).await,
+        "CreateLogStream" => create_log_stream(app, cx, input).await,
+        "DeleteLogStream" => delete_log_stream(app, cx, input).await,
+        "DescribeLogStreams" => describe_log_streams(app, cx, input),
+        "PutLogEvents" => put_log_events(app, cx, input).await,
+        "GetLogEvents" => get_log_events(app, cx, input),
+        _ => filter_log_events(app, cx, input),
+    };
+    result.map_err(map_error)
+}
+
+fn map_error(err: LogsError) -> ApiError {
+    match &err {
+        LogsError::Storage(m) => {
+            tracing::error!(error = %m, "logs storage failed");
+            ApiError::new(
+                "ServiceUnavailableException",
+                500,
+                "The service is unavailable.",
+            )
+        }
+        other => ApiError::new(other.code(), 400, other.to_string()),
+    }
+}
+
+fn text(input: &Value, name: &str) -> Option<String> {
+    input.get(name).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn required(input: &Value, name: &str) -> Result<String, LogsError> {
+    text(input, name).ok_or_else(|| {
+        LogsError::InvalidParameter(format!(
+            "1 validation error detected: Value null at '{name}' failed to satisfy constraint: Member must not be null"
+        ))
+    })
+}
+
+fn int(input: &Value, name: &str) -> Result<Option<i64>, LogsError> {
+    match input.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            LogsError::InvalidParameter(format!("The value for parameter {name} is invalid."))
+        }),
+    }
+}
+
+fn limit(input: &Value, max: i64) -> Result<Option<usize>, LogsError> {
+    match int(input, "limit")? {
+        None => Ok(None),
+        Some(n) if (1..=max).contains(&n) => Ok(Some(n as usize)),
+        Some(n) => Err(constraint(
+            &n.to_string(),
+            "limit",
+            &format!(
+                "Member must have value {} {}",
+                if n < 1 {
+                    "greater than or equal to"
+                } else {
+                    "less than or equal to"
+                },
+                if n < 1 { 1 } else { max }
+            ),
+        )),
+    }
+}
+
+/// The group named by `logGroupName` xor `logGroupIdentifier`.
+fn group_name(input: &Value, identifier_allowed: bool) -> Result<String, LogsError> {
+    let name = text(input, "logGroupName");
+    let identifier = if identifier_allowed {
+        text(input, "logGroupIdentifier")
+    } else {
+        None
+    };
+    match (name, identifier) {
+        (Some(n), None) => Ok(n),
+        (None, Some(i)) => group_from_identifier(&i),
+        (Some(_), Some(_)) => Err(LogsError::InvalidParameter(
+            "LogGroup name and LogGroup ARN are mutually exclusive parameters.".to_owned(),
+        )),
+        (None, None) if identifier_allowed => Err(LogsError::InvalidParameter(
+            "Should provide either name or ARN of a log group.".to_owned(),
+        )),
+        (None, None) => required(input, "logGroupName"),
+    }
+}
+
+fn existing_group(app: &App, cx: &CallContext<'_>, name: &str) -> Result<GroupRecord, LogsError> {
+    app.logs
+        .group(&cx.principal.account_id, cx.region, name)?
+        .ok_or_else(LogsError::group_not_found)
+}
+
+async fn create_log_group(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let name = required(input, "logGroupName")?;
+    validate_group_name(&name, "logGroupName")?;
+    if name.starts_with("aws/") {
+        return Err(LogsError::InvalidParameter(
+            "Log group names starting with aws/ are reserved.".to_owned(),
+        ));
+    }
+    let class = text(input, "logGroupClass").unwrap_or_else(|| "STANDARD".to_owned());
+    if !GROUP_CLASSES.contains(&class.as_str()) {
+        return Err(constraint(
+            &class,
+            "logGroupClass",
+            &format!(
+                "Member must satisfy enum value set: [{}]",
+                GROUP_CLASSES.join(", ")
+            ),
+        ));
+    }
+    let tags: Vec<(String, String)> = input
+        .get("tags")
+        .map(|t| {
+            t.members()
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if tags.len() > 50 {
+        return Err(LogsError::InvalidParameter(
+            "1 validation error detected: Value at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50".to_owned(),
+        ));
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    if app.logs.group(account, region, &name)?.is_some() {
+        return Err(LogsError::AlreadyExists(
+            "The specified log group already exists".to_owned(),
+        ));
+    }
+    let record = GroupRecord {
+        v: 1,
+        created_ms: cx.now.millis(),
+        retention_days: None,
+        class,
+        kms_key_id: text(input, "kmsKeyId"),
+        deletion_protection: input
+            .get("deletionProtectionEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    let mut changes = app
+        .logs
+        .create_group_changes(account, region, &name, &record)?;
+    if !tags.is_empty() {
+        changes.extend(Tags::create_changes(
+            &group_arn(region, account, &name),
+            &tags,
+        ));
+    }
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+async fn delete_log_group(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let name = required(input, "logGroupName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    let group = existing_group(app, cx, &name)?;
+    if group.deletion_protection {
+        return Err(LogsError::Validation(format!(
+            "Log group {name} has deletion protection enabled."
+        )));
+    }
+    let mut changes = app.logs.delete_group_changes(account, region, &name)?;
+    changes.extend(Tags::delete_changes(&group_arn(region, account, &name)));
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+async fn retention(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    put: bool,
+) -> Result<Outcome, LogsError> {
+    let name = required(input, "logGroupName")?;
+    let days = if put {
+        let days = int(input, "retentionInDays")?.ok_or_else(|| {
+            LogsError::InvalidParameter(
+                "1 validation error detected: Value null at 'retentionInDays' failed to satisfy constraint: Member must not be null".to_owned(),
+            )
+        })?;
+        Some(validate_retention(days)?)
+    } else {
+        None
+    };
+    let hold = app.logs.lock_names().await;
+    let mut group = existing_group(app, cx, &name)?;
+    group.retention_days = days;
+    let changes =
+        app.logs
+            .update_group_changes(&cx.principal.account_id, cx.region, &name, &group)?;
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn page_token(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    filters: &str,
+) -> Result<usize, LogsError> {
+    match text(input, "nextToken") {
+        None => Ok(0),
+        Some(t) => app
+            .tokens
+            .open::<usize>(&t, filters, cx.now, 24 * 3600)
+            .ok_or_else(|| {
+                LogsError::InvalidParameter("The specified nextToken is invalid.".into())
+            }),
+    }
+}
+
+fn describe_log_groups(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let prefix = text(input, "logGroupNamePrefix");
+    let pattern = text(input, "logGroupNamePattern");
+    if prefix.is_some() && pattern.is_some() {
+        return Err(LogsError::InvalidParameter(
+            "LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters."
+                .to_owned(),
+        ));
+    }
+    let identifiers: Option<Vec<String>> = input
+        .get("logGroupIdentifiers")
+        .and_then(Value::as_list)
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        });
+    let identifiers = identifiers
+        .map(|ids| {
+            ids.iter()
+                .map(|i| group_from_identifier(i))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let class = text(input, "logGroupClass");
+    let limit = limit(input, 50)?.unwrap_or(50);
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let filters = filters_hash(&[
+        account,
+        region,
+        "DescribeLogGroups",
+        prefix.as_deref().unwrap_or("\u{0}"),
+        pattern.as_deref().unwrap_or("\u{0}"),
+        &format!("{identifiers:?}"),
+        class.as_deref().unwrap_or("\u{0}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let groups: Vec<(String, GroupRecord)> = app
+        .logs
+        .groups(account, region)?
+        .into_iter()
+        .filter(|(name, g)| {
+            prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str()))
+                && pattern.as_ref().is_none_or(|p| name.contains(p.as_str()))
+                && identifiers.as_ref().is_none_or(|ids| ids.contains(name))
+                && class.as_ref().is_none_or(|c| {
+                    c == &g.class
+                        || (["INFREQUENT_ACCESS", "ESSENTIALS"].contains(&c.as_str())
+                            && ["INFREQUENT_ACCESS", "ESSENTIALS"].contains(&g.class.as_str()))
+                })
+        })
+        .collect();
+    let page: Vec<Value> = groups
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(name, g)| {
+            let arn = group_arn(region, account, name);
+            if pattern.is_some() {
+                return Value::structure([
+                    ("arn", Value::String(format!("{arn}:*"))),
+                    ("creationTime", Value::Int(g.created_ms)),
+                    ("logGroupName", Value::string(name)),
+                ]);
+            }
+            let cutoff = g.cutoff(cx.now);
+            let stored: u64 = app
+                .logs
+                .streams_of(account, region, name)
+                .unwrap_or_default()
+                .iter()
+                .map(|(_, s)| app.logs.stream_stats(&s.id, cutoff).stored_bytes)
+                .sum();
+            let mut members = vec![
+                ("logGroupName".to_owned(), Value::string(name)),
+                ("creationTime".to_owned(), Value::Int(g.created_ms)),
+            ];
+            if let Some(d) = g.retention_days {
+                members.push(("retentionInDays".to_owned(), Value::Int(i64::from(d))));
+            }
+            members.extend([
+                ("metricFilterCount".to_owned(), Value::Int(0)),
+                ("arn".to_owned(), Value::String(format!("{arn}:*"))),
+                ("storedBytes".to_owned(), Value::Int(stored as i64)),
+                ("logGroupClass".to_owned(), Value::string(&g.class)),
+                ("logGroupArn".to_owned(), Value::String(arn)),
+                (
+                    "deletionProtectionEnabled".to_owned(),
+                    Value::Bool(g.deletion_protection),
+                ),
+            ]);
+            if let Some(k) = &g.kms_key_id {
+                members.push(("kmsKeyId".to_owned(), Value::string(k)));
+            }
+            Value::Struct(members)
+        })
+        .collect();
+    let mut out = vec![("logGroups".to_owned(), Value::List(page))];
+    if offset + limit < groups.len() {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+async fn create_log_stream(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let name = required(input, "logStreamName")?;
+    validate_stream_name(&name, "logStreamName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    existing_group(app, cx, &group)?;
+    if app.logs.stream(account, region, &group, &name)?.is_some() {
+        return Err(LogsError::AlreadyExists(
+            "The specified log stream already exists".to_owned(),
+        ));
+    }
+    let changes = app
+        .logs
+        .create_stream_changes(account, region, &group, &name)?;
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+async fn delete_log_stream(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let name = required(input, "logStreamName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    let record = existing_group(app, cx, &group)?;
+    if app.logs.stream(account, region, &group, &name)?.is_none() {
+        return Err(LogsError::stream_not_found());
+    }
+    if record.deletion_protection {
+        return Err(LogsError::Validation(format!(
+            "Log group {group} has deletion protection enabled."
+        )));
+    }
+    let changes = app
+        .logs
+        .delete_stream_changes(account, region, &group, &name);
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn describe_log_streams(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = group_name(input, true)?;
+    let prefix = text(input, "logStreamNamePrefix");
+    let order = text(input, "orderBy").unwrap_or_else(|| "LogStreamName".to_owned());
+    if !["LogStreamName", "LastEventTime"].contains(&order.as_str()) {
+        return Err(constraint(
+            &order,
+            "orderBy",
+            "Member must satisfy enum value set: [LogStreamName, LastEventTime]",
+        ));
+    }
+    if prefix.is_some() && order == "LastEventTime" {
+        return Err(LogsError::InvalidParameter(
+            "Cannot order by LastEventTime with a logStreamNamePrefix.".to_owned(),
+        ));
+    }
+    let descending = input
+        .get("descending")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let limit = limit(input, 50)?.unwrap_or(50);
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let record = existing_group(app, cx, &group)?;
+    let cutoff = record.cutoff(cx.now);
+    let filters = filters_hash(&[
+        account,
+        region,
+        "DescribeLogStreams",
+        &group,
+        prefix.as_deref().unwrap_or("\u{0}"),
+        &order,
+        if descending { "d" } else { "a" },
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let mut streams: Vec<_> = app
+        .logs
+        .streams_of(account, region, &group)?
+        .into_iter()
+        .filter(|(name, _)| prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str())))
+        .map(|(name, s)| {
+            let stats = app.logs.stream_stats(&s.id, cutoff);
+            (name, s, stats)
+        })
+        .collect();
+    if order == "LastEventTime" {
+        streams.sort_by(|a, b| {
+            (a.2.last_event.unwrap_or(0), &a.0).cmp(&(b.2.last_event.unwrap_or(0), &b.0))
+        });
+    }
+    if descending {
+        streams.reverse();
+    }
+    let page: Vec<Value> = streams
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(name, s, stats)| {
+            let mut members = vec![
+                ("logStreamName".to_owned(), Value::string(name)),
+                ("creationTime".to_owned(), Value::Int(s.created_ms)),
+            ];
+            for (k, v) in [
+                ("firstEventTimestamp", stats.first_event),
+                ("lastEventTimestamp", stats.last_event),
+                ("lastIngestionTime", stats.last_ingestion),
+            ] {
+                if let Some(v) = v {
+                    members.push((k.to_owned(), Value::Int(v)));
+                }
+            }
+            members.extend([
+                (
+                    "uploadSequenceToken".to_owned(),
+                    Value::String(key_digits((stats.last_ingestion.unwrap_or(0), 0, 0))),
+                ),
+                (
+                    "arn".to_owned(),
+                    Value::String(stream_arn(region, account, &group, name)),
+                ),
+                ("storedBytes".to_owned(), Value::Int(0)),
+            ]);
+            Value::Struct(members)
+        })
+        .collect();
+    let mut out = vec![("logStreams".to_owned(), Value::List(page))];
+    if offset + limit < streams.len() {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+async fn put_log_events(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let stream = required(input, "logStreamName")?;
+    let list = input
+        .get("logEvents")
+        .and_then(Value::as_list)
+        .ok_or_else(|| {
+            LogsError::InvalidParameter(
+                "1 validation error detected: Value null at 'logEvents' failed to satisfy constraint: Member must not be null".to_owned(),
+            )
+        })?;
+    if list.is_empty() || list.len() > 10_000 {
+        return Err(constraint(
+            "[…]",
+            "logEvents",
+            if list.is_empty() {
+                "Member must have length greater than or equal to 1"
+            } else {
+                "Member must have length less than or equal to 10000"
+            },
+        ));
+    }
+    let mut events = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let message = text(e, "message").unwrap_or_default();
+        if message.is_empty() {
+            return Err(constraint(
+                "",
+                &format!("logEvents.{}.member.message", i + 1),
+                "Member must have length greater than or equal to 1",
+            ));
+        }
+        let timestamp = e
+            .get("timestamp")
+            .and_then(Value::as_i64)
+            .filter(|t| *t >= 0)
+            .ok_or_else(|| {
+                constraint(
+                    "null",
+                    &format!("logEvents.{}.member.timestamp", i + 1),
+                    "Member must have value greater than or equal to 0",
+                )
+            })?;
+        events.push((timestamp, message));
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let record = existing_group(app, cx, &group)?;
+    let stream_record = app
+        .logs
+        .stream(account, region, &group, &stream)?
+        .ok_or_else(LogsError::stream_not_found)?;
+    let rejected = app.logs.put_events(&record, &stream_record, events).await?;
+    let mut out = vec![(
+        "nextSequenceToken".to_owned(),
+        Value::String(key_digits((cx.now.millis(), 0, 0))),
+    )];
+    let info: Vec<(String, Value)> = [
+        ("tooNewLogEventStartIndex", rejected.too_new_start),
+        ("tooOldLogEventEndIndex", rejected.too_old_end),
+        ("expiredLogEventEndIndex", rejected.expired_end),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), Value::Int(v? as i64))))
+    .collect();
+    if !info.is_empty() {
+        out.push(("rejectedLogEventsInfo".to_owned(), Value::Struct(info)));
+    }
+    // A data event: the answer is not a state change of a resource.
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+fn get_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let group = group_name(input, true)?;
+    let stream = required(input, "logStreamName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let record = existing_group(app, cx, &group)?;
+    let stream_record = app
+        .logs
+        .stream(account, region, &group, &stream)?
+        .ok_or_else(LogsError::stream_not_found)?;
+    let query = GetQuery {
+        start: int(input, "startTime")?,
+        end: int(input, "endTime")?,
+        token: text(input, "nextToken"),
+        limit: limit(input, 10_000)?,
+        start_from_head: input
+            .get("startFromHead")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    let page = app
+        .logs
+        .get_events(&stream_record.id, record.cutoff(cx.now), &query)?;
+    let events = page
+        .events
+        .iter()
+        .map(|e| {
+            Value::structure([
+                ("timestamp", Value::Int(e.timestamp)),
+                ("message", Value::string(&*e.message)),
+                ("ingestionTime", Value::Int(e.ingestion)),
+            ])
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([
+        ("events", Value::List(events)),
+        ("nextForwardToken", Value::String(page.forward)),
+        ("nextBackwardToken", Value::String(page.backward)),
+    ])))
+}
+
+fn filter_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let group = group_name(input, true)?;
+    let names: Option<Vec<String>> =
+        input
+            .get("logStreamNames")
+            .and_then(Value::as_list)
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            });
+    let prefix = text(input, "logStreamNamePrefix");
+    if names.is_some() && prefix.is_some() {
+        return Err(LogsError::InvalidParameter(
+            "logStreamNames and logStreamNamePrefix are mutually exclusive".to_owned(),
+        ));
+    }
+    if names
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.len() > 100)
+    {
+        return Err(constraint(
+            "[…]",
+            "logStreamNames",
+            "Member must have length less than or equal to 100",
+        ));
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let record = existing_group(app, cx, &group)?;
+    let streams: Vec<(String, String)> = app
+        .logs
+        .streams_of(account, region, &group)?
+        .into_iter()
+        .filter(|(name, _)| {
+            names.as_ref().is_none_or(|n| n.contains(name))
+                && prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str()))
+        })
+        .map(|(name, s)| (name, s.id))
+        .collect();
+    let pattern = text(input, "filterPattern").unwrap_or_default();
+    let start = int(input, "startTime")?;
+    let end = int(input, "endTime")?;
+    let fingerprint =
+        format!("{account}|{region}|{group}|{names:?}|{prefix:?}|{start:?}|{end:?}|{pattern}");
+    let query = FilterQuery {
+        streams,
+        start,
+        end,
+        pattern,
+        limit: limit(input, 10_000)?,
+        start_from_head: input
+            .get("startFromHead")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        token: text(input, "nextToken"),
+        fingerprint,
+    };
+    let page = app.logs.filter_events(record.cutoff(cx.now), &query)?;
+    let events = page
+        .events
+        .iter()
+        .map(|(stream, e)| {
+            Value::structure([
+                ("logStreamName", Value::string(stream)),
+                ("timestamp", Value::Int(e.timestamp)),
+                ("message", Value::string(&*e.message)),
+                ("ingestionTime", Value::Int(e.ingestion)),
+                (
+                    "eventId",
+                    Value::String(key_digits((e.timestamp, e.ingestion, e.seq))),
+                ),
+            ])
+        })
+        .collect();
+    let mut out = vec![
+        ("events".to_owned(), Value::List(events)),
+        ("searchedLogStreams".to_owned(), Value::List(Vec::new())),
+    ];
+    if let Some(t) = page.next_token {
+        out.push(("nextToken".to_owned(), Value::String(t)));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}

@@ -1,0 +1,215 @@
+"""CloudWatch Logs end to end with boto3 and the aws CLI: groups, streams,
+retention, PutLogEvents (rejections, ordering, span), the GetLogEvents token
+walk, FilterLogEvents with term patterns, and events across a restart."""
+import json
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ACCOUNT, REGION, Server
+
+DAY = 86_400_000
+HOUR = 3_600_000
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def error_of(call, **kwargs):
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"], \
+        info.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_groups_streams_and_retention(server):
+    logs = server.client("logs")
+    for name in ["a", "B", "/x", "/aws/lambda/f"]:
+        logs.create_log_group(logGroupName=name)
+    logs.create_log_group(logGroupName="tagged", tags={"team": "core"})
+    assert error_of(logs.create_log_group, logGroupName="a")[::2] == ("ResourceAlreadyExistsException", 400)
+    code, message, _ = error_of(logs.create_log_group, logGroupName="aws/x")
+    assert code == "InvalidParameterException" and "reserved" in message
+    assert error_of(logs.create_log_group, logGroupName="bad name")[0] == "InvalidParameterException"
+
+    names = [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]]
+    assert names == ["/aws/lambda/f", "/x", "B", "a", "tagged"]  # ASCII order
+    group = logs.describe_log_groups(logGroupNamePrefix="tag")["logGroups"][0]
+    assert group["arn"] == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:tagged:*"
+    assert group["logGroupArn"] == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:tagged"
+    assert group["logGroupClass"] == "STANDARD" and group["storedBytes"] == 0 and "retentionInDays" not in group
+    trimmed = logs.describe_log_groups(logGroupNamePattern="amb")["logGroups"]
+    assert trimmed == [{"logGroupName": "/aws/lambda/f", "creationTime": trimmed[0]["creationTime"],
+                        "arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/f:*"}]
+    assert error_of(logs.describe_log_groups, logGroupNamePrefix="a", logGroupNamePattern="a")[0] == "InvalidParameterException"
+    # Paging one at a time ends without repeating a token.
+    pages = list(logs.get_paginator("describe_log_groups").paginate(PaginationConfig={"PageSize": 1}))
+    assert [g["logGroupName"] for p in pages for g in p["logGroups"]] == names
+
+    code, message, _ = error_of(logs.put_retention_policy, logGroupName="a", retentionInDays=2)
+    assert code == "InvalidParameterException"
+    assert message.startswith("1 validation error detected: Value '2' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [1, 3, 5, 7,")
+    logs.put_retention_policy(logGroupName="a", retentionInDays=7)
+    assert logs.describe_log_groups(logGroupNamePrefix="a")["logGroups"][0]["retentionInDays"] == 7
+    logs.delete_retention_policy(logGroupName="a")
+    assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix="a")["logGroups"][0]
+    assert error_of(logs.put_retention_policy, logGroupName="nope", retentionInDays=7)[0] == "ResourceNotFoundException"
+
+    assert error_of(logs.create_log_stream, logGroupName="nope", logStreamName="s")[:2] == \
+        ("ResourceNotFoundException", "The specified log group does not exist.")
+    for s in ["web-2", "web-1", "db"]:
+        logs.create_log_stream(logGroupName="a", logStreamName=s)
+    assert error_of(logs.create_log_stream, logGroupName="a", logStreamName="db")[0] == "ResourceAlreadyExistsException"
+    assert error_of(logs.create_log_stream, logGroupName="a", logStreamName="x:y")[0] == "InvalidParameterException"
+    streams = logs.describe_log_streams(logGroupName="a")["logStreams"]
+    assert [s["logStreamName"] for s in streams] == ["db", "web-1", "web-2"]
+    assert streams[0]["arn"] == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:a:log-stream:db"
+    assert "firstEventTimestamp" not in streams[0]
+    t = now_ms()
+    logs.put_log_events(logGroupName="a", logStreamName="web-1", logEvents=[{"timestamp": t - 2000, "message": "x"}])
+    logs.put_log_events(logGroupName="a", logStreamName="db", logEvents=[{"timestamp": t - 1000, "message": "yy"}])
+    by_time = logs.describe_log_streams(logGroupName="a", orderBy="LastEventTime", descending=True)["logStreams"]
+    assert [s["logStreamName"] for s in by_time] == ["db", "web-1", "web-2"]
+    assert by_time[0]["lastEventTimestamp"] == t - 1000
+    assert error_of(logs.describe_log_streams, logGroupName="a", orderBy="LastEventTime", logStreamNamePrefix="w")[:2] == \
+        ("InvalidParameterException", "Cannot order by LastEventTime with a logStreamNamePrefix.")
+    assert logs.describe_log_groups(logGroupNamePrefix="a")["logGroups"][0]["storedBytes"] == 3
+    ident = logs.describe_log_streams(logGroupIdentifier=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:a:*",
+                                      logStreamNamePrefix="web")["logStreams"]
+    assert [s["logStreamName"] for s in ident] == ["web-1", "web-2"]
+
+    # A deleted stream's events never come back under the same name.
+    logs.delete_log_stream(logGroupName="a", logStreamName="db")
+    logs.create_log_stream(logGroupName="a", logStreamName="db")
+    assert logs.get_log_events(logGroupName="a", logStreamName="db", startFromHead=True)["events"] == []
+    logs.delete_log_group(logGroupName="a")
+    assert error_of(logs.describe_log_streams, logGroupName="a")[0] == "ResourceNotFoundException"
+    assert error_of(logs.delete_log_group, logGroupName="a")[0] == "ResourceNotFoundException"
+
+
+def test_put_log_events_rules(server):
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="g")
+    assert error_of(logs.put_log_events, logGroupName="g", logStreamName="s",
+                    logEvents=[{"timestamp": now_ms(), "message": "m"}])[:2] == \
+        ("ResourceNotFoundException", "The specified log stream does not exist.")
+    logs.create_log_stream(logGroupName="g", logStreamName="s")
+    logs.put_retention_policy(logGroupName="g", retentionInDays=7)
+    now = now_ms()
+    out = logs.put_log_events(logGroupName="g", logStreamName="s", logEvents=[
+        {"timestamp": now - 20 * DAY, "message": "a"},
+        {"timestamp": now - 10 * DAY, "message": "b"},
+        {"timestamp": now - HOUR, "message": "c"},
+        {"timestamp": now, "message": "d"},
+        {"timestamp": now + 3 * HOUR, "message": "e"},
+    ])
+    assert out["rejectedLogEventsInfo"] == {"tooOldLogEventEndIndex": 1, "expiredLogEventEndIndex": 2, "tooNewLogEventStartIndex": 4}
+    assert "nextSequenceToken" in out
+    got = logs.get_log_events(logGroupName="g", logStreamName="s", startFromHead=True)["events"]
+    assert [e["message"] for e in got] == ["c", "d"]
+    assert len({e["ingestionTime"] for e in got}) == 1
+    code, message, status = error_of(logs.put_log_events, logGroupName="g", logStreamName="s", logEvents=[
+        {"timestamp": now, "message": "late"}, {"timestamp": now - 1000, "message": "early"}])
+    assert (code, status) == ("InvalidParameterException", 400) and "chronological" in message
+    code, message, _ = error_of(logs.put_log_events, logGroupName="g", logStreamName="s", logEvents=[
+        {"timestamp": now - 25 * HOUR, "message": "x"}, {"timestamp": now, "message": "y"}])
+    assert code == "InvalidParameterException" and "24 hours" in message
+    big = "x" * (1_048_576 - 26)
+    logs.put_log_events(logGroupName="g", logStreamName="s", logEvents=[{"timestamp": now, "message": big}])
+    code, message, _ = error_of(logs.put_log_events, logGroupName="g", logStreamName="s",
+                                logEvents=[{"timestamp": now, "message": big + "x"}])
+    assert (code, message) == ("InvalidParameterException", "Upload too large: 1048577 bytes exceeds limit of 1048576")
+
+
+def test_get_log_events_token_walk(server):
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="g")
+    logs.create_log_stream(logGroupName="g", logStreamName="s")
+    t0 = now_ms() - HOUR
+    logs.put_log_events(logGroupName="g", logStreamName="s", logEvents=[
+        {"timestamp": t0 + 1000, "message": "e1"}, {"timestamp": t0 + 2000, "message": "e2"},
+        {"timestamp": t0 + 3000, "message": "e3"}])
+
+    def get(**kw):
+        out = logs.get_log_events(logGroupName="g", logStreamName="s", **kw)
+        return [e["message"] for e in out["events"]], out["nextForwardToken"], out["nextBackwardToken"]
+
+    page, f1, b0 = get(startFromHead=True, limit=2)
+    assert page == ["e1", "e2"]
+    page, f2, _ = get(nextToken=f1, limit=2, startFromHead=True)
+    assert page == ["e3"]
+    page, f3, _ = get(nextToken=f2, startFromHead=True)
+    assert page == [] and f3 == f2  # the end-of-stream token comes back
+    logs.put_log_events(logGroupName="g", logStreamName="s", logEvents=[{"timestamp": t0 + 4000, "message": "e4"}])
+    assert get(nextToken=f2, startFromHead=True)[0] == ["e4"]  # late events, same token
+    page, _, b1 = get(limit=2)
+    assert page == ["e3", "e4"]
+    page, _, b = get(nextToken=b1, limit=2)
+    assert page == ["e1", "e2"]
+    page, _, b_again = get(nextToken=b0)
+    assert page == [] and b_again == b0
+    assert get(startTime=t0 + 2000, endTime=t0 + 3000, startFromHead=True)[0] == ["e2"]
+    assert error_of(logs.get_log_events, logGroupName="g", logStreamName="s", nextToken="f/123/s")[0] == "InvalidParameterException"
+
+
+def test_filter_log_events_and_restart(tmp_path):
+    srv = Server(str(tmp_path / "data"))
+    srv.start()
+    t = now_ms() - HOUR
+    try:
+        logs = srv.client("logs")
+        logs.create_log_group(logGroupName="app")
+        for s in ["a", "b"]:
+            logs.create_log_stream(logGroupName="app", logStreamName=s)
+        logs.put_log_events(logGroupName="app", logStreamName="a", logEvents=[
+            {"timestamp": t + 1, "message": "[ERROR 400] BAD REQUEST"}, {"timestamp": t + 2, "message": "[INFO] ok"}])
+        logs.put_log_events(logGroupName="app", logStreamName="b", logEvents=[
+            {"timestamp": t + 3, "message": "[ERROR 419] MISSING ARGUMENTS"}])
+    finally:
+        assert srv.stop() == 0
+    srv.start()
+    try:
+        logs = srv.client("logs")
+
+        def messages(**kw):
+            return [(e["logStreamName"], e["message"]) for e in logs.filter_log_events(logGroupName="app", **kw)["events"]]
+
+        assert messages(filterPattern="ERROR") == [("a", "[ERROR 400] BAD REQUEST"), ("b", "[ERROR 419] MISSING ARGUMENTS")]
+        assert messages(filterPattern="ERROR -ARGUMENTS") == [("a", "[ERROR 400] BAD REQUEST")]
+        assert messages(filterPattern='"BAD REQUEST"') == [("a", "[ERROR 400] BAD REQUEST")]
+        assert messages(filterPattern="error") == []
+        assert len(messages(filterPattern="?INFO ?ARGUMENTS")) == 2
+        assert messages(logStreamNames=["b"]) == [("b", "[ERROR 419] MISSING ARGUMENTS")]
+        assert len(messages(startTime=t + 2, endTime=t + 3)) == 2  # both ends inclusive
+        first = logs.filter_log_events(logGroupName="app", filterPattern="ERROR", limit=1)
+        assert len(first["events"]) == 1 and first["searchedLogStreams"] == []
+        assert len(first["events"][0]["eventId"]) == 56
+        second = logs.filter_log_events(logGroupName="app", filterPattern="ERROR", limit=1, nextToken=first["nextToken"])
+        assert second["events"][0]["logStreamName"] == "b" and "nextToken" not in second
+        pages = list(logs.get_paginator("filter_log_events").paginate(logGroupName="app", PaginationConfig={"PageSize": 1}))
+        assert sum(len(p["events"]) for p in pages) == 3
+        code, message, _ = error_of(logs.filter_log_events, logGroupName="app", logStreamNames=["a"], logStreamNamePrefix="a")
+        assert code == "InvalidParameterException"
+        assert error_of(logs.filter_log_events, logGroupName="app", filterPattern='"unclosed')[:2] == \
+            ("InvalidParameterException", "Invalid filter pattern")
+        assert error_of(logs.filter_log_events, logGroupName="app", startFromHead=False, startTime=0)[0] == "InvalidParameterException"
+        newest = logs.filter_log_events(logGroupName="app", startFromHead=False, startTime=t)["events"]
+        assert [e["timestamp"] for e in newest] == [t + 3, t + 2, t + 1]
+    finally:
+        srv.stop()
+
+
+def test_aws_cli_logs(server):
+    server.cli("logs", "create-log-group", "--log-group-name", "cli")
+    server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")
+    t = now_ms()
+    server.cli("logs", "put-log-events", "--log-group-name", "cli", "--log-stream-name", "s",
+               "--log-events", f"timestamp={t},message=hello world")
+    got = json.loads(server.cli("logs", "get-log-events", "--log-group-name", "cli", "--log-stream-name", "s",
+                                "--start-from-head").stdout)
+    assert [e["message"] for e in got["events"]] == ["hello world"]
+    found = json.loads(server.cli("logs", "filter-log-events", "--log-group-name", "cli",
+                                  "--filter-pattern", "world").stdout)
+    assert [e["message"] for e in found["events"]] == ["hello world"]
