@@ -180,6 +180,9 @@ def test_filter_log_events_and_restart(tmp_path):
         assert messages(filterPattern="ERROR -ARGUMENTS") == [("a", "[ERROR 400] BAD REQUEST")]
         assert messages(filterPattern='"BAD REQUEST"') == [("a", "[ERROR 400] BAD REQUEST")]
         assert messages(filterPattern="error") == []
+        assert messages(filterPattern="%ERROR.4[01]9%") == [("b", "[ERROR 419] MISSING ARGUMENTS")]
+        assert messages(filterPattern="[level, code = 4*, ...]") == []  # "[ERROR 400]" is one token
+        assert len(messages(filterPattern="[level = *ERROR*, ...]")) == 2
         assert len(messages(filterPattern="?INFO ?ARGUMENTS")) == 2
         assert messages(logStreamNames=["b"]) == [("b", "[ERROR 419] MISSING ARGUMENTS")]
         assert len(messages(startTime=t + 2, endTime=t + 3)) == 2  # both ends inclusive
@@ -199,6 +202,29 @@ def test_filter_log_events_and_restart(tmp_path):
         assert [e["timestamp"] for e in newest] == [t + 3, t + 2, t + 1]
     finally:
         srv.stop()
+
+
+def test_json_and_space_delimited_patterns(server):
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="j")
+    logs.create_log_stream(logGroupName="j", logStreamName="s")
+    t = now_ms()
+    logs.put_log_events(logGroupName="j", logStreamName="s", logEvents=[
+        {"timestamp": t - 3, "message": '{"eventType":"UpdateTrail","user":{"id":1},"tags":["a","b"]}'},
+        {"timestamp": t - 2, "message": '{"eventType":"CreateTrail","user":{"id":2},"nothing":null}'},
+        {"timestamp": t - 1, "message": '127.0.0.1 Prod frank [10/Oct/2000:13:25:15 -0700] "GET /index.html HTTP/1.0" 404 1534'},
+    ])
+
+    def times(pattern):
+        return [e["timestamp"] - t for e in logs.filter_log_events(logGroupName="j", filterPattern=pattern)["events"]]
+
+    assert times('{ $.eventType = "UpdateTrail" }') == [-3]
+    assert times("{ $.eventType = *Trail && $.user.id > 1 }") == [-2]
+    assert times("{ $.nothing IS NULL || $.tags[1] = b }") == [-3, -2]
+    assert times("{ $.missing NOT EXISTS }") == [-3, -2]
+    assert times("[ip, user, username, timestamp, request = *.html*, status_code = 4*, bytes]") == [-1]
+    assert times("[..., status_code = 404 || status_code = 410, bytes > 2000]") == []
+    assert error_of(logs.filter_log_events, logGroupName="j", filterPattern="{ $.a EXISTS }")[0] == "InvalidParameterException"
 
 
 def test_aws_cli_logs(server):
