@@ -227,6 +227,61 @@ def test_json_and_space_delimited_patterns(server):
     assert error_of(logs.filter_log_events, logGroupName="j", filterPattern="{ $.a EXISTS }")[0] == "InvalidParameterException"
 
 
+def test_metric_filters_emit_real_metrics(server):
+    logs = server.client("logs")
+    cw = server.client("cloudwatch")
+    logs.create_log_group(logGroupName="api")
+    logs.create_log_stream(logGroupName="api", logStreamName="s")
+    logs.put_metric_filter(logGroupName="api", filterName="latency", filterPattern="{ $.latency = * }",
+                           metricTransformations=[{"metricName": "Latency", "metricNamespace": "Api",
+                                                   "metricValue": "$.latency", "defaultValue": 0, "unit": "Milliseconds"}])
+    logs.put_metric_filter(logGroupName="api", filterName="status", filterPattern="[ip, status, bytes]",
+                           metricTransformations=[{"metricName": "Bytes", "metricNamespace": "Api",
+                                                   "metricValue": "$bytes", "dimensions": {"Status": "$status"}}])
+    code, message, _ = error_of(logs.put_metric_filter, logGroupName="api", filterName="bad", filterPattern="ERROR",
+                                metricTransformations=[{"metricName": "M", "metricNamespace": "N", "metricValue": "$.x"}])
+    assert (code, message) == ("InvalidParameterException", "Invalid metric value for filter pattern.")
+    assert error_of(logs.put_metric_filter, logGroupName="api", filterName="bad", filterPattern="[a, b]",
+                    metricTransformations=[{"metricName": "M", "metricNamespace": "N", "metricValue": "1",
+                                            "defaultValue": 0, "dimensions": {"D": "$a"}}])[0] == "InvalidParameterException"
+    described = logs.describe_metric_filters(logGroupName="api")["metricFilters"]
+    assert [f["filterName"] for f in described] == ["latency", "status"]
+    assert described[0]["metricTransformations"][0]["metricValue"] == "$.latency"
+    assert logs.describe_log_groups(logGroupNamePrefix="api")["logGroups"][0]["metricFilterCount"] == 2
+    assert [f["filterName"] for f in logs.describe_metric_filters(metricName="Bytes", metricNamespace="Api")["metricFilters"]] == ["status"]
+
+    minute = (now_ms() // 60_000 - 2) * 60_000
+    logs.put_log_events(logGroupName="api", logStreamName="s", logEvents=[
+        {"timestamp": minute + 1000, "message": '{"latency":50}'},
+        {"timestamp": minute + 2000, "message": '{"x":1}'},
+        {"timestamp": minute + 3000, "message": '{"latency":"fast"}'},
+        {"timestamp": minute + 4000, "message": "10.0.0.1 404 512"},
+    ])
+    import datetime
+    start = datetime.datetime.fromtimestamp(minute / 1000, tz=datetime.timezone.utc)
+    stats = cw.get_metric_statistics(Namespace="Api", MetricName="Latency", StartTime=start,
+                                     EndTime=start + datetime.timedelta(minutes=1), Period=60,
+                                     Statistics=["SampleCount", "Sum"])["Datapoints"]
+    # {"latency":50} → 50; {"x":1} and the plain line → default 0; "fast" → nothing.
+    assert [(p["SampleCount"], p["Sum"], p["Unit"]) for p in stats] == [(3.0, 50.0, "Milliseconds")]
+    by_status = cw.get_metric_statistics(Namespace="Api", MetricName="Bytes", Dimensions=[{"Name": "Status", "Value": "404"}],
+                                         StartTime=start, EndTime=start + datetime.timedelta(minutes=1), Period=60,
+                                         Statistics=["Sum"])["Datapoints"]
+    assert [p["Sum"] for p in by_status] == [512.0]
+
+    tested = logs.test_metric_filter(
+        filterPattern="[ip, user, username, timestamp, request, status_code = 4*, bytes]",
+        logEventMessages=['127.0.0.1 Prod frank [10/Oct/2000:13:25:15 -0700] "GET /index.html HTTP/1.0" 404 1534',
+                          '127.0.0.1 Prod frank [10/Oct/2000:13:25:16 -0700] "GET / HTTP/1.0" 200 10'])["matches"]
+    assert [m["eventNumber"] for m in tested] == [1]
+    assert tested[0]["extractedValues"]["$request"] == "GET /index.html HTTP/1.0"
+    assert tested[0]["extractedValues"]["$bytes"] == "1534"
+
+    logs.delete_metric_filter(logGroupName="api", filterName="latency")
+    assert error_of(logs.delete_metric_filter, logGroupName="api", filterName="latency")[:2] == \
+        ("ResourceNotFoundException", "The specified metric filter does not exist.")
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

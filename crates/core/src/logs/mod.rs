@@ -1,12 +1,14 @@
 //! CloudWatch Logs (`spec/logs.md`): log groups and streams, retention, event
 //! ingestion and reads.
 //!
+//! - [`filters`]: metric filters: validation and the samples they emit.
 //! - [`model`]: names, ARNs, retention values and the service's errors.
 //! - [`pattern`]: the filter pattern language (term patterns so far).
 //! - [`store`]: groups and streams in the catalog (committed with the call's
 //!   audit record), events durable in their own WAL before PutLogEvents
 //!   answers, and GetLogEvents / FilterLogEvents over them.
 
+pub mod filters;
 pub mod model;
 pub mod pattern;
 pub mod store;

@@ -16,6 +16,9 @@ pub enum LogsError {
     /// `ValidationException`.
     #[error("{0}")]
     Validation(String),
+    /// `LimitExceededException`.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// Storage failed; answered as a service fault.
     #[error("logs storage failed: {0}")]
     Storage(String),
@@ -29,6 +32,7 @@ impl LogsError {
             LogsError::NotFound(_) => "ResourceNotFoundException",
             LogsError::AlreadyExists(_) => "ResourceAlreadyExistsException",
             LogsError::Validation(_) => "ValidationException",
+            LogsError::LimitExceeded(_) => "LimitExceededException",
             LogsError::Storage(_) => "ServiceUnavailableException",
         }
     }

@@ -61,14 +61,39 @@ enum Step {
     Index(usize),
 }
 
+/// A selector and its text as written (`$.a.b[0]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Selector {
+    text: String,
+    steps: Vec<Step>,
+}
+
 #[derive(Debug, Clone)]
 enum JsonExpr {
     Or(Vec<JsonExpr>),
     And(Vec<JsonExpr>),
-    Compare(Vec<Step>, Op, Operand),
-    IsNull(Vec<Step>),
-    IsBool(Vec<Step>, bool),
-    NotExists(Vec<Step>),
+    Compare(Selector, Op, Operand),
+    IsNull(Selector),
+    IsBool(Selector, bool),
+    NotExists(Selector),
+}
+
+impl JsonExpr {
+    fn selectors<'a>(&'a self, out: &mut Vec<&'a Selector>) {
+        match self {
+            JsonExpr::Or(items) | JsonExpr::And(items) => {
+                items.iter().for_each(|e| e.selectors(out));
+            }
+            JsonExpr::Compare(s, ..)
+            | JsonExpr::IsNull(s)
+            | JsonExpr::IsBool(s, _)
+            | JsonExpr::NotExists(s) => {
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+    }
 }
 
 /// A field of a space-delimited pattern.
@@ -77,7 +102,7 @@ enum Field {
     /// `...`: zero or more tokens.
     Rest,
     /// A named field, with its condition as OR of ANDs of comparisons.
-    Named(Vec<Vec<(Op, Operand)>>),
+    Named(String, Vec<Vec<(Op, Operand)>>),
 }
 
 /// A parsed filter pattern.
@@ -341,12 +366,8 @@ impl Pattern {
             }
             Pattern::Space(fields) => {
                 let tokens = tokenize(message);
-                bind(
-                    &fields.0,
-                    &tokens,
-                    message,
-                    !fields.0.iter().any(|f| matches!(f, Field::Rest)),
-                )
+                let rest = !fields.0.iter().any(|f| matches!(f, Field::Rest));
+                bind(&fields.0, &tokens, message, rest, &mut Vec::new())
             }
         }
     }
@@ -445,10 +466,11 @@ fn parse_unary(lx: &mut Lexer<'_>) -> Result<JsonExpr, LogsError> {
     Ok(JsonExpr::Compare(selector, op, operand))
 }
 
-fn parse_selector(lx: &mut Lexer<'_>) -> Result<Vec<Step>, LogsError> {
+fn parse_selector(lx: &mut Lexer<'_>) -> Result<Selector, LogsError> {
     if !lx.eat("$") {
         return Err(invalid());
     }
+    let start = lx.pos - 1;
     let mut steps = Vec::new();
     loop {
         let rest = &lx.s[lx.pos..];
@@ -478,7 +500,10 @@ fn parse_selector(lx: &mut Lexer<'_>) -> Result<Vec<Step>, LogsError> {
     if steps.is_empty() {
         return Err(invalid());
     }
-    Ok(steps)
+    Ok(Selector {
+        text: lx.s[start..lx.pos].to_owned(),
+        steps,
+    })
 }
 
 fn parse_fields(lx: &mut Lexer<'_>) -> Result<Vec<Field>, LogsError> {
@@ -515,7 +540,7 @@ fn parse_fields(lx: &mut Lexer<'_>) -> Result<Vec<Field>, LogsError> {
                 }
                 alternatives.push(all);
             }
-            fields.push(Field::Named(alternatives));
+            fields.push(Field::Named(name.to_owned(), alternatives));
         }
         if lx.eat(",") {
             continue;
@@ -581,12 +606,12 @@ fn eval_json(expr: &JsonExpr, root: &serde_json::Value) -> bool {
     match expr {
         JsonExpr::Or(items) => items.iter().any(|e| eval_json(e, root)),
         JsonExpr::And(items) => items.iter().all(|e| eval_json(e, root)),
-        JsonExpr::NotExists(sel) => resolve(root, sel).is_none(),
-        JsonExpr::IsNull(sel) => resolve(root, sel).is_some_and(serde_json::Value::is_null),
+        JsonExpr::NotExists(sel) => resolve(root, &sel.steps).is_none(),
+        JsonExpr::IsNull(sel) => resolve(root, &sel.steps).is_some_and(serde_json::Value::is_null),
         JsonExpr::IsBool(sel, want) => {
-            resolve(root, sel).and_then(serde_json::Value::as_bool) == Some(*want)
+            resolve(root, &sel.steps).and_then(serde_json::Value::as_bool) == Some(*want)
         }
-        JsonExpr::Compare(sel, op, operand) => match resolve(root, sel) {
+        JsonExpr::Compare(sel, op, operand) => match resolve(root, &sel.steps) {
             // Missing paths, objects and arrays: false whatever the operator.
             None | Some(serde_json::Value::Object(_) | serde_json::Value::Array(_)) => false,
             Some(serde_json::Value::Null) => *op == Op::Ne && !matches!(operand, Operand::Any),
@@ -648,22 +673,154 @@ fn field_matches(alternatives: &[Vec<(Op, Operand)>], value: &str) -> bool {
         })
 }
 
-/// Binds fields to tokens; without `...`, the last field takes the rest of the line.
-fn bind(fields: &[Field], tokens: &[(usize, &str)], message: &str, last_takes_rest: bool) -> bool {
+/// Binds fields to tokens; without `...`, the last field takes the rest of the
+/// line. Named fields' values are pushed on `out` (popped when backtracking).
+fn bind(
+    fields: &[Field],
+    tokens: &[(usize, &str)],
+    message: &str,
+    last_takes_rest: bool,
+    out: &mut Vec<(String, String)>,
+) -> bool {
     match fields.split_first() {
         None => tokens.is_empty(),
         Some((Field::Rest, rest)) => {
-            (0..=tokens.len()).any(|k| bind(rest, &tokens[k..], message, last_takes_rest))
+            (0..=tokens.len()).any(|k| bind(rest, &tokens[k..], message, last_takes_rest, out))
         }
-        Some((Field::Named(alternatives), rest)) => {
+        Some((Field::Named(name, alternatives), rest)) => {
             let Some(&(start, value)) = tokens.first() else {
                 return false;
             };
             if rest.is_empty() && last_takes_rest && tokens.len() > 1 {
-                return field_matches(alternatives, message[start..].trim_end());
+                let value = message[start..].trim_end();
+                if field_matches(alternatives, value) {
+                    out.push((name.clone(), value.to_owned()));
+                    return true;
+                }
+                return false;
             }
-            field_matches(alternatives, value) && bind(rest, &tokens[1..], message, last_takes_rest)
+            if !field_matches(alternatives, value) {
+                return false;
+            }
+            out.push((name.clone(), value.to_owned()));
+            if bind(rest, &tokens[1..], message, last_takes_rest, out) {
+                return true;
+            }
+            out.pop();
+            false
         }
+    }
+}
+
+/// What a matching event makes available to metric filters (§7).
+#[derive(Debug, Clone)]
+pub enum Bindings {
+    /// Term patterns extract nothing.
+    Nothing,
+    /// Space-delimited patterns: every named field's value.
+    Fields(Vec<(String, String)>),
+    /// JSON patterns: the event document.
+    Json(serde_json::Value),
+}
+
+impl Bindings {
+    /// The text of `$field` (space-delimited) or `$.path` (JSON), when it is
+    /// present and a scalar.
+    pub fn value(&self, reference: &str) -> Option<String> {
+        match self {
+            Bindings::Nothing => None,
+            Bindings::Fields(fields) => {
+                let name = reference.strip_prefix('$')?;
+                fields
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            }
+            Bindings::Json(doc) => {
+                let mut lx = Lexer {
+                    s: reference,
+                    pos: 0,
+                    regexes: 0,
+                };
+                let selector = parse_selector(&mut lx).ok()?;
+                if lx.pos != reference.len() {
+                    return None;
+                }
+                resolve(doc, &selector.steps).and_then(scalar_text)
+            }
+        }
+    }
+}
+
+impl Pattern {
+    /// Whether `reference` (`$.path` or `$field`) can be extracted by this pattern:
+    /// `$.path` for JSON patterns, `$name` for a named field of a space-delimited one.
+    pub fn can_extract(&self, reference: &str) -> bool {
+        match self {
+            Pattern::Json(_) => {
+                let mut lx = Lexer {
+                    s: reference,
+                    pos: 0,
+                    regexes: 0,
+                };
+                (reference.starts_with("$.") || reference.starts_with("$["))
+                    && parse_selector(&mut lx).is_ok()
+                    && lx.pos == reference.len()
+            }
+            Pattern::Space(fields) => reference.strip_prefix('$').is_some_and(|name| {
+                fields
+                    .0
+                    .iter()
+                    .any(|f| matches!(f, Field::Named(n, _) if n == name))
+            }),
+            _ => false,
+        }
+    }
+
+    /// The bindings of `message` when it matches.
+    pub fn match_extract(&self, message: &str) -> Option<Bindings> {
+        match self {
+            Pattern::Json(expr) => {
+                match serde_json::from_str::<serde_json::Value>(message.trim()) {
+                    Ok(v @ serde_json::Value::Object(_)) if eval_json(&expr.0, &v) => {
+                        Some(Bindings::Json(v))
+                    }
+                    _ => None,
+                }
+            }
+            Pattern::Space(fields) => {
+                let tokens = tokenize(message);
+                let mut out = Vec::new();
+                let rest = !fields.0.iter().any(|f| matches!(f, Field::Rest));
+                bind(&fields.0, &tokens, message, rest, &mut out).then_some(Bindings::Fields(out))
+            }
+            other => other.matches(message).then_some(Bindings::Nothing),
+        }
+    }
+
+    /// TestMetricFilter's `extractedValues` for a matching `message` (§7.4).
+    pub fn extracted_values(&self, message: &str) -> Option<Vec<(String, String)>> {
+        let bindings = self.match_extract(message)?;
+        Some(match (self, bindings) {
+            (_, Bindings::Fields(fields)) => fields
+                .into_iter()
+                .map(|(n, v)| (format!("${n}"), v))
+                .collect(),
+            (Pattern::Json(expr), Bindings::Json(doc)) => {
+                let mut selectors = Vec::new();
+                expr.0.selectors(&mut selectors);
+                selectors
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some((
+                            s.text.clone(),
+                            resolve(&doc, &s.steps).and_then(scalar_text)?,
+                        ))
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        })
     }
 }
 
@@ -775,6 +932,45 @@ mod tests {
         for bad in ["[a = 1 && b = 2]", "[1a]", "[a,]", "[a b]"] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// TestMetricFilter's example (§7.4) and JSON selectors.
+    #[test]
+    fn extraction() {
+        let p = Pattern::parse("[ip, user, username, timestamp, request, status_code = 4*, bytes]")
+            .unwrap();
+        let hit = r#"127.0.0.1 Prod frank [10/Oct/2000:13:25:15 -0700] "GET /index.html HTTP/1.0" 404 1534"#;
+        let miss = r#"127.0.0.1 Prod frank [10/Oct/2000:13:25:16 -0700] "GET / HTTP/1.0" 200 10"#;
+        let got = p.extracted_values(hit).unwrap();
+        assert_eq!(
+            got,
+            [
+                ("$ip", "127.0.0.1"),
+                ("$user", "Prod"),
+                ("$username", "frank"),
+                ("$timestamp", "10/Oct/2000:13:25:15 -0700"),
+                ("$request", "GET /index.html HTTP/1.0"),
+                ("$status_code", "404"),
+                ("$bytes", "1534"),
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        assert!(p.extracted_values(miss).is_none());
+        assert!(p.can_extract("$bytes") && !p.can_extract("$nope") && !p.can_extract("$.bytes"));
+        let j = Pattern::parse("{ $.latency = * && $.user.id > 0 }").unwrap();
+        let doc = r#"{"latency":50,"user":{"id":7}}"#;
+        assert_eq!(
+            j.extracted_values(doc).unwrap(),
+            [
+                ("$.latency".to_owned(), "50".to_owned()),
+                ("$.user.id".to_owned(), "7".to_owned())
+            ]
+        );
+        let b = j.match_extract(doc).unwrap();
+        assert_eq!(b.value("$.user.id").as_deref(), Some("7"));
+        assert_eq!(b.value("$.user").as_deref(), None);
+        assert!(j.can_extract("$.latency") && !j.can_extract("$latency"));
+        assert!(!Pattern::parse("ERROR").unwrap().can_extract("$.x"));
     }
 
     /// §6.4: the examples, the character set and the two-regex quota.

@@ -35,12 +35,14 @@ use serde::{Deserialize, Serialize};
 use trailwatch_storage::{Catalog, CatalogOp, Wal, WalOptions};
 use trailwatch_types::{Clock, Timestamp};
 
+use super::filters::MetricFilterRecord;
 use super::model::LogsError;
 use super::pattern::Pattern;
 use crate::metrics::codec::{get_ivarint, get_str, get_varint, put_ivarint, put_str, put_varint};
 use crate::token::{filters_hash, TokenCodec};
 
 const GROUPS: &str = "log_groups";
+const FILTERS: &str = super::filters::TABLE;
 const STREAMS: &str = "log_streams";
 const PAYLOAD_VERSION: u8 = 1;
 /// Bytes counted per event on top of its message (§4.2).
@@ -370,6 +372,9 @@ impl LogStore {
         name: &str,
     ) -> Result<Vec<CatalogOp>, LogsError> {
         let mut ops = vec![CatalogOp::delete(GROUPS, group_key(account, region, name))];
+        for (filter, _) in self.metric_filters(account, region, name)? {
+            ops.extend(self.delete_filter_changes(account, region, name, &filter));
+        }
         for (stream, _) in self.streams_of(account, region, name)? {
             ops.push(CatalogOp::delete(
                 STREAMS,
@@ -449,6 +454,75 @@ impl LogStore {
         )]
     }
 
+    /// The metric filters of `group` in name order.
+    pub fn metric_filters(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+    ) -> Result<Vec<(String, MetricFilterRecord)>, LogsError> {
+        self.metric_filters_under(&format!("{account}:{region}:{group}:"))
+            .map(|all| all.into_iter().map(|(_, name, f)| (name, f)).collect())
+    }
+
+    /// Every metric filter of (account, region): (group, name, record), by group then name.
+    pub fn all_metric_filters(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<(String, String, MetricFilterRecord)>, LogsError> {
+        self.metric_filters_under(&format!("{account}:{region}:"))
+    }
+
+    fn metric_filters_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, MetricFilterRecord)>, LogsError> {
+        let scope = prefix.splitn(3, ':').take(2).map(str::len).sum::<usize>() + 2;
+        self.catalog
+            .list(FILTERS, prefix)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(k, v)| {
+                let rest = &k[scope.min(k.len())..];
+                let (group, name) = rest.rsplit_once(':').unwrap_or(("", rest));
+                serde_json::from_slice(&v)
+                    .map(|f| (group.to_owned(), name.to_owned(), f))
+                    .map_err(storage)
+            })
+            .collect()
+    }
+
+    /// Changes that create or replace a metric filter.
+    pub fn put_filter_changes(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        name: &str,
+        record: &MetricFilterRecord,
+    ) -> Result<Vec<CatalogOp>, LogsError> {
+        Ok(vec![CatalogOp::put(
+            FILTERS,
+            format!("{account}:{region}:{group}:{name}"),
+            serde_json::to_vec(record).map_err(storage)?,
+        )])
+    }
+
+    /// Changes that delete a metric filter.
+    pub fn delete_filter_changes(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        name: &str,
+    ) -> Vec<CatalogOp> {
+        vec![CatalogOp::delete(
+            FILTERS,
+            format!("{account}:{region}:{group}:{name}"),
+        )]
+    }
+
     /// Visible statistics of stream `id` under `cutoff`.
     pub fn stream_stats(&self, id: &str, cutoff: i64) -> StreamStats {
         let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
@@ -471,8 +545,8 @@ impl LogStore {
         &self,
         group: &GroupRecord,
         stream: &StreamRecord,
-        events: Vec<(i64, String)>,
-    ) -> Result<Rejected, LogsError> {
+        events: &[(i64, String)],
+    ) -> Result<(Rejected, std::ops::Range<usize>), LogsError> {
         let now = self.clock.now();
         let batch: usize = events.iter().map(|(_, m)| m.len() + EVENT_OVERHEAD).sum();
         if batch > MAX_BATCH_BYTES {
@@ -514,8 +588,9 @@ impl LogStore {
             expired_end: (expired_end > 0).then_some(expired_end),
             too_new_start: new_start,
         };
+        let stored = first_valid..valid_end.max(first_valid);
         if valid.is_empty() {
-            return Ok(rejected);
+            return Ok((rejected, stored));
         }
         let valid: Vec<(i64, String)> = valid.to_vec();
         let payload = encode(&stream.id, now_ms, &valid);
@@ -527,7 +602,7 @@ impl LogStore {
             now_ms,
             valid,
         );
-        Ok(rejected)
+        Ok((rejected, stored))
     }
 
     /// GetLogEvents (§5.1) on stream `id`.
@@ -791,7 +866,7 @@ mod tests {
             (NOW, "d".to_owned()),
             (NOW + 3 * HOUR_MS, "e".to_owned()),
         ];
-        let rejected = store.put_events(&g, &s, batch.clone()).await.unwrap();
+        let rejected = store.put_events(&g, &s, &batch).await.unwrap().0;
         assert_eq!(
             rejected,
             Rejected {
@@ -815,25 +890,25 @@ mod tests {
         let mut unordered = batch.clone();
         unordered[3].0 = NOW - 30 * HOUR_MS;
         assert!(store
-            .put_events(&g, &s, unordered)
+            .put_events(&g, &s, &unordered)
             .await
             .unwrap_err()
             .to_string()
             .contains("chronological"));
         let span = vec![(NOW - 25 * HOUR_MS, "x".to_owned()), (NOW, "y".to_owned())];
         assert!(store
-            .put_events(&g, &s, span)
+            .put_events(&g, &s, &span)
             .await
             .unwrap_err()
             .to_string()
             .contains("24 hours"));
         // 1,048,576 bytes with the 26-byte overhead fits; one more does not.
         let exact = vec![(NOW, "x".repeat(MAX_BATCH_BYTES - EVENT_OVERHEAD))];
-        store.put_events(&group(None), &s, exact).await.unwrap();
+        store.put_events(&group(None), &s, &exact).await.unwrap();
         let over = vec![(NOW, "x".repeat(MAX_BATCH_BYTES - EVENT_OVERHEAD + 1))];
         assert_eq!(
             store
-                .put_events(&group(None), &s, over)
+                .put_events(&group(None), &s, &over)
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -854,7 +929,7 @@ mod tests {
             .put_events(
                 &g,
                 &s,
-                vec![
+                &[
                     (t(1), "e1".into()),
                     (t(2), "e2".into()),
                     (t(3), "e3".into()),
@@ -938,7 +1013,7 @@ mod tests {
             .put_events(
                 &g,
                 &a,
-                vec![
+                &[
                     (NOW - 3000, "ERROR disk full".into()),
                     (NOW - 2000, "INFO ok".into()),
                 ],
@@ -946,7 +1021,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .put_events(&g, &b, vec![(NOW - 1000, "ERROR net".into())])
+            .put_events(&g, &b, &[(NOW - 1000, "ERROR net".into())])
             .await
             .unwrap();
         let q = FilterQuery {

@@ -3,12 +3,15 @@
 //! stream changes commit with the call's audit record; events are durable in
 //! the log store's WAL before PutLogEvents answers.
 
+use trailwatch_core::logs::filters::{self, MetricFilterRecord, Transformation};
 use trailwatch_core::logs::model::{
     constraint, group_arn, group_from_identifier, stream_arn, validate_group_name,
     validate_retention, validate_stream_name, GROUP_CLASSES,
 };
+use trailwatch_core::logs::pattern::Pattern;
 use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord};
 use trailwatch_core::logs::LogsError;
+use trailwatch_core::metrics::{validate_put, PutRequest};
 use trailwatch_core::tags::Tags;
 use trailwatch_core::token::filters_hash;
 use trailwatch_protocol::{ApiError, Value};
@@ -16,7 +19,11 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 11] = [
+const OPERATIONS: [&str; 15] = [
+    "PutMetricFilter",
+    "DescribeMetricFilters",
+    "DeleteMetricFilter",
+    "TestMetricFilter",
     "CreateLogGroup",
     "DeleteLogGroup",
     "DescribeLogGroups",
@@ -52,6 +59,10 @@ pub(super) async fn dispatch(
         "DescribeLogStreams" => describe_log_streams(app, cx, input),
         "PutLogEvents" => put_log_events(app, cx, input).await,
         "GetLogEvents" => get_log_events(app, cx, input),
+        "PutMetricFilter" => put_metric_filter(app, cx, input).await,
+        "DescribeMetricFilters" => describe_metric_filters(app, cx, input),
+        "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
+        "TestMetricFilter" => test_metric_filter(input),
         _ => filter_log_events(app, cx, input),
     };
     result.map_err(map_error)
@@ -360,7 +371,14 @@ fn describe_log_groups(
                 members.push(("retentionInDays".to_owned(), Value::Int(i64::from(d))));
             }
             members.extend([
-                ("metricFilterCount".to_owned(), Value::Int(0)),
+                (
+                    "metricFilterCount".to_owned(),
+                    Value::Int(
+                        app.logs
+                            .metric_filters(account, region, name)
+                            .map_or(0, |f| f.len() as i64),
+                    ),
+                ),
                 ("arn".to_owned(), Value::String(format!("{arn}:*"))),
                 ("storedBytes".to_owned(), Value::Int(stored as i64)),
                 ("logGroupClass".to_owned(), Value::string(&g.class)),
@@ -589,7 +607,11 @@ async fn put_log_events(
         .logs
         .stream(account, region, &group, &stream)?
         .ok_or_else(LogsError::stream_not_found)?;
-    let rejected = app.logs.put_events(&record, &stream_record, events).await?;
+    let (rejected, stored) = app
+        .logs
+        .put_events(&record, &stream_record, &events)
+        .await?;
+    emit_metrics(app, cx, &group, &events[stored]).await;
     let mut out = vec![(
         "nextSequenceToken".to_owned(),
         Value::String(key_digits((cx.now.millis(), 0, 0))),
@@ -732,4 +754,315 @@ fn filter_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
         out.push(("nextToken".to_owned(), Value::String(t)));
     }
     Ok(Outcome::read(Value::Struct(out)))
+}
+
+/// Feeds stored events through the group's metric filters into the metric
+/// store (§7.2). The events are already durable; a sample that fails is
+/// logged, never turned into an error of PutLogEvents.
+async fn emit_metrics(app: &App, cx: &CallContext<'_>, group: &str, events: &[(i64, String)]) {
+    if events.is_empty() {
+        return;
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let filters = match app.logs.metric_filters(account, region, group) {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::error!(error = %err, "failed to read metric filters");
+            return;
+        }
+    };
+    let mut by_namespace: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for (_, filter) in &filters {
+        let Ok(pattern) = Pattern::parse(&filter.pattern) else {
+            continue;
+        };
+        for t in &filter.transformations {
+            for (namespace, datum) in filters::samples(&pattern, t, events) {
+                by_namespace.entry(namespace).or_default().push(datum);
+            }
+        }
+    }
+    for (namespace, datums) in by_namespace {
+        for chunk in datums.chunks(1000) {
+            let request = |data: Vec<_>| PutRequest {
+                namespace: Some(namespace.clone()),
+                metric_data: data,
+                entity_metric_data: Vec::new(),
+            };
+            // All-or-nothing validation: a chunk with one bad sample (say a
+            // value beyond CloudWatch's range) is retried one by one.
+            let valid = match validate_put(request(chunk.to_vec()), cx.now) {
+                Ok(v) => v,
+                Err(_) => chunk
+                    .iter()
+                    .filter_map(|d| validate_put(request(vec![d.clone()]), cx.now).ok())
+                    .flatten()
+                    .collect(),
+            };
+            if valid.is_empty() {
+                continue;
+            }
+            if let Err(err) = app.metrics.put(account, region, valid).await {
+                tracing::error!(error = %err, "failed to store metric filter samples");
+            }
+        }
+    }
+}
+
+fn transformation(input: &Value) -> Result<Transformation, LogsError> {
+    let list = input
+        .get("metricTransformations")
+        .and_then(Value::as_list)
+        .unwrap_or_default();
+    if list.len() != 1 {
+        return Err(constraint(
+            "[…]",
+            "metricTransformations",
+            "Member must have length less than or equal to 1",
+        ));
+    }
+    let t = &list[0];
+    Ok(Transformation {
+        metric_name: required(t, "metricName")?,
+        namespace: required(t, "metricNamespace")?,
+        value: required(t, "metricValue")?,
+        default_value: t.get("defaultValue").and_then(Value::as_f64),
+        dimensions: t
+            .get("dimensions")
+            .map(|d| {
+                d.members()
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        unit: text(t, "unit"),
+    })
+}
+
+async fn put_metric_filter(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let name = required(input, "filterName")?;
+    validate_stream_name(&name, "filterName")?;
+    let pattern = input
+        .get("filterPattern")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            LogsError::InvalidParameter(
+                "1 validation error detected: Value null at 'filterPattern' failed to satisfy constraint: Member must not be null".to_owned(),
+            )
+        })?;
+    let t = transformation(input)?;
+    filters::validate(&pattern, &t)?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    existing_group(app, cx, &group)?;
+    let existing = app.logs.metric_filters(account, region, &group)?;
+    let previous = existing
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| f.created_ms);
+    if previous.is_none() && existing.len() >= filters::MAX_PER_GROUP {
+        return Err(LogsError::LimitExceeded(
+            "Resource limit exceeded.".to_owned(),
+        ));
+    }
+    let record = MetricFilterRecord {
+        v: 1,
+        pattern,
+        created_ms: previous.unwrap_or(cx.now.millis()),
+        transformations: vec![t],
+        apply_on_transformed: input
+            .get("applyOnTransformedLogs")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    let changes = app
+        .logs
+        .put_filter_changes(account, region, &group, &name, &record)?;
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+async fn delete_metric_filter(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let name = required(input, "filterName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    existing_group(app, cx, &group)?;
+    if !app
+        .logs
+        .metric_filters(account, region, &group)?
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
+        return Err(LogsError::NotFound(
+            "The specified metric filter does not exist.".to_owned(),
+        ));
+    }
+    let changes = app
+        .logs
+        .delete_filter_changes(account, region, &group, &name);
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn filter_value(group: &str, name: &str, f: &MetricFilterRecord) -> Value {
+    let transformations = f
+        .transformations
+        .iter()
+        .map(|t| {
+            let mut members = vec![
+                ("metricName".to_owned(), Value::string(&t.metric_name)),
+                ("metricNamespace".to_owned(), Value::string(&t.namespace)),
+                ("metricValue".to_owned(), Value::string(&t.value)),
+            ];
+            if let Some(d) = t.default_value {
+                members.push(("defaultValue".to_owned(), Value::Float(d)));
+            }
+            if !t.dimensions.is_empty() {
+                members.push((
+                    "dimensions".to_owned(),
+                    Value::Map(
+                        t.dimensions
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Value::string(v)))
+                            .collect(),
+                    ),
+                ));
+            }
+            members.push((
+                "unit".to_owned(),
+                Value::string(t.unit.as_deref().unwrap_or("None")),
+            ));
+            Value::Struct(members)
+        })
+        .collect();
+    Value::structure([
+        ("filterName", Value::string(name)),
+        ("filterPattern", Value::string(&f.pattern)),
+        ("metricTransformations", Value::List(transformations)),
+        ("creationTime", Value::Int(f.created_ms)),
+        ("logGroupName", Value::string(group)),
+        (
+            "applyOnTransformedLogs",
+            Value::Bool(f.apply_on_transformed),
+        ),
+    ])
+}
+
+fn describe_metric_filters(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = text(input, "logGroupName");
+    let prefix = text(input, "filterNamePrefix");
+    let metric_name = text(input, "metricName");
+    let namespace = text(input, "metricNamespace");
+    if metric_name.is_some() != namespace.is_some() {
+        return Err(LogsError::InvalidParameter(
+            "metricName and metricNamespace must be specified together.".to_owned(),
+        ));
+    }
+    let limit = limit(input, 50)?.unwrap_or(50);
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let all = match &group {
+        Some(g) => {
+            existing_group(app, cx, g)?;
+            app.logs
+                .metric_filters(account, region, g)?
+                .into_iter()
+                .map(|(n, f)| (g.clone(), n, f))
+                .collect()
+        }
+        None => app.logs.all_metric_filters(account, region)?,
+    };
+    let mut matched: Vec<(String, String, MetricFilterRecord)> = all
+        .into_iter()
+        .filter(|(_, n, f)| {
+            (group.is_none() || prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+                && metric_name.as_ref().is_none_or(|m| {
+                    f.transformations
+                        .iter()
+                        .any(|t| &t.metric_name == m && namespace.as_ref() == Some(&t.namespace))
+                })
+        })
+        .collect();
+    matched.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    let filters = filters_hash(&[
+        account,
+        region,
+        "DescribeMetricFilters",
+        &format!("{group:?}|{prefix:?}|{metric_name:?}|{namespace:?}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let page: Vec<Value> = matched
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(g, n, f)| filter_value(g, n, f))
+        .collect();
+    let mut out = vec![("metricFilters".to_owned(), Value::List(page))];
+    if offset + limit < matched.len() {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+fn test_metric_filter(input: &Value) -> Result<Outcome, LogsError> {
+    let pattern = Pattern::parse(&text(input, "filterPattern").unwrap_or_default())?;
+    let messages: Vec<String> = input
+        .get("logEventMessages")
+        .and_then(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    if messages.is_empty() || messages.len() > 50 {
+        return Err(constraint(
+            "[…]",
+            "logEventMessages",
+            "Member must have length less than or equal to 50",
+        ));
+    }
+    let matches = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let values = pattern.extracted_values(m)?;
+            Some(Value::structure([
+                ("eventNumber", Value::Int(i as i64 + 1)),
+                ("eventMessage", Value::string(m)),
+                (
+                    "extractedValues",
+                    Value::Map(
+                        values
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::String(v)))
+                            .collect(),
+                    ),
+                ),
+            ]))
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([(
+        "matches",
+        Value::List(matches),
+    )])))
 }
