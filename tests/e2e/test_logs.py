@@ -282,6 +282,28 @@ def test_metric_filters_emit_real_metrics(server):
         ("ResourceNotFoundException", "The specified metric filter does not exist.")
 
 
+def test_log_group_tags(server):
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="t", tags={"team": "core"})
+    arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:t"
+    assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "core"}
+    logs.tag_resource(resourceArn=arn, tags={"env": "prod", "team": "obs"})
+    assert logs.list_tags_log_group(logGroupName="t")["tags"] == {"env": "prod", "team": "obs"}
+    logs.untag_resource(resourceArn=arn, tagKeys=["env"])
+    logs.tag_log_group(logGroupName="t", tags={"cost": "a1"})
+    logs.untag_log_group(logGroupName="t", tags=["team"])
+    assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {"cost": "a1"}
+    assert error_of(logs.tag_resource, resourceArn=arn, tags={"aws:x": "y"})[0] == "InvalidParameterException"
+    with pytest.raises(ClientError) as info:
+        logs.tag_resource(resourceArn=arn, tags={f"k{i}": "v" for i in range(50)})
+    assert info.value.response["Error"]["Code"] == "TooManyTagsException"
+    assert info.value.response["resourceName"] == arn
+    assert error_of(logs.list_tags_for_resource, resourceArn=arn + "x")[0] == "ResourceNotFoundException"
+    logs.delete_log_group(logGroupName="t")
+    logs.create_log_group(logGroupName="t")
+    assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {}
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

@@ -19,6 +19,14 @@ pub enum LogsError {
     /// `LimitExceededException`.
     #[error("{0}")]
     LimitExceeded(String),
+    /// `TooManyTagsException`, naming the resource.
+    #[error("{message}")]
+    TooManyTags {
+        /// The message.
+        message: String,
+        /// `resourceName`.
+        resource: String,
+    },
     /// Storage failed; answered as a service fault.
     #[error("logs storage failed: {0}")]
     Storage(String),
@@ -33,6 +41,7 @@ impl LogsError {
             LogsError::AlreadyExists(_) => "ResourceAlreadyExistsException",
             LogsError::Validation(_) => "ValidationException",
             LogsError::LimitExceeded(_) => "LimitExceededException",
+            LogsError::TooManyTags { .. } => "TooManyTagsException",
             LogsError::Storage(_) => "ServiceUnavailableException",
         }
     }
@@ -92,6 +101,38 @@ pub fn validate_stream_name(name: &str, member: &str) -> Result<(), LogsError> {
             member,
             "Member must satisfy regular expression pattern: [^:*]*",
         ));
+    }
+    Ok(())
+}
+
+/// Validates tags (§12): keys 1–128 and values 0–256 of letters, spaces,
+/// digits and `_ . : / = + - @`; `aws:` keys are reserved.
+pub fn validate_tags(tags: &[(String, String)]) -> Result<(), LogsError> {
+    let allowed = |s: &str| {
+        s.chars().all(|c| {
+            c.is_alphabetic() || c.is_whitespace() || c.is_numeric() || "_.:/=+-@".contains(c)
+        })
+    };
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 || !allowed(k) {
+            return Err(constraint(
+                k,
+                "tags",
+                "Map keys must satisfy constraint: [Member must have length less than or equal to 128, Member must have length greater than or equal to 1, Member must satisfy regular expression pattern: ^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]+)$]",
+            ));
+        }
+        if k.starts_with("aws:") {
+            return Err(LogsError::InvalidParameter(format!(
+                "Tag keys starting with aws: are reserved: {k}"
+            )));
+        }
+        if v.chars().count() > 256 || !allowed(v) {
+            return Err(constraint(
+                v,
+                "tags",
+                "Map value must satisfy constraint: [Member must have length less than or equal to 256, Member must satisfy regular expression pattern: ^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$]",
+            ));
+        }
     }
     Ok(())
 }

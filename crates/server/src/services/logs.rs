@@ -6,7 +6,7 @@
 use trailwatch_core::logs::filters::{self, MetricFilterRecord, Transformation};
 use trailwatch_core::logs::model::{
     constraint, group_arn, group_from_identifier, stream_arn, validate_group_name,
-    validate_retention, validate_stream_name, GROUP_CLASSES,
+    validate_retention, validate_stream_name, validate_tags, GROUP_CLASSES,
 };
 use trailwatch_core::logs::pattern::Pattern;
 use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord};
@@ -19,7 +19,13 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 15] = [
+const OPERATIONS: [&str; 21] = [
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+    "TagLogGroup",
+    "UntagLogGroup",
+    "ListTagsLogGroup",
     "PutMetricFilter",
     "DescribeMetricFilters",
     "DeleteMetricFilter",
@@ -63,6 +69,11 @@ pub(super) async fn dispatch(
         "DescribeMetricFilters" => describe_metric_filters(app, cx, input),
         "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
         "TestMetricFilter" => test_metric_filter(input),
+        "TagResource" | "TagLogGroup" => tag(app, cx, input, op == "TagResource").await,
+        "UntagResource" | "UntagLogGroup" => untag(app, cx, input, op == "UntagResource").await,
+        "ListTagsForResource" | "ListTagsLogGroup" => {
+            list_tags(app, cx, input, op == "ListTagsForResource")
+        }
         _ => filter_log_events(app, cx, input),
     };
     result.map_err(map_error)
@@ -70,6 +81,12 @@ pub(super) async fn dispatch(
 
 fn map_error(err: LogsError) -> ApiError {
     match &err {
+        LogsError::TooManyTags { message, resource } => {
+            let mut e = ApiError::new(err.code(), 400, message.clone());
+            e.extra
+                .push(("resourceName".to_owned(), Value::string(resource)));
+            e
+        }
         LogsError::Storage(m) => {
             tracing::error!(error = %m, "logs storage failed");
             ApiError::new(
@@ -187,6 +204,7 @@ async fn create_log_group(
             "1 validation error detected: Value at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50".to_owned(),
         ));
     }
+    validate_tags(&tags)?;
     let (account, region) = (&cx.principal.account_id, cx.region);
     let hold = app.logs.lock_names().await;
     if app.logs.group(account, region, &name)?.is_some() {
@@ -1064,5 +1082,109 @@ fn test_metric_filter(input: &Value) -> Result<Outcome, LogsError> {
     Ok(Outcome::read(Value::structure([(
         "matches",
         Value::List(matches),
+    )])))
+}
+
+/// The log group a tagging call names: `resourceArn` (a log group ARN without
+/// `:*`) or, for the legacy operations, `logGroupName`.
+fn tagged_group(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    by_arn: bool,
+) -> Result<(String, String), LogsError> {
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let name = if by_arn {
+        let arn = required(input, "resourceArn")?;
+        let prefix = format!("arn:aws:logs:{region}:{account}:log-group:");
+        match arn.strip_prefix(&prefix) {
+            Some(name) if !name.is_empty() && !name.contains(':') => name.to_owned(),
+            _ => {
+                return Err(LogsError::NotFound(format!(
+                    "The specified resource {arn} does not exist."
+                )))
+            }
+        }
+    } else {
+        required(input, "logGroupName")?
+    };
+    existing_group(app, cx, &name)?;
+    let arn = group_arn(region, account, &name);
+    Ok((name, arn))
+}
+
+fn storage_error(e: impl std::fmt::Display) -> LogsError {
+    LogsError::Storage(e.to_string())
+}
+
+async fn tag(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    by_arn: bool,
+) -> Result<Outcome, LogsError> {
+    let tags: Vec<(String, String)> = input
+        .get("tags")
+        .map(|t| {
+            t.members()
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if tags.is_empty() {
+        return Err(constraint(
+            "{}",
+            "tags",
+            "Member must have length greater than or equal to 1",
+        ));
+    }
+    validate_tags(&tags)?;
+    let hold = app.logs.lock_names().await;
+    let (_, arn) = tagged_group(app, cx, input, by_arn)?;
+    let mut current = app.tags.get(&arn).map_err(storage_error)?;
+    current.extend(tags.iter().cloned());
+    if current.len() > trailwatch_core::tags::MAX_TAGS {
+        return Err(LogsError::TooManyTags {
+            message: "A resource can have no more than 50 tags.".to_owned(),
+            resource: arn,
+        });
+    }
+    let changes = app.tags.tag_changes(&arn, &tags).map_err(storage_error)?;
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+async fn untag(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    by_arn: bool,
+) -> Result<Outcome, LogsError> {
+    let keys = input.strings(if by_arn { "tagKeys" } else { "tags" });
+    let hold = app.logs.lock_names().await;
+    let (_, arn) = tagged_group(app, cx, input, by_arn)?;
+    let changes = app.tags.untag_changes(&arn, &keys).map_err(storage_error)?;
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn list_tags(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    by_arn: bool,
+) -> Result<Outcome, LogsError> {
+    let (_, arn) = tagged_group(app, cx, input, by_arn)?;
+    let tags = app.tags.get(&arn).map_err(storage_error)?;
+    Ok(Outcome::read(Value::structure([(
+        "tags",
+        Value::Map(
+            tags.into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ),
     )])))
 }
