@@ -177,10 +177,12 @@ impl App {
         let logs = LogStore::open(
             &config.data_dir.join("logs"),
             audit.catalog(),
+            audit.objects(),
             clock.clone(),
             tokens.clone(),
             config.audit.wal.clone(),
         )
+        .await
         .map_err(|e| StartError::Logs(e.to_string()))?;
         let dashboards = Dashboards::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
@@ -230,6 +232,11 @@ impl App {
         if let Err(err) = self.audit.flush().await {
             // The records stay in the WAL; the next flush retries them.
             tracing::error!(error = %err, "failed to flush audit records to segments");
+        }
+        match self.logs.maintain().await {
+            Ok(report) => tracing::debug!(?report, "logs maintenance"),
+            // Events stay in the WAL or in their segments; the next pass retries.
+            Err(err) => tracing::error!(error = %err, "failed to maintain log segments"),
         }
         match self.metrics.maintain().await {
             Ok(report) => tracing::debug!(?report, "metrics maintenance"),
