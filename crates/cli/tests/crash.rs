@@ -375,3 +375,145 @@ fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// Every message of stream `s` in group `crash`, read forward from the head.
+fn stored_messages(addr: &str) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut body = serde_json::json!({
+            "logGroupName": "crash", "logStreamName": "s", "startFromHead": true, "limit": 500,
+        });
+        if let Some(t) = &token {
+            body["nextToken"] = serde_json::Value::String(t.clone());
+        }
+        let (status, answer) = call(
+            &mut stream,
+            addr,
+            "logs",
+            "Logs_20140328.GetLogEvents",
+            &body.to_string(),
+        )
+        .expect("get log events");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let page: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+        for e in page["events"].as_array().expect("events") {
+            out.push(e["message"].as_str().expect("message").to_owned());
+        }
+        let next = page["nextForwardToken"].as_str().expect("token").to_owned();
+        if token.as_deref() == Some(next.as_str()) {
+            return out;
+        }
+        token = Some(next);
+    }
+}
+
+#[test]
+fn sigkill_during_log_ingest_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let acknowledged: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let sent: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut rng = rand::thread_rng();
+    {
+        let mut server = start(&data_dir);
+        let mut stream = TcpStream::connect(&server.addr).expect("connect");
+        for (target, body) in [
+            (
+                "Logs_20140328.CreateLogGroup",
+                r#"{"logGroupName":"crash"}"#,
+            ),
+            (
+                "Logs_20140328.CreateLogStream",
+                r#"{"logGroupName":"crash","logStreamName":"s"}"#,
+            ),
+        ] {
+            let (status, answer) =
+                call(&mut stream, &server.addr, "logs", target, body).expect("setup");
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        }
+        server.kill();
+    }
+    for cycle in 0..8 {
+        let mut server = start(&data_dir);
+        let addr = server.addr.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let (addr, stop, sent, acknowledged) = (
+                    addr.clone(),
+                    stop.clone(),
+                    sent.clone(),
+                    acknowledged.clone(),
+                );
+                std::thread::spawn(move || {
+                    let Ok(mut stream) = TcpStream::connect(&addr) else {
+                        return;
+                    };
+                    for i in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        // Three events per call, each message unique.
+                        let names: Vec<String> =
+                            (0..3).map(|k| format!("c{cycle}-w{w}-{i}-{k}")).collect();
+                        let ts = now().millis();
+                        let events: Vec<serde_json::Value> = names
+                            .iter()
+                            .map(|n| serde_json::json!({"timestamp": ts, "message": n}))
+                            .collect();
+                        let body = serde_json::json!({
+                            "logGroupName": "crash", "logStreamName": "s", "logEvents": events,
+                        });
+                        sent.lock().unwrap().extend(names.iter().cloned());
+                        match call(
+                            &mut stream,
+                            &addr,
+                            "logs",
+                            "Logs_20140328.PutLogEvents",
+                            &body.to_string(),
+                        ) {
+                            Ok((200, _)) => acknowledged.lock().unwrap().extend(names),
+                            Ok((status, answer)) => panic!(
+                                "unexpected answer {status}: {}",
+                                String::from_utf8_lossy(&answer)
+                            ),
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(80..400)));
+        server.kill();
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            w.join().expect("writer thread");
+        }
+        let mut server = start(&data_dir);
+        let stored = stored_messages(&server.addr);
+        server.kill();
+        let mut seen = BTreeSet::new();
+        for m in &stored {
+            assert!(
+                seen.insert(m.clone()),
+                "cycle {cycle}: event {m} stored twice"
+            );
+            assert!(
+                sent.lock().unwrap().contains(m),
+                "cycle {cycle}: event {m} never sent"
+            );
+        }
+        for m in acknowledged.lock().unwrap().iter() {
+            assert!(
+                seen.contains(m),
+                "cycle {cycle}: acknowledged event {m} was lost"
+            );
+        }
+        assert!(
+            count_files(&data_dir.join("objects"), "twl") > 0 || cycle < 2,
+            "cycle {cycle}: no log segment was ever flushed"
+        );
+    }
+}
