@@ -304,6 +304,47 @@ def test_log_group_tags(server):
     assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {}
 
 
+def test_export_task_writes_the_bucket_layout(server):
+    import gzip
+    import os
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="ex")
+    for s in ["web-1", "web-2", "db"]:
+        logs.create_log_stream(logGroupName="ex", logStreamName=s)
+    # Export ranges must end after the group's creation: the next whole second.
+    t = (now_ms() // 1000 + 1) * 1000
+    logs.put_log_events(logGroupName="ex", logStreamName="web-1", logEvents=[
+        {"timestamp": t, "message": "GET /health 200"}, {"timestamp": t + 1, "message": "GET / 404"}])
+    logs.put_log_events(logGroupName="ex", logStreamName="web-2", logEvents=[{"timestamp": t + 5000, "message": "late"}])
+    logs.put_log_events(logGroupName="ex", logStreamName="db", logEvents=[{"timestamp": t, "message": "not exported"}])
+    assert error_of(logs.create_export_task, logGroupName="ex", fromTime=t + 10, to=t, destination="b")[0] == "InvalidParameterException"
+    assert error_of(logs.create_export_task, logGroupName="nope", fromTime=t, to=t, destination="b")[0] == "ResourceNotFoundException"
+    task = logs.create_export_task(taskName="nightly", logGroupName="ex", logStreamNamePrefix="web", fromTime=t,
+                                   to=t + 1, destination="exports", destinationPrefix="p")["taskId"]
+    assert error_of(logs.create_export_task, logGroupName="ex", fromTime=t, to=t + 1, destination="b")[:2] == \
+        ("LimitExceededException", "Resource limit exceeded.")
+    deadline = time.time() + 20
+    while True:
+        described = logs.describe_export_tasks(taskId=task)["exportTasks"][0]
+        if described["status"]["code"] == "COMPLETED" or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert described["status"] == {"code": "COMPLETED", "message": "Completed successfully"}
+    assert described["taskName"] == "nightly" and described["destinationPrefix"] == "p"
+    assert "completionTime" in described["executionInfo"]
+    root = os.path.join(server.data_dir, "objects", "buckets", "exports", "p")
+    assert open(os.path.join(root, "aws-logs-write-test")).read() == "Permission Check Successful"
+    lines = gzip.open(os.path.join(root, task, "web-1", "000000.gz"), "rt").read().splitlines()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t / 1000))
+    assert lines == [f"{stamp}.000Z GET /health 200", f"{stamp}.001Z GET / 404"]
+    # web-2's event is after `to`; db does not match the prefix.
+    assert sorted(os.listdir(os.path.join(root, task))) == ["web-1"]
+    assert error_of(logs.cancel_export_task, taskId=task)[0] == "InvalidOperationException"
+    assert error_of(logs.cancel_export_task, taskId="00000000-0000-0000-0000-000000000000")[0] == "ResourceNotFoundException"
+    assert logs.describe_export_tasks(statusCode="COMPLETED")["exportTasks"][0]["taskId"] == task
+    assert logs.describe_export_tasks(taskId="unknown")["exportTasks"] == []
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

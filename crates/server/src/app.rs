@@ -212,13 +212,21 @@ impl App {
     pub async fn run_maintenance(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut flush_tick = tokio::time::interval(self.config.flush_interval);
         let mut prune_tick = tokio::time::interval(self.config.prune_interval);
+        // Export tasks start within a second of their creation being committed.
+        let mut export_tick = tokio::time::interval(Duration::from_secs(1));
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        export_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = self.flush_wanted.notified() => self.flush_logged().await,
                 _ = flush_tick.tick() => self.flush_logged().await,
+                _ = export_tick.tick() => {
+                    if let Err(err) = self.logs.run_pending_exports().await {
+                        tracing::error!(error = %err, "failed to run log export tasks");
+                    }
+                }
                 _ = prune_tick.tick() => {
                     if let Err(err) = self.audit.prune().await {
                         tracing::error!(error = %err, "failed to prune expired audit history");

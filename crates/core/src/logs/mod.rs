@@ -1,6 +1,7 @@
 //! CloudWatch Logs (`spec/logs.md`): log groups and streams, retention, event
 //! ingestion and reads.
 //!
+//! - [`export`]: export tasks and the object layout they write.
 //! - [`filters`]: metric filters: validation and the samples they emit.
 //! - [`model`]: names, ARNs, retention values and the service's errors.
 //! - [`pattern`]: the filter pattern language (term patterns so far).
@@ -8,6 +9,7 @@
 //!   audit record), events durable in their own WAL before PutLogEvents
 //!   answers, and GetLogEvents / FilterLogEvents over them.
 
+pub mod export;
 pub mod filters;
 pub mod model;
 pub mod pattern;

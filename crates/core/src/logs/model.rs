@@ -19,6 +19,9 @@ pub enum LogsError {
     /// `LimitExceededException`.
     #[error("{0}")]
     LimitExceeded(String),
+    /// `InvalidOperationException`.
+    #[error("{0}")]
+    InvalidOperation(String),
     /// `TooManyTagsException`, naming the resource.
     #[error("{message}")]
     TooManyTags {
@@ -41,6 +44,7 @@ impl LogsError {
             LogsError::AlreadyExists(_) => "ResourceAlreadyExistsException",
             LogsError::Validation(_) => "ValidationException",
             LogsError::LimitExceeded(_) => "LimitExceededException",
+            LogsError::InvalidOperation(_) => "InvalidOperationException",
             LogsError::TooManyTags { .. } => "TooManyTagsException",
             LogsError::Storage(_) => "ServiceUnavailableException",
         }

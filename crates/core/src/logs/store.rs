@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use trailwatch_storage::{Catalog, CatalogOp, Objects, Wal, WalOptions};
 use trailwatch_types::{Clock, Timestamp};
 
+use super::export::{self, ExportTask};
 use super::filters::MetricFilterRecord;
 use super::model::LogsError;
 use super::pattern::Pattern;
@@ -54,6 +55,7 @@ use crate::token::{filters_hash, TokenCodec};
 const GROUPS: &str = "log_groups";
 const FILTERS: &str = super::filters::TABLE;
 const SEGMENTS: &str = "log_segments";
+const EXPORTS: &str = super::export::TABLE;
 const STATE_TABLE: &str = "log_state";
 const STATE_KEY: &str = "state";
 const STREAMS: &str = "log_streams";
@@ -638,6 +640,112 @@ impl LogStore {
             STREAMS,
             stream_key(account, region, group, name),
         )]
+    }
+
+    /// Every export task of `account`.
+    pub fn export_tasks(&self, account: &str) -> Result<Vec<ExportTask>, LogsError> {
+        self.catalog
+            .list(EXPORTS, &format!("{account}:"))
+            .map_err(storage)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(storage))
+            .collect()
+    }
+
+    fn save_task(&self, task: &ExportTask) -> Result<(), LogsError> {
+        self.catalog.commit(&[task.put()]).map_err(storage)
+    }
+
+    /// Runs every PENDING export task (the maintenance worker calls this).
+    pub async fn run_pending_exports(&self) -> Result<usize, LogsError> {
+        let pending: Vec<ExportTask> = self
+            .catalog
+            .list(EXPORTS, "")
+            .map_err(storage)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<ExportTask>(&v).ok())
+            .filter(|t| t.status == "PENDING")
+            .collect();
+        for mut task in pending.clone() {
+            task.status = "RUNNING".into();
+            self.save_task(&task)?;
+            let outcome = self.export(&task).await;
+            // A cancel that arrived meanwhile wins.
+            let current = self
+                .export_tasks(&task.account)?
+                .into_iter()
+                .find(|t| t.id == task.id);
+            let mut done = current.unwrap_or(task);
+            match (done.status.as_str(), outcome) {
+                ("PENDING_CANCEL" | "CANCELLED", _) => {
+                    done.status = "CANCELLED".into();
+                    done.message = Some("Cancelled by user".into());
+                }
+                (_, Ok(())) => {
+                    done.status = "COMPLETED".into();
+                    done.message = Some("Completed successfully".into());
+                }
+                (_, Err(err)) => {
+                    done.status = "FAILED".into();
+                    done.message = Some(err.to_string());
+                }
+            }
+            done.completed_ms = Some(self.clock.now().millis());
+            self.save_task(&done)?;
+        }
+        Ok(pending.len())
+    }
+
+    async fn export(&self, task: &ExportTask) -> Result<(), LogsError> {
+        let group = self
+            .group(&task.account, &task.region, &task.group)?
+            .ok_or_else(LogsError::group_not_found)?;
+        let cutoff = group.cutoff(self.clock.now());
+        self.objects
+            .put_durable(
+                &export::object_path(task, "aws-logs-write-test"),
+                bytes::Bytes::from_static(b"Permission Check Successful"),
+            )
+            .await
+            .map_err(storage)?;
+        for (name, stream) in self.streams_of(&task.account, &task.region, &task.group)? {
+            if task
+                .stream_prefix
+                .as_ref()
+                .is_some_and(|p| !name.starts_with(p.as_str()))
+            {
+                continue;
+            }
+            let cancelled = self
+                .export_tasks(&task.account)?
+                .iter()
+                .any(|t| t.id == task.id && t.status != "RUNNING");
+            if cancelled {
+                return Ok(());
+            }
+            let events: Vec<(i64, Arc<str>)> = {
+                let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+                streams.get(&stream.id).map_or_else(Vec::new, |s| {
+                    s.events
+                        .iter()
+                        .filter(|e| e.timestamp >= cutoff.max(task.from) && e.timestamp <= task.to)
+                        .map(|e| (e.timestamp, e.message.clone()))
+                        .collect()
+                })
+            };
+            if events.is_empty() {
+                continue;
+            }
+            let chunks = export::chunks(events.iter().map(|(t, m)| (*t, &**m))).map_err(storage)?;
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let key = format!("{}/{}/{i:06}.gz", task.id, name);
+                self.objects
+                    .put_durable(&export::object_path(task, &key), chunk.into())
+                    .await
+                    .map_err(storage)?;
+            }
+        }
+        Ok(())
     }
 
     /// The metric filters of `group` in name order.

@@ -3,6 +3,7 @@
 //! stream changes commit with the call's audit record; events are durable in
 //! the log store's WAL before PutLogEvents answers.
 
+use trailwatch_core::logs::export::ExportTask;
 use trailwatch_core::logs::filters::{self, MetricFilterRecord, Transformation};
 use trailwatch_core::logs::model::{
     constraint, group_arn, group_from_identifier, stream_arn, validate_group_name,
@@ -19,7 +20,10 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 21] = [
+const OPERATIONS: [&str; 24] = [
+    "CreateExportTask",
+    "DescribeExportTasks",
+    "CancelExportTask",
     "TagResource",
     "UntagResource",
     "ListTagsForResource",
@@ -69,6 +73,9 @@ pub(super) async fn dispatch(
         "DescribeMetricFilters" => describe_metric_filters(app, cx, input),
         "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
         "TestMetricFilter" => test_metric_filter(input),
+        "CreateExportTask" => create_export_task(app, cx, input).await,
+        "DescribeExportTasks" => describe_export_tasks(app, cx, input),
+        "CancelExportTask" => cancel_export_task(app, cx, input).await,
         "TagResource" | "TagLogGroup" => tag(app, cx, input, op == "TagResource").await,
         "UntagResource" | "UntagLogGroup" => untag(app, cx, input, op == "UntagResource").await,
         "ListTagsForResource" | "ListTagsLogGroup" => {
@@ -1187,4 +1194,160 @@ fn list_tags(
                 .collect(),
         ),
     )])))
+}
+
+async fn create_export_task(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let destination = required(input, "destination")?;
+    let missing = |name: &str| {
+        LogsError::InvalidParameter(format!(
+            "1 validation error detected: Value null at '{name}' failed to satisfy constraint: Member must not be null"
+        ))
+    };
+    let from = int(input, "from")?.ok_or_else(|| missing("from"))?;
+    let to = int(input, "to")?.ok_or_else(|| missing("to"))?;
+    let account = &cx.principal.account_id;
+    let hold = app.logs.lock_names().await;
+    let record = existing_group(app, cx, &group)?;
+    if from > to || to < record.created_ms {
+        return Err(LogsError::InvalidParameter(
+            "Specified time range of '{from}' and '{to}' is not valid. Please make sure that the 'from' time is before the 'to' time and the 'to' time is after the log group creation time."
+                .replace("{from}", &from.to_string())
+                .replace("{to}", &to.to_string()),
+        ));
+    }
+    if app
+        .logs
+        .export_tasks(account)?
+        .iter()
+        .any(ExportTask::is_active)
+    {
+        return Err(LogsError::LimitExceeded(
+            "Resource limit exceeded.".to_owned(),
+        ));
+    }
+    let task = ExportTask {
+        v: 1,
+        id: uuid::Uuid::new_v4().to_string(),
+        name: text(input, "taskName"),
+        account: account.clone(),
+        region: cx.region.to_owned(),
+        group,
+        stream_prefix: text(input, "logStreamNamePrefix"),
+        from,
+        to,
+        destination,
+        prefix: text(input, "destinationPrefix").unwrap_or_else(|| "exportedlogs".to_owned()),
+        status: "PENDING".to_owned(),
+        message: None,
+        created_ms: cx.now.millis(),
+        completed_ms: None,
+    };
+    let output = Value::structure([("taskId", Value::string(&task.id))]);
+    let mut outcome = Outcome::write(output, vec![task.put()]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn task_value(t: &ExportTask) -> Value {
+    let mut members = vec![("taskId".to_owned(), Value::string(&t.id))];
+    if let Some(n) = &t.name {
+        members.push(("taskName".to_owned(), Value::string(n)));
+    }
+    members.extend([
+        ("logGroupName".to_owned(), Value::string(&t.group)),
+        ("from".to_owned(), Value::Int(t.from)),
+        ("to".to_owned(), Value::Int(t.to)),
+        ("destination".to_owned(), Value::string(&t.destination)),
+        ("destinationPrefix".to_owned(), Value::string(&t.prefix)),
+    ]);
+    let mut status = vec![("code".to_owned(), Value::string(&t.status))];
+    if let Some(m) = &t.message {
+        status.push(("message".to_owned(), Value::string(m)));
+    }
+    members.push(("status".to_owned(), Value::Struct(status)));
+    let mut info = vec![("creationTime".to_owned(), Value::Int(t.created_ms))];
+    if let Some(c) = t.completed_ms {
+        info.push(("completionTime".to_owned(), Value::Int(c)));
+    }
+    members.push(("executionInfo".to_owned(), Value::Struct(info)));
+    Value::Struct(members)
+}
+
+fn describe_export_tasks(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let id = text(input, "taskId");
+    let status = text(input, "statusCode");
+    let limit = limit(input, 50)?.unwrap_or(50);
+    let account = &cx.principal.account_id;
+    let mut tasks: Vec<ExportTask> = app
+        .logs
+        .export_tasks(account)?
+        .into_iter()
+        .filter(|t| id.as_ref().is_none_or(|i| *i == t.id))
+        .filter(|t| status.as_ref().is_none_or(|s| *s == t.status))
+        .collect();
+    // Newest first.
+    tasks.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+    let filters = filters_hash(&[
+        account,
+        "DescribeExportTasks",
+        &format!("{id:?}|{status:?}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let page: Vec<Value> = tasks
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(task_value)
+        .collect();
+    let mut out = vec![("exportTasks".to_owned(), Value::List(page))];
+    if offset + limit < tasks.len() {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+async fn cancel_export_task(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let id = required(input, "taskId")?;
+    let hold = app.logs.lock_names().await;
+    let mut task = app
+        .logs
+        .export_tasks(&cx.principal.account_id)?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| {
+            LogsError::NotFound("The specified export task does not exist.".to_owned())
+        })?;
+    match task.status.as_str() {
+        "PENDING" => {
+            task.status = "CANCELLED".into();
+            task.message = Some("Cancelled by user".into());
+            task.completed_ms = Some(cx.now.millis());
+        }
+        // The worker sees this before its next stream and ends the task CANCELLED.
+        "RUNNING" => task.status = "PENDING_CANCEL".into(),
+        other => {
+            return Err(LogsError::InvalidOperation(format!(
+                "The specified export task has already finished ({other})."
+            )))
+        }
+    }
+    let mut outcome = Outcome::write(Value::empty_struct(), vec![task.put()]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
 }
