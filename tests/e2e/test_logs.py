@@ -345,6 +345,75 @@ def test_export_task_writes_the_bucket_layout(server):
     assert logs.describe_export_tasks(taskId="unknown")["exportTasks"] == []
 
 
+def test_subscription_filters_deliver_to_a_log_group_and_http(server):
+    import gzip
+    import http.server
+    import threading
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(gzip.decompress(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        logs = server.client("logs")
+        for g in ["src", "dst"]:
+            logs.create_log_group(logGroupName=g)
+        logs.create_log_stream(logGroupName="src", logStreamName="web")
+        dst_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:dst:*"
+        logs.put_subscription_filter(logGroupName="src", filterName="to-group", filterPattern="ERROR",
+                                     destinationArn=dst_arn)
+        dest = logs.put_destination(destinationName="hook", targetArn=f"http://127.0.0.1:{httpd.server_port}/ingest",
+                                    roleArn=f"arn:aws:iam::{ACCOUNT}:role/cwl")["destination"]
+        assert dest["arn"] == f"arn:aws:logs:{REGION}:{ACCOUNT}:destination:hook"
+        logs.put_subscription_filter(logGroupName="src", filterName="to-http", filterPattern="?ERROR ?WARN",
+                                     destinationArn=dest["arn"])
+        assert received and received[0]["messageType"] == "CONTROL_MESSAGE"
+        code, message, _ = error_of(logs.put_subscription_filter, logGroupName="src", filterName="k",
+                                    filterPattern="", destinationArn=f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/s")
+        assert code == "InvalidParameterException" and message.startswith("Could not deliver test message")
+        assert [f["filterName"] for f in logs.describe_subscription_filters(logGroupName="src")["subscriptionFilters"]] == \
+            ["to-group", "to-http"]
+        # A third filter: over the limit of two per group.
+        assert error_of(logs.put_subscription_filter, logGroupName="src", filterName="third", filterPattern="",
+                        destinationArn=dst_arn)[0] == "LimitExceededException"
+
+        t = now_ms()
+        logs.put_log_events(logGroupName="src", logStreamName="web", logEvents=[
+            {"timestamp": t, "message": "ERROR disk"}, {"timestamp": t + 1, "message": "INFO ok"},
+            {"timestamp": t + 2, "message": "WARN slow"}])
+        delivered = logs.get_log_events(logGroupName="dst", logStreamName="web", startFromHead=True)["events"]
+        assert len(delivered) == 1
+        payload = json.loads(delivered[0]["message"])
+        assert payload["messageType"] == "DATA_MESSAGE" and payload["owner"] == ACCOUNT
+        assert (payload["logGroup"], payload["logStream"], payload["subscriptionFilters"]) == ("src", "web", ["to-group"])
+        assert [(e["timestamp"], e["message"]) for e in payload["logEvents"]] == [(t, "ERROR disk")]
+        assert len(payload["logEvents"][0]["id"]) == 56
+        deadline = time.time() + 10
+        while len(received) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        data = received[1]
+        assert data["messageType"] == "DATA_MESSAGE"
+        assert [e["message"] for e in data["logEvents"]] == ["ERROR disk", "WARN slow"]
+
+        logs.delete_subscription_filter(logGroupName="src", filterName="to-http")
+        assert error_of(logs.delete_subscription_filter, logGroupName="src", filterName="to-http")[0] == "ResourceNotFoundException"
+        logs.put_destination_policy(destinationName="hook", accessPolicy='{"Version":"2012-10-17","Statement":[]}')
+        assert logs.describe_destinations()["destinations"][0]["accessPolicy"].startswith('{"Version"')
+        logs.delete_destination(destinationName="hook")
+        assert logs.describe_destinations()["destinations"] == []
+    finally:
+        httpd.shutdown()
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

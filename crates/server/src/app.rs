@@ -89,6 +89,8 @@ pub struct App {
     pub metrics: MetricStore,
     /// CloudWatch Logs groups, streams and events.
     pub logs: LogStore,
+    /// Outbound HTTP(S) for subscription deliveries.
+    pub http: reqwest::Client,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
     /// Resource tags (in the catalog).
@@ -193,6 +195,7 @@ impl App {
             audit,
             metrics,
             logs,
+            http: reqwest::Client::new(),
             dashboards,
             tags,
             tokens,

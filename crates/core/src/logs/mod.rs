@@ -8,12 +8,14 @@
 //! - [`store`]: groups and streams in the catalog (committed with the call's
 //!   audit record), events durable in their own WAL before PutLogEvents
 //!   answers, and GetLogEvents / FilterLogEvents over them.
+//! - [`subscriptions`]: subscription filters, destinations, and the payload.
 
 pub mod export;
 pub mod filters;
 pub mod model;
 pub mod pattern;
 pub mod store;
+pub mod subscriptions;
 
 pub use model::LogsError;
 pub use store::LogStore;

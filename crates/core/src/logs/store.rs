@@ -49,6 +49,7 @@ use super::export::{self, ExportTask};
 use super::filters::MetricFilterRecord;
 use super::model::LogsError;
 use super::pattern::Pattern;
+use super::subscriptions::{self, DestinationRecord, SubscriptionRecord};
 use crate::metrics::codec::{get_ivarint, get_str, get_varint, put_ivarint, put_str, put_varint};
 use crate::token::{filters_hash, TokenCodec};
 
@@ -563,6 +564,12 @@ impl LogStore {
         for (filter, _) in self.metric_filters(account, region, name)? {
             ops.extend(self.delete_filter_changes(account, region, name, &filter));
         }
+        for (filter, _) in self.subscription_filters(account, region, name)? {
+            ops.push(CatalogOp::delete(
+                subscriptions::FILTERS,
+                subscriptions::filter_key(account, region, name, &filter),
+            ));
+        }
         for (stream, _) in self.streams_of(account, region, name)? {
             ops.push(CatalogOp::delete(
                 STREAMS,
@@ -640,6 +647,63 @@ impl LogStore {
             STREAMS,
             stream_key(account, region, group, name),
         )]
+    }
+
+    /// The subscription filters of `group` in name order.
+    pub fn subscription_filters(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+    ) -> Result<Vec<(String, SubscriptionRecord)>, LogsError> {
+        let prefix = format!("{account}:{region}:{group}:");
+        self.catalog
+            .list(subscriptions::FILTERS, &prefix)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v)
+                    .map(|r| (k[prefix.len()..].to_owned(), r))
+                    .map_err(storage)
+            })
+            .collect()
+    }
+
+    /// The destinations of (account, region) in name order.
+    pub fn destinations(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<(String, DestinationRecord)>, LogsError> {
+        let prefix = format!("{account}:{region}:");
+        self.catalog
+            .list(subscriptions::DESTINATIONS, &prefix)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v)
+                    .map(|r| (k[prefix.len()..].to_owned(), r))
+                    .map_err(storage)
+            })
+            .collect()
+    }
+
+    /// The stream `name` of `group`, created (a system write, committed at
+    /// once) when missing: where subscription deliveries land.
+    pub fn ensure_stream(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<StreamRecord, LogsError> {
+        if let Some(s) = self.stream(account, region, group, name)? {
+            return Ok(s);
+        }
+        let ops = self.create_stream_changes(account, region, group, name)?;
+        self.catalog.commit(&ops).map_err(storage)?;
+        self.stream(account, region, group, name)?
+            .ok_or_else(LogsError::stream_not_found)
     }
 
     /// Every export task of `account`.

@@ -11,6 +11,7 @@ use trailwatch_core::logs::model::{
 };
 use trailwatch_core::logs::pattern::Pattern;
 use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord};
+use trailwatch_core::logs::subscriptions::{self, DestinationRecord, SubscriptionRecord};
 use trailwatch_core::logs::LogsError;
 use trailwatch_core::metrics::{validate_put, PutRequest};
 use trailwatch_core::tags::Tags;
@@ -20,7 +21,14 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 24] = [
+const OPERATIONS: [&str; 31] = [
+    "PutSubscriptionFilter",
+    "DescribeSubscriptionFilters",
+    "DeleteSubscriptionFilter",
+    "PutDestination",
+    "PutDestinationPolicy",
+    "DescribeDestinations",
+    "DeleteDestination",
     "CreateExportTask",
     "DescribeExportTasks",
     "CancelExportTask",
@@ -73,6 +81,13 @@ pub(super) async fn dispatch(
         "DescribeMetricFilters" => describe_metric_filters(app, cx, input),
         "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
         "TestMetricFilter" => test_metric_filter(input),
+        "PutSubscriptionFilter" => put_subscription_filter(app, cx, input).await,
+        "DescribeSubscriptionFilters" => describe_subscription_filters(app, cx, input),
+        "DeleteSubscriptionFilter" => delete_subscription_filter(app, cx, input).await,
+        "PutDestination" => put_destination(app, cx, input).await,
+        "PutDestinationPolicy" => put_destination_policy(app, cx, input).await,
+        "DescribeDestinations" => describe_destinations(app, cx, input),
+        "DeleteDestination" => delete_destination(app, cx, input).await,
         "CreateExportTask" => create_export_task(app, cx, input).await,
         "DescribeExportTasks" => describe_export_tasks(app, cx, input),
         "CancelExportTask" => cancel_export_task(app, cx, input).await,
@@ -636,7 +651,9 @@ async fn put_log_events(
         .logs
         .put_events(&record, &stream_record, &events)
         .await?;
-    emit_metrics(app, cx, &group, &events[stored]).await;
+    let stored_events = &events[stored];
+    emit_metrics(app, cx, &group, stored_events).await;
+    deliver_subscriptions(app, cx, &group, &stream, stored_events).await;
     let mut out = vec![(
         "nextSequenceToken".to_owned(),
         Value::String(key_digits((cx.now.millis(), 0, 0))),
@@ -1348,6 +1365,456 @@ async fn cancel_export_task(
         }
     }
     let mut outcome = Outcome::write(Value::empty_struct(), vec![task.put()]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+/// Where a subscription delivers.
+enum Target {
+    /// A log group of the same account and region (by name).
+    Group(String),
+    /// An HTTP(S) endpoint.
+    Http(String),
+}
+
+/// Resolves `destinationArn`: a log group ARN, or a destination whose
+/// `targetArn` is a log group ARN or an `http(s)://` URL.
+fn resolve_target(app: &App, cx: &CallContext<'_>, arn: &str) -> Result<Option<Target>, LogsError> {
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let group_prefix = format!("arn:aws:logs:{region}:{account}:log-group:");
+    let destination_prefix = format!("arn:aws:logs:{region}:{account}:destination:");
+    if let Some(group) = arn.strip_prefix(&group_prefix) {
+        let group = group.strip_suffix(":*").unwrap_or(group);
+        return Ok(app
+            .logs
+            .group(account, region, group)?
+            .map(|_| Target::Group(group.to_owned())));
+    }
+    if let Some(name) = arn.strip_prefix(&destination_prefix) {
+        let Some((_, d)) = app
+            .logs
+            .destinations(account, region)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+        else {
+            return Ok(None);
+        };
+        if d.target_arn.starts_with("http://") || d.target_arn.starts_with("https://") {
+            return Ok(Some(Target::Http(d.target_arn)));
+        }
+        if d.target_arn.starts_with(&group_prefix) {
+            return resolve_target(app, cx, &d.target_arn);
+        }
+    }
+    Ok(None)
+}
+
+fn undeliverable() -> LogsError {
+    LogsError::InvalidParameter(
+        "Could not deliver test message to specified destination. Check if the destination is valid."
+            .to_owned(),
+    )
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", response.status()))
+    }
+}
+
+/// Delivers the matching stored events of one PutLogEvents call, one payload
+/// per subscription filter (§8.2). A log group target gets the payload JSON as
+/// one event, in a stream named after the source stream (created when
+/// missing); an HTTP target gets the gzip JSON in the background, retried with
+/// back-off. Delivered events go straight to storage: they do not trigger the
+/// target group's own filters.
+async fn deliver_subscriptions(
+    app: &App,
+    cx: &CallContext<'_>,
+    group: &str,
+    stream: &str,
+    events: &[(i64, String)],
+) {
+    if events.is_empty() {
+        return;
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let filters = match app.logs.subscription_filters(account, region, group) {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::error!(error = %err, "failed to read subscription filters");
+            return;
+        }
+    };
+    for (name, filter) in filters {
+        let Ok(pattern) = Pattern::parse(&filter.pattern) else {
+            continue;
+        };
+        let matched: Vec<(String, i64, String)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, m))| pattern.matches(m))
+            .map(|(i, (t, m))| (key_digits((*t, cx.now.millis(), i as u64)), *t, m.clone()))
+            .collect();
+        if matched.is_empty() {
+            continue;
+        }
+        let payload = subscriptions::payload(
+            account,
+            group,
+            stream,
+            std::slice::from_ref(&name),
+            &matched,
+        );
+        match resolve_target(app, cx, &filter.destination_arn) {
+            Ok(Some(Target::Group(target))) => {
+                let delivered = async {
+                    let record = existing_group(app, cx, &target)?;
+                    let s = app.logs.ensure_stream(account, region, &target, stream)?;
+                    app.logs
+                        .put_events(&record, &s, &[(cx.now.millis(), payload.to_string())])
+                        .await
+                }
+                .await;
+                if let Err(err) = delivered {
+                    tracing::warn!(error = %err, filter = %name, "subscription delivery to a log group failed");
+                }
+            }
+            Ok(Some(Target::Http(url))) => {
+                let client = app.http.clone();
+                let body = subscriptions::gzip(&payload);
+                tokio::spawn(async move {
+                    // At least once while the process lives: a few tries with back-off.
+                    for delay in [0u64, 1, 5, 25, 125] {
+                        tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+                        if post(&client, &url, body.clone()).await.is_ok() {
+                            return;
+                        }
+                    }
+                    tracing::warn!(url = %url, "subscription delivery dropped after retries");
+                });
+            }
+            Ok(None) => {
+                tracing::warn!(filter = %name, "subscription destination no longer exists");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "failed to resolve a subscription destination")
+            }
+        }
+    }
+}
+
+async fn put_subscription_filter(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let name = required(input, "filterName")?;
+    validate_stream_name(&name, "filterName")?;
+    let pattern = text(input, "filterPattern").ok_or_else(|| {
+        LogsError::InvalidParameter(
+            "1 validation error detected: Value null at 'filterPattern' failed to satisfy constraint: Member must not be null".to_owned(),
+        )
+    })?;
+    Pattern::parse(&pattern)?;
+    let destination_arn = required(input, "destinationArn")?;
+    let distribution = text(input, "distribution").unwrap_or_else(|| "ByLogStream".to_owned());
+    if !["ByLogStream", "Random"].contains(&distribution.as_str()) {
+        return Err(constraint(
+            &distribution,
+            "distribution",
+            "Member must satisfy enum value set: [Random, ByLogStream]",
+        ));
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    existing_group(app, cx, &group)?;
+    // The health check (§8.2): an unreachable destination refuses the filter.
+    match resolve_target(app, cx, &destination_arn)? {
+        None => return Err(undeliverable()),
+        Some(Target::Http(url)) => {
+            let body = subscriptions::gzip(&subscriptions::control_payload(
+                account,
+                &name,
+                cx.now.millis(),
+            ));
+            post(&app.http, &url, body)
+                .await
+                .map_err(|_| undeliverable())?;
+        }
+        Some(Target::Group(_)) => {}
+    }
+    let hold = app.logs.lock_names().await;
+    let existing = app.logs.subscription_filters(account, region, &group)?;
+    let previous = existing.iter().find(|(n, _)| *n == name);
+    if previous.is_none() && existing.len() >= subscriptions::MAX_PER_GROUP {
+        return Err(LogsError::LimitExceeded(
+            "Resource limit exceeded.".to_owned(),
+        ));
+    }
+    let record = SubscriptionRecord {
+        v: 1,
+        pattern,
+        destination_arn,
+        role_arn: text(input, "roleArn"),
+        distribution,
+        created_ms: previous.map_or(cx.now.millis(), |(_, r)| r.created_ms),
+    };
+    let change = subscriptions::put_filter(
+        subscriptions::filter_key(account, region, &group, &name),
+        &record,
+    );
+    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn describe_subscription_filters(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let prefix = text(input, "filterNamePrefix");
+    let limit = limit(input, 50)?.unwrap_or(50);
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    existing_group(app, cx, &group)?;
+    let all: Vec<(String, SubscriptionRecord)> = app
+        .logs
+        .subscription_filters(account, region, &group)?
+        .into_iter()
+        .filter(|(n, _)| prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+        .collect();
+    let filters = filters_hash(&[
+        account,
+        region,
+        "DescribeSubscriptionFilters",
+        &group,
+        &format!("{prefix:?}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let page = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(n, r)| {
+            let mut members = vec![
+                ("filterName".to_owned(), Value::string(n)),
+                ("logGroupName".to_owned(), Value::string(&group)),
+                ("filterPattern".to_owned(), Value::string(&r.pattern)),
+                (
+                    "destinationArn".to_owned(),
+                    Value::string(&r.destination_arn),
+                ),
+                ("distribution".to_owned(), Value::string(&r.distribution)),
+                ("creationTime".to_owned(), Value::Int(r.created_ms)),
+            ];
+            if let Some(role) = &r.role_arn {
+                members.push(("roleArn".to_owned(), Value::string(role)));
+            }
+            Value::Struct(members)
+        })
+        .collect();
+    let mut out = vec![("subscriptionFilters".to_owned(), Value::List(page))];
+    if offset + limit < all.len() {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+async fn delete_subscription_filter(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = required(input, "logGroupName")?;
+    let name = required(input, "filterName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    existing_group(app, cx, &group)?;
+    if !app
+        .logs
+        .subscription_filters(account, region, &group)?
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
+        return Err(LogsError::NotFound(
+            "The specified subscription filter does not exist.".to_owned(),
+        ));
+    }
+    let change = trailwatch_core::audit::Change::delete(
+        subscriptions::FILTERS,
+        subscriptions::filter_key(account, region, &group, &name),
+    );
+    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn destination_value(region: &str, account: &str, name: &str, d: &DestinationRecord) -> Value {
+    let mut members = vec![
+        ("destinationName".to_owned(), Value::string(name)),
+        ("targetArn".to_owned(), Value::string(&d.target_arn)),
+        ("roleArn".to_owned(), Value::string(&d.role_arn)),
+    ];
+    if let Some(p) = &d.access_policy {
+        members.push(("accessPolicy".to_owned(), Value::string(p)));
+    }
+    members.extend([
+        (
+            "arn".to_owned(),
+            Value::String(format!(
+                "arn:aws:logs:{region}:{account}:destination:{name}"
+            )),
+        ),
+        ("creationTime".to_owned(), Value::Int(d.created_ms)),
+    ]);
+    Value::Struct(members)
+}
+
+async fn put_destination(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let name = required(input, "destinationName")?;
+    validate_stream_name(&name, "destinationName")?;
+    let target_arn = required(input, "targetArn")?;
+    let role_arn = required(input, "roleArn")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    let previous = app
+        .logs
+        .destinations(account, region)?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| d);
+    let record = DestinationRecord {
+        v: 1,
+        target_arn,
+        role_arn,
+        access_policy: previous.as_ref().and_then(|d| d.access_policy.clone()),
+        created_ms: previous.map_or(cx.now.millis(), |d| d.created_ms),
+    };
+    let change = subscriptions::put_destination(
+        subscriptions::destination_key(account, region, &name),
+        &record,
+    );
+    let output = Value::structure([(
+        "destination",
+        destination_value(region, account, &name, &record),
+    )]);
+    let mut outcome = Outcome::write(output, vec![change]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+async fn put_destination_policy(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let name = required(input, "destinationName")?;
+    let policy = required(input, "accessPolicy")?;
+    if serde_json::from_str::<serde_json::Value>(&policy).is_err() {
+        return Err(LogsError::InvalidParameter(
+            "The access policy is not valid JSON.".to_owned(),
+        ));
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    let (_, mut record) = app
+        .logs
+        .destinations(account, region)?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| {
+            LogsError::NotFound("The specified destination does not exist.".to_owned())
+        })?;
+    record.access_policy = Some(policy);
+    let change = subscriptions::put_destination(
+        subscriptions::destination_key(account, region, &name),
+        &record,
+    );
+    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+fn describe_destinations(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let prefix = text(input, "DestinationNamePrefix");
+    let limit = limit(input, 50)?.unwrap_or(50);
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let all: Vec<(String, DestinationRecord)> = app
+        .logs
+        .destinations(account, region)?
+        .into_iter()
+        .filter(|(n, _)| prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+        .collect();
+    let filters = filters_hash(&[
+        account,
+        region,
+        "DescribeDestinations",
+        &format!("{prefix:?}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let page = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(n, d)| destination_value(region, account, n, d))
+        .collect();
+    let mut out = vec![("destinations".to_owned(), Value::List(page))];
+    if offset + limit < all.len() {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::Struct(out)))
+}
+
+async fn delete_destination(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let name = required(input, "destinationName")?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let hold = app.logs.lock_names().await;
+    if !app
+        .logs
+        .destinations(account, region)?
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
+        return Err(LogsError::NotFound(
+            "The specified destination does not exist.".to_owned(),
+        ));
+    }
+    let change = trailwatch_core::audit::Change::delete(
+        subscriptions::DESTINATIONS,
+        subscriptions::destination_key(account, region, &name),
+    );
+    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
     outcome.hold = Some(hold);
     Ok(outcome)
 }
