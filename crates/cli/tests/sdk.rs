@@ -1,6 +1,6 @@
 //! aws-sdk-rust against the real binary: CloudWatch over RPC v2 CBOR (the only
-//! protocol that SDK speaks), CloudTrail LookupEvents over JSON 1.1 with the
-//! short target prefix, and STS over query.
+//! protocol that SDK speaks), CloudWatch Logs and CloudTrail LookupEvents over
+//! JSON 1.1, and STS over query.
 
 mod common;
 
@@ -255,5 +255,82 @@ async fn rust_sdk_calls_are_answered_and_recorded() {
     assert_eq!(
         record["userIdentity"],
         serde_json::json!({"type": "Unknown", "accessKeyId": KEY})
+    );
+}
+
+#[tokio::test]
+async fn rust_sdk_logs_ingest_and_read() {
+    use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::Server::start(&dir.path().join("data"), KEY, SECRET, ACCOUNT, &[]);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&config(&server.endpoint(), SECRET).await);
+    logs.create_log_group()
+        .log_group_name("sdk")
+        .send()
+        .await
+        .expect("CreateLogGroup");
+    logs.create_log_stream()
+        .log_group_name("sdk")
+        .log_stream_name("s")
+        .send()
+        .await
+        .expect("CreateLogStream");
+    #[allow(clippy::disallowed_methods)] // a client: real wall time is what it sends
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let events: Vec<InputLogEvent> = ["ERROR one", "INFO two", "ERROR three"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            InputLogEvent::builder()
+                .timestamp(now + i as i64)
+                .message(*m)
+                .build()
+                .expect("event")
+        })
+        .collect();
+    let put = logs
+        .put_log_events()
+        .log_group_name("sdk")
+        .log_stream_name("s")
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .expect("PutLogEvents");
+    assert!(put.rejected_log_events_info().is_none());
+    let got = logs
+        .get_log_events()
+        .log_group_name("sdk")
+        .log_stream_name("s")
+        .start_from_head(true)
+        .send()
+        .await
+        .expect("GetLogEvents");
+    let messages: Vec<&str> = got.events().iter().filter_map(|e| e.message()).collect();
+    assert_eq!(messages, ["ERROR one", "INFO two", "ERROR three"]);
+    let filtered = logs
+        .filter_log_events()
+        .log_group_name("sdk")
+        .filter_pattern("ERROR")
+        .send()
+        .await
+        .expect("FilterLogEvents");
+    let found: Vec<&str> = filtered
+        .events()
+        .iter()
+        .filter_map(|e| e.message())
+        .collect();
+    assert_eq!(found, ["ERROR one", "ERROR three"]);
+    let err = logs
+        .create_log_group()
+        .log_group_name("sdk")
+        .send()
+        .await
+        .expect_err("a second CreateLogGroup fails");
+    assert_eq!(
+        aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata::code(&err),
+        Some("ResourceAlreadyExistsException")
     );
 }
