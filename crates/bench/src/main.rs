@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use trailwatch_protocol::sigv4::Signer;
 use trailwatch_types::Timestamp;
 
+mod logs;
 mod metrics;
 mod seed;
 
@@ -134,6 +135,11 @@ struct Template {
     follow: Option<FollowPage>,
     /// Values each request carries (ingest), for values/s.
     values_per_request: usize,
+    /// Payload bytes each request carries (log ingest), for MB/s.
+    bytes_per_request: usize,
+    /// Calls made once before the run (x-amz-target, body); their errors
+    /// (such as "already exists") are ignored.
+    setup: Vec<(String, Bytes)>,
 }
 
 impl Template {
@@ -151,6 +157,8 @@ impl Template {
             service: Some(service),
             follow: None,
             values_per_request: 0,
+            bytes_per_request: 0,
+            setup: Vec::new(),
         }
     }
 }
@@ -193,6 +201,8 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                     service: None,
                     follow: None,
                     values_per_request,
+                    bytes_per_request: 0,
+                    setup: Vec::new(),
                 }
             } else if args.protocol == "query" {
                 Template {
@@ -212,6 +222,8 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                     service: Some("monitoring"),
                     follow: None,
                     values_per_request,
+                    bytes_per_request: 0,
+                    setup: Vec::new(),
                 }
             } else {
                 Template {
@@ -225,6 +237,8 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                     service: Some("monitoring"),
                     follow: None,
                     values_per_request,
+                    bytes_per_request: 0,
+                    setup: Vec::new(),
                 }
             }
         }
@@ -242,6 +256,41 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                     metrics::get_data_body(series, start, end, 60, Some(token))
                 })),
                 values_per_request: 0,
+                bytes_per_request: 0,
+                setup: Vec::new(),
+            }
+        }
+        "put-log-events" => {
+            let (bodies, bytes) = logs::put_bodies(args.values, args.bodies, now());
+            let json = |target: &str| {
+                vec![
+                    host.clone(),
+                    (
+                        "content-type".to_owned(),
+                        "application/x-amz-json-1.1".to_owned(),
+                    ),
+                    ("x-amz-target".to_owned(), format!("Logs_20140328.{target}")),
+                ]
+            };
+            Template {
+                method: "POST",
+                path: "/".to_owned(),
+                headers: json("PutLogEvents"),
+                bodies,
+                service: Some("logs"),
+                follow: None,
+                values_per_request: args.values,
+                bytes_per_request: bytes,
+                setup: vec![
+                    (
+                        "CreateLogGroup".to_owned(),
+                        Bytes::from_static(br#"{"logGroupName":"bench"}"#),
+                    ),
+                    (
+                        "CreateLogStream".to_owned(),
+                        Bytes::from_static(br#"{"logGroupName":"bench","logStreamName":"s"}"#),
+                    ),
+                ],
             }
         }
         "vm-query-range" => {
@@ -259,6 +308,8 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                 service: None,
                 follow: None,
                 values_per_request: 0,
+                bytes_per_request: 0,
+                setup: Vec::new(),
             }
         }
         "lookup-events" => {
@@ -317,6 +368,7 @@ async fn run_calls(args: CallArgs) -> anyhow::Result<()> {
         .context("endpoint needs host:port")?
         .to_string();
     let template = Arc::new(template(&args, &authority)?);
+    run_setup(&args, &authority, &template).await?;
     let per_connection = args.requests.div_ceil(args.connections.max(1));
     let cpu_before = args.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
@@ -357,6 +409,7 @@ async fn run_calls(args: CallArgs) -> anyhow::Result<()> {
         "wall_seconds": wall,
         "requests_per_second": latencies.len() as f64 / wall,
         "values_per_second": (latencies.len() * template.values_per_request) as f64 / wall,
+        "megabytes_per_second": (latencies.len() * template.bytes_per_request) as f64 / wall / 1e6,
         "p50_ms": pct(50.0),
         "p90_ms": pct(90.0),
         "p99_ms": pct(99.0),
@@ -366,6 +419,43 @@ async fn run_calls(args: CallArgs) -> anyhow::Result<()> {
     println!("{report}");
     if errors > 0 {
         bail!("{errors} requests failed");
+    }
+    Ok(())
+}
+
+/// Runs the template's setup calls once, before any measured connection starts.
+async fn run_setup(args: &CallArgs, authority: &str, template: &Template) -> anyhow::Result<()> {
+    if template.setup.is_empty() {
+        return Ok(());
+    }
+    for (target, body) in &template.setup {
+        // A connection per call: some peers close after each answer.
+        let mut sender = connect(authority).await?;
+        let mut headers: Vec<(String, String)> = template
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "x-amz-target")
+            .cloned()
+            .collect();
+        headers.push(("x-amz-target".to_owned(), format!("Logs_20140328.{target}")));
+        if let Some(service) = template.service {
+            let signer = Signer {
+                access_key_id: &args.access_key,
+                secret: &args.secret,
+                region: &args.region,
+                service,
+            };
+            signer.sign("POST", "/", "", &mut headers, body, now());
+        }
+        let mut request = http::Request::builder().method("POST").uri("/");
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        let response = sender
+            .send_request(request.body(Full::new(body.clone()))?)
+            .await?;
+        // Errors such as "already exists" are fine: the resource is there.
+        let _ = response.into_body().collect().await?;
     }
     Ok(())
 }

@@ -1206,21 +1206,40 @@ fn apply(stream: &mut StreamEvents, seq: u64, ingestion: i64, events: Vec<(i64, 
             .last_ingestion
             .map_or(ingestion, |l| l.max(ingestion)),
     );
-    for (i, (timestamp, message)) in events.into_iter().enumerate() {
-        let event = Event {
+    // A batch is chronological (PutLogEvents checks it) with rising sequences,
+    // so it is one sorted run: appended when it comes last (the usual case),
+    // merged with the tail it overlaps otherwise — never one insert per event.
+    let mut batch: Vec<Event> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (timestamp, message))| Event {
             timestamp,
             ingestion,
             seq: seq * 16_384 + i as u64,
             message: Arc::from(message),
+        })
+        .collect();
+    batch.sort_by_key(Event::key);
+    let Some(first) = batch.first().map(Event::key) else {
+        return;
+    };
+    if stream.events.last().is_none_or(|l| l.key() <= first) {
+        stream.events.extend(batch);
+        return;
+    }
+    let from = stream.events.partition_point(|e| e.key() < first);
+    let tail = stream.events.split_off(from);
+    stream.events.reserve(tail.len() + batch.len());
+    let (mut a, mut b) = (tail.into_iter().peekable(), batch.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.key() <= y.key() => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
         };
-        let key = event.key();
-        // Mostly appends; late events go to their place.
-        let at = if stream.events.last().is_none_or(|l| l.key() <= key) {
-            stream.events.len()
-        } else {
-            stream.events.partition_point(|e| e.key() <= key)
-        };
-        stream.events.insert(at, event);
+        stream.events.extend(next);
     }
 }
 
