@@ -1549,6 +1549,29 @@ mod tests {
             .unwrap_or(0)
     }
 
+    proptest::proptest! {
+        /// Batches whose times overlap earlier ones end up exactly where a full
+        /// sort by (timestamp, ingestion, sequence) puts them.
+        #[test]
+        fn overlapping_batches_stay_sorted(
+            batches in proptest::collection::vec(proptest::collection::vec(0i64..50, 0..8), 0..12)
+        ) {
+            let mut stream = StreamEvents::default();
+            let mut all = Vec::new();
+            for (seq, mut times) in batches.into_iter().enumerate() {
+                times.sort_unstable();
+                let events: Vec<(i64, String)> = times.iter().map(|t| (*t, format!("{seq}/{t}"))).collect();
+                for (i, (t, _)) in events.iter().enumerate() {
+                    all.push((*t, 1000 + seq as i64, seq as u64 * 16_384 + i as u64));
+                }
+                apply(&mut stream, seq as u64, 1000 + seq as i64, events);
+            }
+            all.sort_unstable();
+            let got: Vec<Key> = stream.events.iter().map(Event::key).collect();
+            proptest::prop_assert_eq!(got, all);
+        }
+    }
+
     #[tokio::test]
     async fn filter_across_streams_in_order_with_tokens() {
         let dir = tempfile::tempdir().unwrap();
