@@ -414,6 +414,57 @@ def test_subscription_filters_deliver_to_a_log_group_and_http(server):
         httpd.shutdown()
 
 
+def test_live_tail_streams_new_events_then_times_out(tmp_path):
+    import threading
+    import boto3
+    from botocore.config import Config
+    from conftest import ACCESS_KEY, SECRET_KEY
+    srv = Server(str(tmp_path / "data"), extra_env={"TRAILWATCH_LIVE_TAIL_TIMEOUT_SECS": "4"})
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        logs.create_log_group(logGroupName="tail")
+        for s in ["web", "db"]:
+            logs.create_log_stream(logGroupName="tail", logStreamName=s)
+        logs.put_log_events(logGroupName="tail", logStreamName="web",
+                            logEvents=[{"timestamp": now_ms(), "message": "ERROR before the session"}])
+        # The operation has the host prefix `stream-`; a local endpoint turns it off.
+        tail_client = boto3.client("logs", endpoint_url=srv.endpoint, region_name=REGION,
+                                   aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                                   config=Config(inject_host_prefix=False, retries={"max_attempts": 1}))
+        arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:tail"
+        assert error_of(tail_client.start_live_tail, logGroupIdentifiers=[arn], logStreamNames=["web"],
+                        logStreamNamePrefixes=["w"])[:2] == \
+            ("InvalidParameterException", "Only one of logStreamNames or logStreamNamePrefixes can be provided.")
+        response = tail_client.start_live_tail(logGroupIdentifiers=[arn], logStreamNamePrefixes=["we"],
+                                               logEventFilterPattern="ERROR")
+
+        def writer():
+            time.sleep(1.2)
+            t = now_ms()
+            logs.put_log_events(logGroupName="tail", logStreamName="web", logEvents=[
+                {"timestamp": t, "message": "ERROR live"}, {"timestamp": t + 1, "message": "INFO live"}])
+            logs.put_log_events(logGroupName="tail", logStreamName="db", logEvents=[
+                {"timestamp": t, "message": "ERROR other stream"}])
+
+        threading.Thread(target=writer).start()
+        kinds, results = [], []
+        with pytest.raises(Exception) as info:
+            for event in response["responseStream"]:
+                kind = next(iter(event))
+                kinds.append(kind)
+                if kind == "sessionStart":
+                    assert event["sessionStart"]["logGroupIdentifiers"] == [arn]
+                    assert event["sessionStart"]["logEventFilterPattern"] == "ERROR"
+                if kind == "sessionUpdate":
+                    results.extend(event["sessionUpdate"]["sessionResults"])
+        assert "SessionTimeoutException" in str(info.value) or "SessionTimeout" in type(info.value).__name__
+        assert kinds[0] == "sessionStart" and kinds.count("sessionUpdate") >= 2
+        assert [(r["logStreamName"], r["message"], r["logGroupIdentifier"]) for r in results] == [("web", "ERROR live", arn)]
+    finally:
+        srv.stop()
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

@@ -49,6 +49,13 @@ struct ServeArgs {
     /// Seconds between background flushes of the write-ahead log into segments.
     #[arg(long, default_value_t = 300, env = "TRAILWATCH_FLUSH_INTERVAL_SECS")]
     flush_interval_secs: u64,
+    /// Seconds a Live Tail session lasts before SessionTimeoutException.
+    #[arg(
+        long,
+        default_value_t = 10_800,
+        env = "TRAILWATCH_LIVE_TAIL_TIMEOUT_SECS"
+    )]
+    live_tail_timeout_secs: u64,
     /// Write the bound address to this file once listening (for tests and
     /// supervisors; useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
@@ -92,6 +99,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.default_region = args.region.clone();
     config.audit.flush_rows = args.audit_flush_rows.max(1);
     config.flush_interval = std::time::Duration::from_secs(args.flush_interval_secs.max(1));
+    config.live_tail_timeout = std::time::Duration::from_secs(args.live_tail_timeout_secs.max(1));
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;

@@ -15,6 +15,7 @@ pub mod body;
 pub mod cbor;
 pub mod classify;
 pub mod error;
+pub mod eventstream;
 pub mod json;
 pub mod query;
 pub mod render;

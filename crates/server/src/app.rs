@@ -32,6 +32,8 @@ pub struct AppConfig {
     /// How often the background worker flushes the WAL into segments even when
     /// fewer than `audit.flush_rows` records wait.
     pub flush_interval: Duration,
+    /// How long a Live Tail session lasts (3 hours at AWS).
+    pub live_tail_timeout: Duration,
     /// How often expired history is pruned.
     pub prune_interval: Duration,
 }
@@ -48,6 +50,7 @@ impl AppConfig {
             audit: AuditOptions::default(),
             flush_interval: Duration::from_secs(300),
             prune_interval: Duration::from_secs(3600),
+            live_tail_timeout: Duration::from_secs(3 * 3600),
         }
     }
 }

@@ -37,7 +37,7 @@ pub struct IncomingRequest {
 }
 
 /// The answer, independent of the HTTP library.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OutgoingResponse {
     /// HTTP status.
     pub status: u16,
@@ -47,6 +47,8 @@ pub struct OutgoingResponse {
     pub body: Vec<u8>,
     /// The request id sent to the client.
     pub request_id: String,
+    /// A body that follows `body` as it is produced (Live Tail's event stream).
+    pub stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 /// Builds the axum router serving every service at `/`.
@@ -87,8 +89,16 @@ async fn axum_entry(
     for (k, v) in &response.headers {
         builder = builder.header(k, v);
     }
+    let body = match response.stream {
+        Some(rx) => axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async {
+            rx.recv()
+                .await
+                .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+        })),
+        None => axum::body::Body::from(response.body),
+    };
     builder
-        .body(axum::body::Body::from(response.body))
+        .body(body)
         .unwrap_or_else(|_| http::Response::new(axum::body::Body::empty()))
 }
 
@@ -572,6 +582,17 @@ async fn finish_with(
         Ok(outcome) => outcome.raw_body.take(),
         Err(_) => None,
     };
+    let stream = match &mut result {
+        Ok(outcome) => outcome.stream.take(),
+        Err(_) => None,
+    };
+    let raw_body = match (&stream, raw_body) {
+        (Some(_), _) => Some(services::RawBody {
+            content_type: "application/vnd.amazon.eventstream",
+            bytes: Vec::new(),
+        }),
+        (None, raw) => raw,
+    };
     let rendered = match (&result, raw_body) {
         (Ok(_), Some(raw)) => render::raw(protocol, raw.content_type, raw.bytes, &request_id),
         (Ok(outcome), None) => render::success(
@@ -667,7 +688,12 @@ async fn finish_with(
             rendered
         }
     };
-    into_response(rendered, request_id, now)
+    let mut response = into_response(rendered, request_id, now);
+    // The stream follows only a successful, recorded answer.
+    if response.status == 200 {
+        response.stream = stream;
+    }
+    response
 }
 
 fn into_response(rendered: Rendered, request_id: String, now: Timestamp) -> OutgoingResponse {
@@ -678,6 +704,7 @@ fn into_response(rendered: Rendered, request_id: String, now: Timestamp) -> Outg
         headers,
         body: rendered.body,
         request_id,
+        stream: None,
     }
 }
 

@@ -254,6 +254,27 @@ pub struct LogStore {
     names: Arc<tokio::sync::Mutex<()>>,
     /// One flush or purge at a time.
     maintenance: tokio::sync::Mutex<()>,
+    /// Ingested events for Live Tail sessions.
+    tail: tokio::sync::broadcast::Sender<Arc<TailEvent>>,
+}
+
+/// An ingested event as Live Tail sessions see it.
+#[derive(Debug, Clone)]
+pub struct TailEvent {
+    /// Account.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Log group name.
+    pub group: String,
+    /// Log stream name.
+    pub stream: String,
+    /// Event time, ms.
+    pub timestamp: i64,
+    /// Ingestion time, ms.
+    pub ingestion: i64,
+    /// The message.
+    pub message: String,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -340,6 +361,7 @@ impl LogStore {
             tokens,
             names: Arc::new(tokio::sync::Mutex::new(())),
             maintenance: tokio::sync::Mutex::new(()),
+            tail: tokio::sync::broadcast::channel(16_384).0,
         })
     }
 
@@ -478,6 +500,21 @@ impl LogStore {
             serde_json::to_vec(state).map_err(storage)?,
         ));
         self.catalog.commit(&ops).map_err(storage)
+    }
+
+    /// Events ingested from now on, for a Live Tail session.
+    pub fn subscribe_tail(&self) -> tokio::sync::broadcast::Receiver<Arc<TailEvent>> {
+        self.tail.subscribe()
+    }
+
+    /// Offers stored events to Live Tail sessions (none listening: no cost).
+    pub fn publish_tail(&self, events: impl FnOnce() -> Vec<TailEvent>) {
+        if self.tail.receiver_count() > 0 {
+            for e in events() {
+                // Sessions that fell behind skip events (§11.3 bounds buffering).
+                let _ = self.tail.send(Arc::new(e));
+            }
+        }
     }
 
     /// Held from a name check until the changes it allowed are committed.

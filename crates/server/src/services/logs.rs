@@ -10,7 +10,7 @@ use trailwatch_core::logs::model::{
     validate_retention, validate_stream_name, validate_tags, GROUP_CLASSES,
 };
 use trailwatch_core::logs::pattern::Pattern;
-use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord};
+use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord, TailEvent};
 use trailwatch_core::logs::subscriptions::{self, DestinationRecord, SubscriptionRecord};
 use trailwatch_core::logs::LogsError;
 use trailwatch_core::metrics::{validate_put, PutRequest};
@@ -21,7 +21,8 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 31] = [
+const OPERATIONS: [&str; 32] = [
+    "StartLiveTail",
     "PutSubscriptionFilter",
     "DescribeSubscriptionFilters",
     "DeleteSubscriptionFilter",
@@ -81,6 +82,7 @@ pub(super) async fn dispatch(
         "DescribeMetricFilters" => describe_metric_filters(app, cx, input),
         "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
         "TestMetricFilter" => test_metric_filter(input),
+        "StartLiveTail" => start_live_tail(app, cx, input),
         "PutSubscriptionFilter" => put_subscription_filter(app, cx, input).await,
         "DescribeSubscriptionFilters" => describe_subscription_filters(app, cx, input),
         "DeleteSubscriptionFilter" => delete_subscription_filter(app, cx, input).await,
@@ -654,6 +656,20 @@ async fn put_log_events(
     let stored_events = &events[stored];
     emit_metrics(app, cx, &group, stored_events).await;
     deliver_subscriptions(app, cx, &group, &stream, stored_events).await;
+    app.logs.publish_tail(|| {
+        stored_events
+            .iter()
+            .map(|(t, m)| TailEvent {
+                account: account.clone(),
+                region: region.to_owned(),
+                group: group.clone(),
+                stream: stream.clone(),
+                timestamp: *t,
+                ingestion: cx.now.millis(),
+                message: m.clone(),
+            })
+            .collect()
+    });
     let mut out = vec![(
         "nextSequenceToken".to_owned(),
         Value::String(key_digits((cx.now.millis(), 0, 0))),
@@ -1816,5 +1832,154 @@ async fn delete_destination(
     );
     let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
     outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
+/// Live Tail sessions per account at once (§11.1).
+const MAX_TAIL_SESSIONS: usize = 15;
+
+static TAIL_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// StartLiveTail (§11): an `initial-response`, a `sessionStart`, then a
+/// `sessionUpdate` every second with the events ingested since (at most 500,
+/// uniformly sampled beyond), until the session times out with
+/// `SessionTimeoutException` or the client goes away.
+fn start_live_tail(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let identifiers = input.strings("logGroupIdentifiers");
+    if identifiers.is_empty() {
+        return Err(LogsError::InvalidParameter(
+            "1 validation error detected: Value null at 'logGroupIdentifiers' failed to satisfy constraint: Member must not be null".to_owned(),
+        ));
+    }
+    if identifiers.len() > 10 {
+        return Err(LogsError::InvalidParameter(
+            "1 validation error detected: Value at 'logGroupIdentifiers' failed to satisfy constraint: Member must have length less than or equal to 10".to_owned(),
+        ));
+    }
+    let names = input
+        .get("logStreamNames")
+        .map(|_| input.strings("logStreamNames"));
+    let prefixes = input
+        .get("logStreamNamePrefixes")
+        .map(|_| input.strings("logStreamNamePrefixes"));
+    if names.is_some() && prefixes.is_some() {
+        return Err(LogsError::InvalidParameter(
+            "Only one of logStreamNames or logStreamNamePrefixes can be provided.".to_owned(),
+        ));
+    }
+    if (names.is_some() || prefixes.is_some()) && identifiers.len() > 1 {
+        return Err(LogsError::InvalidParameter(
+            "logStreamNames and logStreamNamePrefixes can only be used with a single log group."
+                .to_owned(),
+        ));
+    }
+    let pattern_text = text(input, "logEventFilterPattern");
+    let pattern = Pattern::parse(pattern_text.as_deref().unwrap_or(""))?;
+    // (group name, identifier as given)
+    let mut groups = Vec::new();
+    for identifier in &identifiers {
+        let name = group_from_identifier(identifier)?;
+        existing_group(app, cx, &name)?;
+        groups.push((name, identifier.clone()));
+    }
+    if TAIL_SESSIONS.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TAIL_SESSIONS {
+        return Err(LogsError::LimitExceeded(
+            "Resource limit exceeded.".to_owned(),
+        ));
+    }
+    let (account, region) = (cx.principal.account_id.clone(), cx.region.to_owned());
+    let mut start = vec![
+        ("requestId".to_owned(), serde_json::json!(cx.request_id)),
+        (
+            "sessionId".to_owned(),
+            serde_json::json!(uuid::Uuid::new_v4().to_string()),
+        ),
+        (
+            "logGroupIdentifiers".to_owned(),
+            serde_json::json!(identifiers),
+        ),
+    ];
+    if let Some(n) = &names {
+        start.push(("logStreamNames".to_owned(), serde_json::json!(n)));
+    }
+    if let Some(p) = &prefixes {
+        start.push(("logStreamNamePrefixes".to_owned(), serde_json::json!(p)));
+    }
+    if let Some(p) = &pattern_text {
+        start.push(("logEventFilterPattern".to_owned(), serde_json::json!(p)));
+    }
+    let start: serde_json::Map<String, serde_json::Value> = start.into_iter().collect();
+    let mut events = app.logs.subscribe_tail();
+    let timeout = app.config.live_tail_timeout;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(10);
+    TAIL_SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async move {
+        use trailwatch_protocol::eventstream;
+        let send = |frame: Vec<u8>| tx.send(bytes::Bytes::from(frame));
+        let session = async {
+            send(eventstream::event("initial-response", b"{}"))
+                .await
+                .ok()?;
+            let start = serde_json::Value::Object(start).to_string();
+            send(eventstream::event("sessionStart", start.as_bytes()))
+                .await
+                .ok()?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.tick().await;
+            let mut pending: Vec<serde_json::Value> = Vec::new();
+            loop {
+                tokio::select! {
+                    received = events.recv() => match received {
+                        Ok(e) => {
+                            let group = groups.iter().find(|(g, _)| *g == e.group);
+                            let stream_ok = names.as_ref().is_none_or(|n| n.contains(&e.stream))
+                                && prefixes.as_ref().is_none_or(|p| p.iter().any(|p| e.stream.starts_with(p.as_str())));
+                            if let (Some((_, identifier)), true) = (group, stream_ok) {
+                                if e.account == account && e.region == region && pattern.matches(&e.message) && pending.len() < 5000 {
+                                    pending.push(serde_json::json!({
+                                        "logStreamName": e.stream,
+                                        "logGroupIdentifier": identifier,
+                                        "message": e.message,
+                                        "timestamp": e.timestamp,
+                                        "ingestionTime": e.ingestion,
+                                    }));
+                                }
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = tick.tick() => {
+                        let sampled = pending.len() > 500;
+                        let mut results = std::mem::take(&mut pending);
+                        if sampled {
+                            use rand::seq::SliceRandom;
+                            let mut rng = rand::thread_rng();
+                            results.shuffle(&mut rng);
+                            results.truncate(500);
+                            results.sort_by_key(|r| r["ingestionTime"].as_i64());
+                        }
+                        let update = serde_json::json!({
+                            "sessionMetadata": {"sampled": sampled},
+                            "sessionResults": results,
+                        });
+                        send(eventstream::event("sessionUpdate", update.to_string().as_bytes())).await.ok()?;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let _ = send(eventstream::exception(
+                            "SessionTimeoutException",
+                            "Session timed out after the maximum duration.",
+                        )).await;
+                        return Some(());
+                    }
+                }
+            }
+        };
+        session.await;
+        TAIL_SESSIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut outcome = Outcome::read(Value::empty_struct());
+    outcome.stream = Some(rx);
     Ok(outcome)
 }

@@ -55,6 +55,8 @@ pub struct Outcome {
     /// A body sent as is instead of the protocol's envelope around `output`
     /// (GetMetricWidgetImage's `OutputFormat=image/png` over awsQuery).
     pub raw_body: Option<RawBody>,
+    /// An event stream sent after the (empty) answer head (StartLiveTail).
+    pub stream: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
     /// Held until the record and `changes` are committed: a name check and
     /// the creation it allowed are one step (CreateLogGroup).
     pub hold: Option<tokio::sync::OwnedMutexGuard<()>>,
