@@ -550,18 +550,11 @@ impl LogStore {
         account: &str,
         region: &str,
     ) -> Result<Vec<(String, GroupRecord)>, LogsError> {
-        let prefix = format!("{account}:{region}:");
-        self.catalog
-            .list(GROUPS, &prefix)
-            .map_err(storage)?
-            .into_iter()
-            .map(|(k, v)| {
-                let name = k[prefix.len()..].to_owned();
-                serde_json::from_slice(&v)
-                    .map(|g| (name, g))
-                    .map_err(storage)
-            })
-            .collect()
+        list_under(
+            self.catalog.as_ref(),
+            GROUPS,
+            &format!("{account}:{region}:"),
+        )
     }
 
     /// Changes that create group `name`.
@@ -638,18 +631,11 @@ impl LogStore {
         region: &str,
         group: &str,
     ) -> Result<Vec<(String, StreamRecord)>, LogsError> {
-        let prefix = format!("{account}:{region}:{group}:");
-        self.catalog
-            .list(STREAMS, &prefix)
-            .map_err(storage)?
-            .into_iter()
-            .map(|(k, v)| {
-                let name = k[prefix.len()..].to_owned();
-                serde_json::from_slice(&v)
-                    .map(|s| (name, s))
-                    .map_err(storage)
-            })
-            .collect()
+        list_under(
+            self.catalog.as_ref(),
+            STREAMS,
+            &format!("{account}:{region}:{group}:"),
+        )
     }
 
     /// Changes that create stream `name` in `group`.
@@ -693,17 +679,11 @@ impl LogStore {
         region: &str,
         group: &str,
     ) -> Result<Vec<(String, SubscriptionRecord)>, LogsError> {
-        let prefix = format!("{account}:{region}:{group}:");
-        self.catalog
-            .list(subscriptions::FILTERS, &prefix)
-            .map_err(storage)?
-            .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v)
-                    .map(|r| (k[prefix.len()..].to_owned(), r))
-                    .map_err(storage)
-            })
-            .collect()
+        list_under(
+            self.catalog.as_ref(),
+            subscriptions::FILTERS,
+            &format!("{account}:{region}:{group}:"),
+        )
     }
 
     /// The destinations of (account, region) in name order.
@@ -712,17 +692,11 @@ impl LogStore {
         account: &str,
         region: &str,
     ) -> Result<Vec<(String, DestinationRecord)>, LogsError> {
-        let prefix = format!("{account}:{region}:");
-        self.catalog
-            .list(subscriptions::DESTINATIONS, &prefix)
-            .map_err(storage)?
-            .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v)
-                    .map(|r| (k[prefix.len()..].to_owned(), r))
-                    .map_err(storage)
-            })
-            .collect()
+        list_under(
+            self.catalog.as_ref(),
+            subscriptions::DESTINATIONS,
+            &format!("{account}:{region}:"),
+        )
     }
 
     /// The stream `name` of `group`, created (a system write, committed at
@@ -1158,6 +1132,24 @@ fn read_state(catalog: &dyn Catalog) -> Result<State, LogsError> {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(storage),
         None => Ok(State::default()),
     }
+}
+
+/// Every record of `table` under `prefix`, keyed by the rest of its key.
+fn list_under<T: serde::de::DeserializeOwned>(
+    catalog: &dyn Catalog,
+    table: &str,
+    prefix: &str,
+) -> Result<Vec<(String, T)>, LogsError> {
+    catalog
+        .list(table, prefix)
+        .map_err(storage)?
+        .into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v)
+                .map(|r| (k[prefix.len()..].to_owned(), r))
+                .map_err(storage)
+        })
+        .collect()
 }
 
 fn segment_infos(catalog: &dyn Catalog) -> Result<Vec<(String, SegmentInfo)>, LogsError> {

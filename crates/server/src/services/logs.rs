@@ -327,6 +327,26 @@ fn page_token(
     }
 }
 
+/// A listing page: `member` holds `page`; `next` (the offset of the next page)
+/// becomes a `nextToken` bound to `filters`, omitted on the last page.
+fn page_out(
+    app: &App,
+    cx: &CallContext<'_>,
+    filters: &str,
+    member: &str,
+    page: Vec<Value>,
+    next: Option<usize>,
+) -> Outcome {
+    let mut out = vec![(member.to_owned(), Value::List(page))];
+    if let Some(next) = next {
+        out.push((
+            "nextToken".to_owned(),
+            Value::String(app.tokens.issue(filters, &next, cx.now)),
+        ));
+    }
+    Outcome::read(Value::Struct(out))
+}
+
 fn describe_log_groups(
     app: &App,
     cx: &CallContext<'_>,
@@ -436,14 +456,15 @@ fn describe_log_groups(
             Value::Struct(members)
         })
         .collect();
-    let mut out = vec![("logGroups".to_owned(), Value::List(page))];
-    if offset + limit < groups.len() {
-        out.push((
-            "nextToken".to_owned(),
-            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
-        ));
-    }
-    Ok(Outcome::read(Value::Struct(out)))
+    let more = offset + limit < groups.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "logGroups",
+        page,
+        more.then_some(offset + limit),
+    ))
 }
 
 async fn create_log_stream(
@@ -584,14 +605,15 @@ fn describe_log_streams(
             Value::Struct(members)
         })
         .collect();
-    let mut out = vec![("logStreams".to_owned(), Value::List(page))];
-    if offset + limit < streams.len() {
-        out.push((
-            "nextToken".to_owned(),
-            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
-        ));
-    }
-    Ok(Outcome::read(Value::Struct(out)))
+    let more = offset + limit < streams.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "logStreams",
+        page,
+        more.then_some(offset + limit),
+    ))
 }
 
 async fn put_log_events(
@@ -1072,14 +1094,15 @@ fn describe_metric_filters(
         .take(limit)
         .map(|(g, n, f)| filter_value(g, n, f))
         .collect();
-    let mut out = vec![("metricFilters".to_owned(), Value::List(page))];
-    if offset + limit < matched.len() {
-        out.push((
-            "nextToken".to_owned(),
-            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
-        ));
-    }
-    Ok(Outcome::read(Value::Struct(out)))
+    let more = offset + limit < matched.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "metricFilters",
+        page,
+        more.then_some(offset + limit),
+    ))
 }
 
 fn test_metric_filter(input: &Value) -> Result<Outcome, LogsError> {
@@ -1341,14 +1364,15 @@ fn describe_export_tasks(
         .take(limit)
         .map(task_value)
         .collect();
-    let mut out = vec![("exportTasks".to_owned(), Value::List(page))];
-    if offset + limit < tasks.len() {
-        out.push((
-            "nextToken".to_owned(),
-            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
-        ));
-    }
-    Ok(Outcome::read(Value::Struct(out)))
+    let more = offset + limit < tasks.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "exportTasks",
+        page,
+        more.then_some(offset + limit),
+    ))
 }
 
 async fn cancel_export_task(
@@ -1642,14 +1666,15 @@ fn describe_subscription_filters(
             Value::Struct(members)
         })
         .collect();
-    let mut out = vec![("subscriptionFilters".to_owned(), Value::List(page))];
-    if offset + limit < all.len() {
-        out.push((
-            "nextToken".to_owned(),
-            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
-        ));
-    }
-    Ok(Outcome::read(Value::Struct(out)))
+    let more = offset + limit < all.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "subscriptionFilters",
+        page,
+        more.then_some(offset + limit),
+    ))
 }
 
 async fn delete_subscription_filter(
@@ -1798,14 +1823,15 @@ fn describe_destinations(
         .take(limit)
         .map(|(n, d)| destination_value(region, account, n, d))
         .collect();
-    let mut out = vec![("destinations".to_owned(), Value::List(page))];
-    if offset + limit < all.len() {
-        out.push((
-            "nextToken".to_owned(),
-            Value::String(app.tokens.issue(&filters, &(offset + limit), cx.now)),
-        ));
-    }
-    Ok(Outcome::read(Value::Struct(out)))
+    let more = offset + limit < all.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "destinations",
+        page,
+        more.then_some(offset + limit),
+    ))
 }
 
 async fn delete_destination(
