@@ -415,92 +415,69 @@ fn request_parameters(operation: &str, input: &Value) -> Option<serde_json::Valu
 /// building a JSON tree only to measure it was most of the ingest CPU.
 fn metric_data_parameters(input: &Value) -> serde_json::Value {
     const VALUE_FIELDS: [&str; 4] = ["Value", "Values", "Counts", "StatisticValues"];
-    let mut out = Vec::with_capacity(256);
-    let write_datums = |out: &mut Vec<u8>, list: &Value| match list {
-        Value::List(items) => {
-            out.push(b'[');
-            for (i, datum) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let Value::Struct(members) = datum else {
-                    datum.write_record_json(out);
-                    continue;
-                };
-                out.push(b'{');
-                let mut first = true;
-                for (k, v) in members {
-                    if matches!(v, Value::Null) {
-                        continue;
-                    }
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    write_record_key(out, k);
-                    out.push(b':');
-                    if VALUE_FIELDS.contains(&k.as_str()) {
-                        let _ = serde_json::to_writer(&mut *out, HIDDEN);
-                    } else {
-                        v.write_record_json(out);
-                    }
-                }
-                out.push(b'}');
-            }
-            out.push(b']');
-        }
-        other => other.write_record_json(out),
-    };
-    out.push(b'{');
-    let mut first = true;
-    for (k, v) in input.members() {
-        if matches!(v, Value::Null) {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_record_key(&mut out, k);
-        out.push(b':');
-        match (k.as_str(), v) {
-            ("MetricData", list) => write_datums(&mut out, list),
-            ("EntityMetricData", Value::List(entities)) => {
-                out.push(b'[');
-                for (i, entity) in entities.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.push(b'{');
-                    let mut first_member = true;
-                    for (ek, ev) in entity.members() {
-                        if matches!(ev, Value::Null) {
-                            continue;
-                        }
-                        if !first_member {
-                            out.push(b',');
-                        }
-                        first_member = false;
-                        write_record_key(&mut out, ek);
-                        out.push(b':');
-                        if ek == "MetricData" {
-                            write_datums(&mut out, ev);
-                        } else {
-                            ev.write_record_json(&mut out);
-                        }
-                    }
-                    out.push(b'}');
-                }
-                out.push(b']');
-            }
-            _ => v.write_record_json(&mut out),
+    fn datum(out: &mut Vec<u8>, k: &str, v: &Value) {
+        if VALUE_FIELDS.contains(&k) {
+            let _ = serde_json::to_writer(&mut *out, HIDDEN);
+        } else {
+            v.write_record_json(out);
         }
     }
-    out.push(b'}');
+    fn datums(out: &mut Vec<u8>, list: &Value) {
+        match list {
+            Value::List(items) => write_list(out, items, |out, d| match d {
+                Value::Struct(members) => write_object(out, members, datum),
+                other => other.write_record_json(out),
+            }),
+            other => other.write_record_json(out),
+        }
+    }
+    let mut out = Vec::with_capacity(256);
+    write_object(&mut out, input.members(), |out, k, v| match (k, v) {
+        ("MetricData", list) => datums(out, list),
+        ("EntityMetricData", Value::List(entities)) => write_list(out, entities, |out, e| {
+            write_object(out, e.members(), |out, k, v| match k {
+                "MetricData" => datums(out, v),
+                _ => v.write_record_json(out),
+            })
+        }),
+        _ => v.write_record_json(out),
+    });
     if out.len() > PAYLOAD_FIELD_LIMIT {
         return serde_json::json!({"truncated": true, "originalSizeBytes": out.len()});
     }
     serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes `members` as a JSON object with record keys, skipping nulls as
+/// [`Value::write_record_json`] does; `value` writes each member's value.
+fn write_object(
+    out: &mut Vec<u8>,
+    members: &[(String, Value)],
+    mut value: impl FnMut(&mut Vec<u8>, &str, &Value),
+) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in members.iter().filter(|(_, v)| !matches!(v, Value::Null)) {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        write_record_key(out, k);
+        out.push(b':');
+        value(out, k, v);
+    }
+    out.push(b'}');
+}
+
+/// Writes `items` as a JSON array, each with `item`.
+fn write_list(out: &mut Vec<u8>, items: &[Value], mut item: impl FnMut(&mut Vec<u8>, &Value)) {
+    out.push(b'[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item(out, v);
+    }
+    out.push(b']');
 }
 
 fn hide_path(json: &mut serde_json::Value, path: &[&str]) {
