@@ -121,6 +121,14 @@ def test_put_log_events_rules(server):
     code, message, _ = error_of(logs.put_log_events, logGroupName="g", logStreamName="s",
                                 logEvents=[{"timestamp": now, "message": big + "x"}])
     assert (code, message) == ("InvalidParameterException", "Upload too large: 1048577 bytes exceeds limit of 1048576")
+    # An invalid entity does not reject the events.
+    out = logs.put_log_events(logGroupName="g", logStreamName="s", logEvents=[{"timestamp": now_ms(), "message": "with entity"}],
+                              entity={"keyAttributes": {"Type": "Service", "Bogus": "x"}})
+    assert out["rejectedEntityInfo"] == {"errorType": "InvalidKeyAttributes"}
+    out = logs.put_log_events(logGroupName="g", logStreamName="s", logEvents=[{"timestamp": now_ms(), "message": "with entity"}],
+                              entity={"keyAttributes": {"Type": "Service", "Name": "checkout", "Environment": "prod"}})
+    assert "rejectedEntityInfo" not in out
+    assert len(logs.filter_log_events(logGroupName="g", filterPattern='"with entity"')["events"]) == 2
 
 
 def test_get_log_events_token_walk(server):

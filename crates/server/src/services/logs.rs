@@ -707,8 +707,57 @@ async fn put_log_events(
     if !info.is_empty() {
         out.push(("rejectedLogEventsInfo".to_owned(), Value::Struct(info)));
     }
+    if let Some(error_type) = input.get("entity").and_then(entity_error) {
+        out.push((
+            "rejectedEntityInfo".to_owned(),
+            Value::structure([("errorType", Value::string(error_type))]),
+        ));
+    }
     // A data event: the answer is not a state change of a resource.
     Ok(Outcome::read(Value::Struct(out)))
+}
+
+/// Why an `entity` is refused (§4.2: the events are stored anyway) [TW rules]:
+/// 2–4 `keyAttributes` among Type, ResourceType, Identifier, Name and
+/// Environment, `Type` required and one of Service, Resource or
+/// AWS::Resource, at most 10 `attributes`, at most 8 KB of JSON.
+fn entity_error(entity: &Value) -> Option<&'static str> {
+    const KEYS: [&str; 5] = ["Type", "ResourceType", "Identifier", "Name", "Environment"];
+    let (Value::Struct(_) | Value::Map(_)) = entity else {
+        return Some("InvalidEntity");
+    };
+    let keys = entity
+        .get("keyAttributes")
+        .map(Value::members)
+        .unwrap_or_default();
+    if keys
+        .iter()
+        .any(|(k, v)| !KEYS.contains(&k.as_str()) || v.as_str().is_none())
+        || !(2..=4).contains(&keys.len())
+    {
+        return Some("InvalidKeyAttributes");
+    }
+    match entity
+        .get("keyAttributes")
+        .and_then(|k| k.get("Type"))
+        .and_then(Value::as_str)
+    {
+        None => return Some("MissingRequiredFields"),
+        Some(t) if !["Service", "Resource", "AWS::Resource"].contains(&t) => {
+            return Some("InvalidTypeValue")
+        }
+        Some(_) => {}
+    }
+    if entity
+        .get("attributes")
+        .is_some_and(|a| a.members().len() > 10)
+    {
+        return Some("InvalidAttributes");
+    }
+    if entity.to_record_json().to_string().len() > 8 * 1024 {
+        return Some("EntitySizeTooLarge");
+    }
+    None
 }
 
 fn get_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
