@@ -473,6 +473,47 @@ def test_live_tail_streams_new_events_then_times_out(tmp_path):
         srv.stop()
 
 
+def test_insights_worked_example(server):
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="app")
+    logs.create_log_stream(logGroupName="app", logStreamName="s1")
+    base = (now_ms() // 3_600_000 - 1) * 3_600_000  # an hour boundary, an hour ago
+    logs.put_log_events(logGroupName="app", logStreamName="s1", logEvents=[
+        {"timestamp": base + 10_000, "message": '{"level":"ERROR","latency":120,"user":{"id":"u1"}}'},
+        {"timestamp": base + 20_000, "message": '{"level":"INFO","latency":30,"user":{"id":"u2"}}'},
+        {"timestamp": base + 65_000, "message": '{"level":"ERROR","latency":300,"user":{"id":"u1"}}'},
+        {"timestamp": base + 120_000, "message": "plain text latency=50"},
+    ])
+
+    def run(query):
+        qid = logs.start_query(logGroupName="app", startTime=base // 1000, endTime=base // 1000 + 300,
+                               queryString=query)["queryId"]
+        out = logs.get_query_results(queryId=qid)
+        assert out["status"] == "Complete"
+        return [{c["field"]: c["value"] for c in row} for row in out["results"]], out["statistics"], qid
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base / 1000))
+    rows, stats, qid = run('fields @timestamp, level | filter level = "ERROR" | sort @timestamp asc')
+    assert [(r["@timestamp"], r["level"]) for r in rows] == [(stamp[:-2] + "10.000", "ERROR"), (stamp[:-5] + "01:05.000", "ERROR")]
+    assert (stats["recordsScanned"], stats["recordsMatched"]) == (4.0, 2.0)
+    record = logs.get_log_record(logRecordPointer=rows[0]["@ptr"])["logRecord"]
+    assert record["level"] == "ERROR" and record["user.id"] == "u1" and record["@log"] == f"{ACCOUNT}:app"
+    assert record["@timestamp"] == str(base + 10_000)
+    rows, _, _ = run("stats count(*) as n, avg(latency) as a by level")
+    assert rows == [{"n": "1"}, {"level": "ERROR", "n": "2", "a": "210"}, {"level": "INFO", "n": "1", "a": "30"}]
+    rows, _, _ = run("filter latency > 100 | stats sum(latency) as s, pct(latency, 50) as p")
+    assert rows == [{"s": "420", "p": "120"}]
+    with pytest.raises(ClientError) as info:
+        logs.start_query(logGroupName="app", startTime=0, endTime=1, queryString="bogus")
+    assert info.value.response["Error"]["Code"] == "MalformedQueryException"
+    assert info.value.response["queryCompileError"]["location"] == {"startCharOffset": 0, "endCharOffset": 5}
+    assert error_of(logs.stop_query, queryId=qid)[0] == "InvalidParameterException"
+    assert error_of(logs.get_query_results, queryId="nope")[0] == "ResourceNotFoundException"
+    assert logs.describe_queries(logGroupName="app")["queries"][0]["status"] == "Complete"
+    assert error_of(logs.start_query, logGroupName="none", startTime=0, endTime=1, queryString="limit 1")[0] == \
+        "ResourceNotFoundException"
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

@@ -94,6 +94,8 @@ pub struct App {
     pub logs: LogStore,
     /// Outbound HTTP(S) for subscription deliveries.
     pub http: reqwest::Client,
+    /// Logs Insights queries and their results (kept in memory).
+    pub queries: std::sync::Mutex<std::collections::HashMap<String, crate::services::StoredQuery>>,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
     /// Resource tags (in the catalog).
@@ -199,6 +201,7 @@ impl App {
             metrics,
             logs,
             http: reqwest::Client::new(),
+            queries: std::sync::Mutex::new(std::collections::HashMap::new()),
             dashboards,
             tags,
             tokens,

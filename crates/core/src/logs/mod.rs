@@ -2,6 +2,7 @@
 //! ingestion and reads.
 //!
 //! - [`export`]: export tasks and the object layout they write.
+//! - [`insights`]: Logs Insights: the query language, records and evaluation.
 //! - [`filters`]: metric filters: validation and the samples they emit.
 //! - [`model`]: names, ARNs, retention values and the service's errors.
 //! - [`pattern`]: the filter pattern language (term patterns so far).
@@ -12,6 +13,7 @@
 
 pub mod export;
 pub mod filters;
+pub mod insights;
 pub mod model;
 pub mod pattern;
 pub mod store;

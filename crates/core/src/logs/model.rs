@@ -22,6 +22,16 @@ pub enum LogsError {
     /// `InvalidOperationException`.
     #[error("{0}")]
     InvalidOperation(String),
+    /// `MalformedQueryException`, with the offending character offsets.
+    #[error("{message}")]
+    Malformed {
+        /// The message.
+        message: String,
+        /// `startCharOffset`.
+        start: usize,
+        /// `endCharOffset`.
+        end: usize,
+    },
     /// `TooManyTagsException`, naming the resource.
     #[error("{message}")]
     TooManyTags {
@@ -45,6 +55,7 @@ impl LogsError {
             LogsError::Validation(_) => "ValidationException",
             LogsError::LimitExceeded(_) => "LimitExceededException",
             LogsError::InvalidOperation(_) => "InvalidOperationException",
+            LogsError::Malformed { .. } => "MalformedQueryException",
             LogsError::TooManyTags { .. } => "TooManyTagsException",
             LogsError::Storage(_) => "ServiceUnavailableException",
         }

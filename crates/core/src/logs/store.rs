@@ -502,6 +502,28 @@ impl LogStore {
         self.catalog.commit(&ops).map_err(storage)
     }
 
+    /// Visible events of stream `id` with `lo <= timestamp <= hi` (ms):
+    /// (timestamp, ingestion, sequence, message), in time order.
+    pub fn events_between(
+        &self,
+        id: &str,
+        lo: i64,
+        hi: i64,
+        cutoff: i64,
+    ) -> Vec<(i64, i64, u64, Arc<str>)> {
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = streams.get(id) else {
+            return Vec::new();
+        };
+        let lo = lo.max(cutoff);
+        let from = s.events.partition_point(|e| e.timestamp < lo);
+        let to = s.events.partition_point(|e| e.timestamp <= hi).max(from);
+        s.events[from..to]
+            .iter()
+            .map(|e| (e.timestamp, e.ingestion, e.seq, e.message.clone()))
+            .collect()
+    }
+
     /// Events ingested from now on, for a Live Tail session.
     pub fn subscribe_tail(&self) -> tokio::sync::broadcast::Receiver<Arc<TailEvent>> {
         self.tail.subscribe()

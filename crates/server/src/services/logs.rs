@@ -21,7 +21,12 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 32] = [
+const OPERATIONS: [&str; 37] = [
+    "StartQuery",
+    "GetQueryResults",
+    "StopQuery",
+    "DescribeQueries",
+    "GetLogRecord",
     "StartLiveTail",
     "PutSubscriptionFilter",
     "DescribeSubscriptionFilters",
@@ -83,6 +88,11 @@ pub(super) async fn dispatch(
         "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
         "TestMetricFilter" => test_metric_filter(input),
         "StartLiveTail" => start_live_tail(app, cx, input),
+        "StartQuery" => start_query(app, cx, input),
+        "GetQueryResults" => get_query_results(app, cx, input),
+        "StopQuery" => stop_query(app, cx, input),
+        "DescribeQueries" => describe_queries(app, cx, input),
+        "GetLogRecord" => get_log_record(app, cx, input),
         "PutSubscriptionFilter" => put_subscription_filter(app, cx, input).await,
         "DescribeSubscriptionFilters" => describe_subscription_filters(app, cx, input),
         "DeleteSubscriptionFilter" => delete_subscription_filter(app, cx, input).await,
@@ -105,6 +115,27 @@ pub(super) async fn dispatch(
 
 fn map_error(err: LogsError) -> ApiError {
     match &err {
+        LogsError::Malformed {
+            message,
+            start,
+            end,
+        } => {
+            let mut e = ApiError::new(err.code(), 400, message.clone());
+            e.extra.push((
+                "queryCompileError".to_owned(),
+                Value::structure([
+                    (
+                        "location",
+                        Value::structure([
+                            ("startCharOffset", Value::Int(*start as i64)),
+                            ("endCharOffset", Value::Int(*end as i64)),
+                        ]),
+                    ),
+                    ("message", Value::string(message)),
+                ]),
+            ));
+            e
+        }
         LogsError::TooManyTags { message, resource } => {
             let mut e = ApiError::new(err.code(), 400, message.clone());
             e.extra
@@ -2057,4 +2088,259 @@ fn start_live_tail(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Out
     let mut outcome = Outcome::read(Value::empty_struct());
     outcome.stream = Some(rx);
     Ok(outcome)
+}
+
+/// A Logs Insights query and its results (§10.2), kept in memory.
+#[derive(Debug, Clone)]
+pub struct StoredQuery {
+    account: String,
+    region: String,
+    query_string: String,
+    groups: Vec<String>,
+    status: &'static str,
+    create_ms: i64,
+    rows: Vec<trailwatch_core::logs::insights::Row>,
+    scanned: u64,
+    bytes: u64,
+    matched: u64,
+}
+
+/// What a `@ptr` holds, signed: (log group, log stream, event sequence).
+type Pointer = (String, String, u64);
+
+/// StartQuery (§10.1): runs the query at once over the selected groups.
+fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    use trailwatch_core::logs::insights::{self, Query};
+    if let Some(lang) = text(input, "queryLanguage") {
+        if lang != "CWLI" {
+            return Err(LogsError::InvalidParameter(
+                "Query language not supported".to_owned(),
+            ));
+        }
+    }
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let mut groups: Vec<String> = text(input, "logGroupName").into_iter().collect();
+    groups.extend(input.strings("logGroupNames"));
+    for id in input.strings("logGroupIdentifiers") {
+        groups.push(group_from_identifier(&id)?);
+    }
+    if groups.is_empty() || groups.len() > 50 {
+        return Err(LogsError::InvalidParameter(
+            "Exactly one of logGroupName, logGroupNames or logGroupIdentifiers must be given, with at most 50 log groups.".to_owned(),
+        ));
+    }
+    let start = int(input, "startTime")?
+        .ok_or_else(|| LogsError::InvalidParameter("startTime is required".into()))?;
+    let end = int(input, "endTime")?
+        .ok_or_else(|| LogsError::InvalidParameter("endTime is required".into()))?;
+    if end < start {
+        return Err(LogsError::InvalidParameter(
+            "endTime must not be before startTime.".to_owned(),
+        ));
+    }
+    let query_string = required(input, "queryString")?;
+    let query = Query::parse(&query_string).map_err(|m| LogsError::Malformed {
+        message: m.message,
+        start: m.start,
+        end: m.end,
+    })?;
+    query.check().map_err(|m| LogsError::Malformed {
+        message: m,
+        start: 0,
+        end: query_string.chars().count(),
+    })?;
+    let limit = match int(input, "limit")? {
+        None => None,
+        Some(n) if (1..=100_000).contains(&n) => Some(n as usize),
+        Some(n) => {
+            return Err(constraint(
+                &n.to_string(),
+                "limit",
+                "Member must have value less than or equal to 100000",
+            ))
+        }
+    };
+    let cap = match (limit, query.limit()) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 10_000,
+    };
+    let mut records = Vec::new();
+    let (mut scanned, mut bytes) = (0u64, 0u64);
+    for group in &groups {
+        let record = app.logs.group(account, region, group)?.ok_or_else(|| {
+            LogsError::NotFound(format!(
+                "Log group '{group}' does not exist for account ID '{account}'"
+            ))
+        })?;
+        for (stream, s) in app.logs.streams_of(account, region, group)? {
+            for (t, ingestion, seq, message) in app.logs.events_between(
+                &s.id,
+                start * 1000,
+                end * 1000 + 999,
+                record.cutoff(cx.now),
+            ) {
+                scanned += 1;
+                bytes += message.len() as u64;
+                let mut r = insights::record(account, group, &stream, t, ingestion, &message);
+                let ptr: Pointer = (group.clone(), stream.clone(), seq);
+                r.insert("@ptr".into(), app.tokens.issue("log-record", &ptr, cx.now));
+                records.push(r);
+            }
+        }
+    }
+    let outcome = insights::run(&query, records, cap);
+    let id = uuid::Uuid::new_v4().to_string();
+    let stored = StoredQuery {
+        account: account.clone(),
+        region: region.to_owned(),
+        query_string,
+        groups,
+        status: "Complete",
+        create_ms: cx.now.millis(),
+        rows: outcome.rows,
+        scanned,
+        bytes,
+        matched: outcome.matched,
+    };
+    app.queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), stored);
+    Ok(Outcome::read(Value::structure([(
+        "queryId",
+        Value::String(id),
+    )])))
+}
+
+fn find_query(app: &App, cx: &CallContext<'_>, id: &str) -> Result<StoredQuery, LogsError> {
+    app.queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .filter(|q| q.account == cx.principal.account_id && q.region == cx.region)
+        .cloned()
+        .ok_or_else(|| LogsError::NotFound(format!("Query {id} does not exist.")))
+}
+
+fn get_query_results(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let q = find_query(app, cx, &required(input, "queryId")?)?;
+    let rows = q
+        .rows
+        .iter()
+        .map(|row| {
+            Value::List(
+                row.iter()
+                    .map(|(f, v)| {
+                        Value::structure([("field", Value::string(f)), ("value", Value::string(v))])
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([
+        ("queryLanguage", Value::string("CWLI")),
+        ("results", Value::List(rows)),
+        (
+            "statistics",
+            Value::structure([
+                ("recordsMatched", Value::Float(q.matched as f64)),
+                ("recordsScanned", Value::Float(q.scanned as f64)),
+                ("bytesScanned", Value::Float(q.bytes as f64)),
+                ("logGroupsScanned", Value::Float(q.groups.len() as f64)),
+                ("estimatedRecordsSkipped", Value::Float(0.0)),
+                ("estimatedBytesSkipped", Value::Float(0.0)),
+            ]),
+        ),
+        ("status", Value::string(q.status)),
+    ])))
+}
+
+fn stop_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let id = required(input, "queryId")?;
+    let q = find_query(app, cx, &id)?;
+    // Queries run to the end inside StartQuery, so none is ever still running.
+    Err(LogsError::InvalidParameter(format!(
+        "Query {id} is not running ({})",
+        q.status
+    )))
+}
+
+fn describe_queries(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let group = text(input, "logGroupName");
+    let status = text(input, "status");
+    let mut all: Vec<(String, StoredQuery)> = app
+        .queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, q)| q.account == cx.principal.account_id && q.region == cx.region)
+        .filter(|(_, q)| group.as_ref().is_none_or(|g| q.groups.contains(g)))
+        .filter(|(_, q)| status.as_ref().is_none_or(|s| s == q.status))
+        .map(|(id, q)| (id.clone(), q.clone()))
+        .collect();
+    all.sort_by(|a, b| (b.1.create_ms, &b.0).cmp(&(a.1.create_ms, &a.0)));
+    let queries = all
+        .iter()
+        .map(|(id, q)| {
+            Value::structure([
+                ("queryLanguage", Value::string("CWLI")),
+                ("queryId", Value::string(id)),
+                ("queryString", Value::string(&q.query_string)),
+                ("status", Value::string(q.status)),
+                ("createTime", Value::Int(q.create_ms)),
+                (
+                    "logGroupName",
+                    Value::string(q.groups.first().map_or("", String::as_str)),
+                ),
+            ])
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([(
+        "queries",
+        Value::List(queries),
+    )])))
+}
+
+fn get_log_record(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+    let pointer = required(input, "logRecordPointer")?;
+    let (ptr_group, ptr_stream, ptr_seq): Pointer = app
+        .tokens
+        .open(&pointer, "log-record", cx.now, 7 * 86_400)
+        .ok_or_else(|| {
+            LogsError::InvalidParameter("The specified logRecordPointer is invalid.".to_owned())
+        })?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let gone = || LogsError::NotFound("The specified log record does not exist.".to_owned());
+    let group = app
+        .logs
+        .group(account, region, &ptr_group)?
+        .ok_or_else(gone)?;
+    let stream = app
+        .logs
+        .stream(account, region, &ptr_group, &ptr_stream)?
+        .ok_or_else(gone)?;
+    let (t, ingestion, _, message) = app
+        .logs
+        .events_between(&stream.id, i64::MIN, i64::MAX, group.cutoff(cx.now))
+        .into_iter()
+        .find(|e| e.2 == ptr_seq)
+        .ok_or_else(gone)?;
+    let record = trailwatch_core::logs::insights::record(
+        account,
+        &ptr_group,
+        &ptr_stream,
+        t,
+        ingestion,
+        &message,
+    );
+    Ok(Outcome::read(Value::structure([(
+        "logRecord",
+        Value::Map(
+            record
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ),
+    )])))
 }
