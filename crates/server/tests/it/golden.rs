@@ -433,8 +433,10 @@ async fn replaying_every_fixture_leaves_one_record_each() {
                 f.name
             );
             let code = record["errorCode"].as_str().unwrap_or("");
+            // The replay runs against an empty store: a call that names a
+            // resource no fixture created fails that way, and that is fine.
             assert!(
-                code.is_empty() || code == "NotImplemented",
+                code.is_empty() || code == "NotImplemented" || code == "ResourceNotFoundException",
                 "{}: unexpected error {code} {}",
                 f.name,
                 record["errorMessage"]
