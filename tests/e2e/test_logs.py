@@ -488,7 +488,12 @@ def test_insights_worked_example(server):
     def run(query):
         qid = logs.start_query(logGroupName="app", startTime=base // 1000, endTime=base // 1000 + 300,
                                queryString=query)["queryId"]
-        out = logs.get_query_results(queryId=qid)
+        deadline = time.time() + 10
+        while True:
+            out = logs.get_query_results(queryId=qid)
+            if out["status"] != "Running" or time.time() > deadline:
+                break
+            time.sleep(0.05)
         assert out["status"] == "Complete"
         return [{c["field"]: c["value"] for c in row} for row in out["results"]], out["statistics"], qid
 

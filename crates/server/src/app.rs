@@ -95,7 +95,7 @@ pub struct App {
     /// Outbound HTTP(S) for subscription deliveries.
     pub http: reqwest::Client,
     /// Logs Insights queries and their results (kept in memory).
-    pub queries: std::sync::Mutex<std::collections::HashMap<String, crate::services::StoredQuery>>,
+    pub queries: crate::services::Queries,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
     /// Resource tags (in the catalog).
@@ -201,7 +201,7 @@ impl App {
             metrics,
             logs,
             http: reqwest::Client::new(),
-            queries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            queries: Default::default(),
             dashboards,
             tags,
             tokens,

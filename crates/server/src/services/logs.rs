@@ -3,6 +3,7 @@
 //! stream changes commit with the call's audit record; events are durable in
 //! the log store's WAL before PutLogEvents answers.
 
+use std::sync::Arc;
 use trailwatch_core::logs::export::ExportTask;
 use trailwatch_core::logs::filters::{self, MetricFilterRecord, Transformation};
 use trailwatch_core::logs::model::{
@@ -16,6 +17,7 @@ use trailwatch_core::logs::LogsError;
 use trailwatch_core::metrics::{validate_put, PutRequest};
 use trailwatch_core::tags::Tags;
 use trailwatch_core::token::filters_hash;
+
 use trailwatch_protocol::{ApiError, Value};
 
 use super::{CallContext, Outcome};
@@ -2189,29 +2191,58 @@ fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome
             }
         }
     }
-    let outcome = insights::run(&query, records, cap);
     let id = uuid::Uuid::new_v4().to_string();
-    let stored = StoredQuery {
-        account: account.clone(),
-        region: region.to_owned(),
-        query_string,
-        groups,
-        status: "Complete",
-        create_ms: cx.now.millis(),
-        rows: outcome.rows,
-        scanned,
-        bytes,
-        matched: outcome.matched,
-    };
-    app.queries
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), stored);
+    {
+        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+        let active = queries
+            .values()
+            .filter(|q| q.account == *account && matches!(q.status, "Scheduled" | "Running"))
+            .count();
+        if active >= MAX_ACTIVE_QUERIES {
+            return Err(LogsError::LimitExceeded(format!(
+                "Account maximum query concurrency limit of [{MAX_ACTIVE_QUERIES}] reached."
+            )));
+        }
+        queries.insert(
+            id.clone(),
+            StoredQuery {
+                account: account.clone(),
+                region: region.to_owned(),
+                query_string,
+                groups,
+                status: "Running",
+                create_ms: cx.now.millis(),
+                rows: Vec::new(),
+                scanned,
+                bytes,
+                matched: 0,
+            },
+        );
+    }
+    // The evaluation runs beside the request; GetQueryResults sees Running
+    // until it ends, and a StopQuery in between wins.
+    let queries = app.queries.clone();
+    let query_id = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let outcome = insights::run(&query, records, cap);
+        let mut queries = queries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queries.get_mut(&query_id).filter(|q| q.status == "Running") {
+            q.status = "Complete";
+            q.rows = outcome.rows;
+            q.matched = outcome.matched;
+        }
+    });
     Ok(Outcome::read(Value::structure([(
         "queryId",
         Value::String(id),
     )])))
 }
+
+/// Logs Insights queries by id, shared with the tasks that run them.
+pub type Queries = Arc<std::sync::Mutex<std::collections::HashMap<String, StoredQuery>>>;
+
+/// Scheduled or running queries per account (§10.1).
+const MAX_ACTIVE_QUERIES: usize = 100;
 
 fn find_query(app: &App, cx: &CallContext<'_>, id: &str) -> Result<StoredQuery, LogsError> {
     app.queries
@@ -2258,12 +2289,21 @@ fn get_query_results(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
 
 fn stop_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
     let id = required(input, "queryId")?;
-    let q = find_query(app, cx, &id)?;
-    // Queries run to the end inside StartQuery, so none is ever still running.
-    Err(LogsError::InvalidParameter(format!(
-        "Query {id} is not running ({})",
-        q.status
-    )))
+    find_query(app, cx, &id)?;
+    let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+    match queries.get_mut(&id) {
+        Some(q) if matches!(q.status, "Scheduled" | "Running") => {
+            q.status = "Cancelled";
+            q.rows.clear();
+            Ok(Outcome::read(Value::structure([(
+                "success",
+                Value::Bool(true),
+            )])))
+        }
+        _ => Err(LogsError::InvalidParameter(format!(
+            "Query {id} is not running"
+        ))),
+    }
 }
 
 fn describe_queries(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {

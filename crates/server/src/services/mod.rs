@@ -21,7 +21,7 @@ mod tagging;
 #[cfg(test)]
 pub(crate) use cloudwatch::generic_put_request;
 pub(crate) use cloudwatch::{fast_put_request, put_metric_data_typed, put_parameters};
-pub use logs::StoredQuery;
+pub use logs::{Queries, StoredQuery};
 pub(crate) use resources::resources_for;
 
 /// Per-request facts a handler may use.
