@@ -517,6 +517,10 @@ def test_insights_worked_example(server):
     assert logs.describe_queries(logGroupName="app")["queries"][0]["status"] == "Complete"
     assert error_of(logs.start_query, logGroupName="none", startTime=0, endTime=1, queryString="limit 1")[0] == \
         "ResourceNotFoundException"
+    fields = logs.get_log_group_fields(logGroupName="app", time=base // 1000 + 60)["logGroupFields"]
+    shares = {f["name"]: f["percent"] for f in fields}
+    assert shares["@message"] == 100 and shares["level"] == 75 and shares["user.id"] == 75
+    assert fields[0]["percent"] == 100 and [f["percent"] for f in fields] == sorted((f["percent"] for f in fields), reverse=True)
 
 
 def test_aws_cli_logs(server):

@@ -23,7 +23,8 @@ use trailwatch_protocol::{ApiError, Value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 37] = [
+const OPERATIONS: [&str; 38] = [
+    "GetLogGroupFields",
     "StartQuery",
     "GetQueryResults",
     "StopQuery",
@@ -95,6 +96,7 @@ pub(super) async fn dispatch(
         "StopQuery" => stop_query(app, cx, input),
         "DescribeQueries" => describe_queries(app, cx, input),
         "GetLogRecord" => get_log_record(app, cx, input),
+        "GetLogGroupFields" => get_log_group_fields(app, cx, input),
         "PutSubscriptionFilter" => put_subscription_filter(app, cx, input).await,
         "DescribeSubscriptionFilters" => describe_subscription_filters(app, cx, input),
         "DeleteSubscriptionFilter" => delete_subscription_filter(app, cx, input).await,
@@ -2382,5 +2384,55 @@ fn get_log_record(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outc
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect(),
         ),
+    )])))
+}
+
+/// GetLogGroupFields (§10.2): the share of events around `time` (or in the
+/// last 15 minutes) that carry each field, system fields included.
+fn get_log_group_fields(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let group = group_name(input, true)?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let record = existing_group(app, cx, &group)?;
+    let (lo, hi) = match int(input, "time")? {
+        Some(t) => (t * 1000 - 8 * 60_000, t * 1000 + 8 * 60_000),
+        None => (cx.now.millis() - 15 * 60_000, cx.now.millis()),
+    };
+    let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut total = 0u64;
+    for (stream, s) in app.logs.streams_of(account, region, &group)? {
+        for (t, ingestion, _, message) in
+            app.logs
+                .events_between(&s.id, lo, hi, record.cutoff(cx.now))
+        {
+            total += 1;
+            let r = trailwatch_core::logs::insights::record(
+                account, &group, &stream, t, ingestion, &message,
+            );
+            for field in r.keys() {
+                *counts.entry(field.clone()).or_default() += 1;
+            }
+        }
+    }
+    let mut fields: Vec<(String, i64)> = counts
+        .into_iter()
+        .map(|(f, n)| (f, (n * 100 / total.max(1)) as i64))
+        .collect();
+    fields.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let list = fields
+        .into_iter()
+        .map(|(name, percent)| {
+            Value::structure([
+                ("name", Value::String(name)),
+                ("percent", Value::Int(percent)),
+            ])
+        })
+        .collect();
+    Ok(Outcome::read(Value::structure([(
+        "logGroupFields",
+        Value::List(list),
     )])))
 }
