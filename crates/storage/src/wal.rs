@@ -175,6 +175,10 @@ impl Wal {
             .name("wal-writer".to_owned())
             .spawn(move || writer.run(receiver))
             .map_err(io("spawn wal writer"))?;
+        // Every owner would report it the same way; the file names the log.
+        if let Some(torn) = &recovery.torn_tail {
+            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes_dropped = torn.bytes_dropped, "recovered a write-ahead log with a torn tail cut");
+        }
         Ok((
             Wal {
                 dir: dir.to_owned(),

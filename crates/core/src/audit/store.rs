@@ -668,9 +668,6 @@ impl AuditStore {
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
         let (wal, recovery) = Wal::open(&dir.join("wal"), options.wal.clone())?;
-        if let Some(torn) = &recovery.torn_tail {
-            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes_dropped = torn.bytes_dropped, "recovered audit log with a torn tail cut");
-        }
         let checkpoint = match catalog.get(CHECKPOINT_TABLE, CHECKPOINT_KEY)? {
             Some(bytes) => {
                 serde_json::from_slice::<Checkpoint>(&bytes)

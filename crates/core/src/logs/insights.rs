@@ -5,7 +5,7 @@
 //! evaluation with three-valued logic; and the result formatting of §10.7.
 //! Other commands and functions answer MalformedQueryException for now.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use trailwatch_types::Timestamp;
 
@@ -375,28 +375,33 @@ impl Parser<'_> {
             Some(Tok::Ident(name)) => {
                 self.pos += 1;
                 if self.sym("(") {
-                    let mut args = Vec::new();
-                    if !self.sym(")") {
-                        loop {
-                            if self.sym("*") {
-                                args.push(Expr::Str("*".into()));
-                            } else {
-                                args.push(self.expr()?);
-                            }
-                            if self.sym(")") {
-                                break;
-                            }
-                            if !self.sym(",") {
-                                return Err(self.err());
-                            }
-                        }
-                    }
-                    Ok(Expr::Call(name.to_ascii_lowercase(), args))
+                    Ok(Expr::Call(name.to_ascii_lowercase(), self.call_args()?))
                 } else {
                     Ok(Expr::Field(name))
                 }
             }
             _ => Err(self.err()),
+        }
+    }
+
+    /// Arguments after a call's `(`, through its `)`; `*` stands for itself.
+    fn call_args(&mut self) -> Result<Vec<Expr>, Malformed> {
+        let mut args = Vec::new();
+        if self.sym(")") {
+            return Ok(args);
+        }
+        loop {
+            if self.sym("*") {
+                args.push(Expr::Str("*".into()));
+            } else {
+                args.push(self.expr()?);
+            }
+            if self.sym(")") {
+                return Ok(args);
+            }
+            if !self.sym(",") {
+                return Err(self.err());
+            }
         }
     }
 
@@ -440,22 +445,7 @@ impl Parser<'_> {
                         self.pos = from;
                         return Err(self.err());
                     }
-                    let mut args = Vec::new();
-                    if !self.sym(")") {
-                        loop {
-                            if self.sym("*") {
-                                args.push(Expr::Str("*".into()));
-                            } else {
-                                args.push(self.expr()?);
-                            }
-                            if self.sym(")") {
-                                break;
-                            }
-                            if !self.sym(",") {
-                                return Err(self.err());
-                            }
-                        }
-                    }
+                    let args = self.call_args()?;
                     let mut alias = self.text_since(from);
                     if self.keyword("as") {
                         alias = self.ident()?;
@@ -1040,14 +1030,6 @@ fn aggregate(f: &str, args: &[Expr], rows: &[&Record]) -> Option<String> {
         }
         _ => None,
     }
-}
-
-/// Used by tests and GetLogRecord: a map of a record for output, times as epoch ms.
-pub fn record_map(r: &Record) -> HashMap<String, String> {
-    r.iter()
-        .filter(|(k, _)| *k != "@ptr")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 #[cfg(test)]

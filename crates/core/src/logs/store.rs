@@ -308,9 +308,6 @@ impl LogStore {
         options: WalOptions,
     ) -> Result<Self, LogsError> {
         let (wal, recovery) = Wal::open(&dir.join("wal"), options).map_err(storage)?;
-        if let Some(torn) = &recovery.torn_tail {
-            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes_dropped = torn.bytes_dropped, "recovered logs WAL with a torn tail cut");
-        }
         let live = live_streams(catalog.as_ref())?;
         let state = read_state(catalog.as_ref())?;
         let mut streams: HashMap<String, StreamEvents> = HashMap::new();
@@ -522,6 +519,18 @@ impl LogStore {
             .iter()
             .map(|e| (e.timestamp, e.ingestion, e.seq, e.message.clone()))
             .collect()
+    }
+
+    /// The visible event of stream `id` with sequence `seq`:
+    /// (timestamp, ingestion, message).
+    pub fn event(&self, id: &str, seq: u64, cutoff: i64) -> Option<(i64, i64, Arc<str>)> {
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        streams
+            .get(id)?
+            .events
+            .iter()
+            .find(|e| e.seq == seq && e.timestamp >= cutoff)
+            .map(|e| (e.timestamp, e.ingestion, e.message.clone()))
     }
 
     /// Events ingested from now on, for a Live Tail session.

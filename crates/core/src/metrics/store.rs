@@ -340,9 +340,6 @@ impl MetricStore {
         wal: WalOptions,
     ) -> Result<Self, MetricsError> {
         let (wal, recovery) = Wal::open(&dir.join("wal"), wal).map_err(storage)?;
-        if let Some(torn) = &recovery.torn_tail {
-            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes_dropped = torn.bytes_dropped, "recovered metrics log with a torn tail cut");
-        }
         let state = read_state(catalog.as_ref())?;
         let mut metrics = Metrics {
             marks: state.marks,

@@ -291,9 +291,7 @@ async fn create_log_group(
             &tags,
         ));
     }
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 async fn delete_log_group(
@@ -312,9 +310,7 @@ async fn delete_log_group(
     }
     let mut changes = app.logs.delete_group_changes(account, region, &name)?;
     changes.extend(Tags::delete_changes(&group_arn(region, account, &name)));
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 async fn retention(
@@ -340,9 +336,7 @@ async fn retention(
     let changes =
         app.logs
             .update_group_changes(&cx.principal.account_id, cx.region, &name, &group)?;
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 fn page_token(
@@ -360,6 +354,12 @@ fn page_token(
                 LogsError::InvalidParameter("The specified nextToken is invalid.".into())
             }),
     }
+}
+
+/// A state-changing answer that keeps the name lock until its changes commit.
+fn held(mut outcome: Outcome, hold: tokio::sync::OwnedMutexGuard<()>) -> Outcome {
+    outcome.hold = Some(hold);
+    outcome
 }
 
 /// A listing page: `member` holds `page`; `next` (the offset of the next page)
@@ -521,9 +521,7 @@ async fn create_log_stream(
     let changes = app
         .logs
         .create_stream_changes(account, region, &group, &name)?;
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 async fn delete_log_stream(
@@ -547,9 +545,7 @@ async fn delete_log_stream(
     let changes = app
         .logs
         .delete_stream_changes(account, region, &group, &name);
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 fn describe_log_streams(
@@ -1049,9 +1045,7 @@ async fn put_metric_filter(
     let changes = app
         .logs
         .put_filter_changes(account, region, &group, &name, &record)?;
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 async fn delete_metric_filter(
@@ -1077,9 +1071,7 @@ async fn delete_metric_filter(
     let changes = app
         .logs
         .delete_filter_changes(account, region, &group, &name);
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 fn filter_value(group: &str, name: &str, f: &MetricFilterRecord) -> Value {
@@ -1298,9 +1290,7 @@ async fn tag(
         });
     }
     let changes = app.tags.tag_changes(&arn, &tags).map_err(storage_error)?;
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 async fn untag(
@@ -1313,9 +1303,7 @@ async fn untag(
     let hold = app.logs.lock_names().await;
     let (_, arn) = tagged_group(app, cx, input, by_arn)?;
     let changes = app.tags.untag_changes(&arn, &keys).map_err(storage_error)?;
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
 fn list_tags(
@@ -1388,9 +1376,7 @@ async fn create_export_task(
         completed_ms: None,
     };
     let output = Value::structure([("taskId", Value::string(&task.id))]);
-    let mut outcome = Outcome::write(output, vec![task.put()]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(output, vec![task.put()]), hold))
 }
 
 fn task_value(t: &ExportTask) -> Value {
@@ -1488,9 +1474,10 @@ async fn cancel_export_task(
             )))
         }
     }
-    let mut outcome = Outcome::write(Value::empty_struct(), vec![task.put()]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(
+        Outcome::write(Value::empty_struct(), vec![task.put()]),
+        hold,
+    ))
 }
 
 /// Where a subscription delivers.
@@ -1699,9 +1686,10 @@ async fn put_subscription_filter(
         subscriptions::filter_key(account, region, &group, &name),
         &record,
     );
-    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(
+        Outcome::write(Value::empty_struct(), vec![change]),
+        hold,
+    ))
 }
 
 fn describe_subscription_filters(
@@ -1785,9 +1773,10 @@ async fn delete_subscription_filter(
         subscriptions::FILTERS,
         subscriptions::filter_key(account, region, &group, &name),
     );
-    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(
+        Outcome::write(Value::empty_struct(), vec![change]),
+        hold,
+    ))
 }
 
 fn destination_value(region: &str, account: &str, name: &str, d: &DestinationRecord) -> Value {
@@ -1843,9 +1832,7 @@ async fn put_destination(
         "destination",
         destination_value(region, account, &name, &record),
     )]);
-    let mut outcome = Outcome::write(output, vec![change]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(Outcome::write(output, vec![change]), hold))
 }
 
 async fn put_destination_policy(
@@ -1875,9 +1862,10 @@ async fn put_destination_policy(
         subscriptions::destination_key(account, region, &name),
         &record,
     );
-    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(
+        Outcome::write(Value::empty_struct(), vec![change]),
+        hold,
+    ))
 }
 
 fn describe_destinations(
@@ -1940,9 +1928,10 @@ async fn delete_destination(
         subscriptions::DESTINATIONS,
         subscriptions::destination_key(account, region, &name),
     );
-    let mut outcome = Outcome::write(Value::empty_struct(), vec![change]);
-    outcome.hold = Some(hold);
-    Ok(outcome)
+    Ok(held(
+        Outcome::write(Value::empty_struct(), vec![change]),
+        hold,
+    ))
 }
 
 /// Live Tail sessions per account at once (§11.1).
@@ -2170,6 +2159,7 @@ fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome
         (None, None) => 10_000,
     };
     let mut records = Vec::new();
+    let mut pointers: Vec<Pointer> = Vec::new();
     let (mut scanned, mut bytes) = (0u64, 0u64);
     for group in &groups {
         let record = app.logs.group(account, region, group)?.ok_or_else(|| {
@@ -2187,8 +2177,10 @@ fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome
                 scanned += 1;
                 bytes += message.len() as u64;
                 let mut r = insights::record(account, group, &stream, t, ingestion, &message);
-                let ptr: Pointer = (group.clone(), stream.clone(), seq);
-                r.insert("@ptr".into(), app.tokens.issue("log-record", &ptr, cx.now));
+                // The pointer is signed only if its row is returned (below):
+                // here it is an index into `pointers`.
+                r.insert("@ptr".into(), pointers.len().to_string());
+                pointers.push((group.clone(), stream.clone(), seq));
                 records.push(r);
             }
         }
@@ -2225,8 +2217,16 @@ fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome
     // until it ends, and a StopQuery in between wins.
     let queries = app.queries.clone();
     let query_id = id.clone();
+    let (tokens, now) = (app.tokens.clone(), cx.now);
     tokio::task::spawn_blocking(move || {
-        let outcome = insights::run(&query, records, cap);
+        let mut outcome = insights::run(&query, records, cap);
+        for row in &mut outcome.rows {
+            for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
+                if let Some(ptr) = value.parse::<usize>().ok().and_then(|i| pointers.get(i)) {
+                    *value = tokens.issue("log-record", ptr, now);
+                }
+            }
+        }
         let mut queries = queries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(q) = queries.get_mut(&query_id).filter(|q| q.status == "Running") {
             q.status = "Complete";
@@ -2362,11 +2362,9 @@ fn get_log_record(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outc
         .logs
         .stream(account, region, &ptr_group, &ptr_stream)?
         .ok_or_else(gone)?;
-    let (t, ingestion, _, message) = app
+    let (t, ingestion, message) = app
         .logs
-        .events_between(&stream.id, i64::MIN, i64::MAX, group.cutoff(cx.now))
-        .into_iter()
-        .find(|e| e.2 == ptr_seq)
+        .event(&stream.id, ptr_seq, group.cutoff(cx.now))
         .ok_or_else(gone)?;
     let record = trailwatch_core::logs::insights::record(
         account,
