@@ -373,3 +373,63 @@ def test_values_exact_through_segments_and_restart(tmp_path):
             assert stats(protocol) == expected, protocol
     finally:
         srv.stop()
+
+
+def test_rollup_tiers_as_days_pass(tmp_path, monkeypatch):
+    """Minute data published now, read back 20, 70 and 460 days later (the
+    server's clock shifted): hours and 5-minute buckets from the rollup tiers
+    with the same sums, counts and percentiles, minute periods gone after 15
+    days, 5-minute periods after 63, everything after 455."""
+    import math
+    data = str(tmp_path / "data")
+    srv = Server(data)
+    srv.start()
+    hour = datetime.datetime.now(datetime.timezone.utc).replace(minute=0, second=0, microsecond=0) - datetime.timedelta(hours=2)
+    values = [float((i * 37) % 100) for i in range(60)]
+    try:
+        cw = srv.client("cloudwatch", protocol=CLOUDWATCH_PROTOCOLS[0])
+        cw.put_metric_data(Namespace="Tier", MetricData=[
+            {"MetricName": "Load", "Value": v, "Timestamp": hour + datetime.timedelta(minutes=i)}
+            for i, v in enumerate(values)
+        ])
+    finally:
+        assert srv.stop() == 0
+    ranked = sorted(values)
+    p90 = ranked[math.ceil(0.9 * len(ranked)) - 1]
+
+    def stats(period, extended=False):
+        cw = srv.client("cloudwatch", protocol=CLOUDWATCH_PROTOCOLS[1])
+        kwargs = {"ExtendedStatistics": ["p90"]} if extended else {"Statistics": ["Sum", "SampleCount"]}
+        return cw.get_metric_statistics(Namespace="Tier", MetricName="Load", StartTime=hour,
+                                        EndTime=hour + datetime.timedelta(hours=1), Period=period, **kwargs)["Datapoints"]
+
+    import botocore.auth
+    real_now = botocore.auth.get_current_datetime
+    for days, hourly, five_minute in [(20, True, True), (70, True, False), (460, False, False)]:
+        # The client lives in the same future as the server, or SigV4 skew refuses it.
+        monkeypatch.setattr(botocore.auth, "get_current_datetime",
+                            lambda *a, days=days, **k: real_now(*a, **k) + datetime.timedelta(days=days))
+        srv.extra_env = {"TRAILWATCH_CLOCK_OFFSET_SECS": str(days * 86400), "TRAILWATCH_FLUSH_INTERVAL_SECS": "1"}
+        srv.start()
+        try:
+            got = stats(3600)
+            if hourly:
+                assert [(p["Sum"], p["SampleCount"]) for p in got] == [(sum(values), 60.0)], days
+                assert [p["ExtendedStatistics"]["p90"] for p in stats(3600, True)] == [p90], days
+            else:
+                assert got == [], days
+            five = stats(300)
+            if five_minute:
+                assert [p["SampleCount"] for p in five] == [5.0] * 12, days
+                assert sum(p["Sum"] for p in five) == sum(values)
+            else:
+                assert five == [], days
+            assert stats(60) == [], days  # minute periods left with the raw data
+            if days == 20:
+                # The background job really moved the day into the 5-minute tier.
+                deadline = time.time() + 20
+                while time.time() < deadline and not any("/t2/" in root for root, _, files in os.walk(os.path.join(data, "objects")) if files):
+                    time.sleep(0.2)
+                assert any("/t2/" in root for root, _, files in os.walk(os.path.join(data, "objects")) if files)
+        finally:
+            assert srv.stop() == 0

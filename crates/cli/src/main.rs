@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use trailwatch_core::identity::{CredentialSource, KeyRing, RootCredentials};
 use trailwatch_server::{App, AppConfig};
-use trailwatch_types::{Clock, SystemClock};
+use trailwatch_types::{Clock, OffsetClock, SystemClock};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +49,16 @@ struct ServeArgs {
     /// Seconds between background flushes of the write-ahead log into segments.
     #[arg(long, default_value_t = 300, env = "TRAILWATCH_FLUSH_INTERVAL_SECS")]
     flush_interval_secs: u64,
+    /// Run with the clock shifted by this many seconds: for tests of
+    /// time-dependent behaviour (retention, rollup tiers) against the real
+    /// binary. Never set in production.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "TRAILWATCH_CLOCK_OFFSET_SECS",
+        hide = true
+    )]
+    clock_offset_secs: i64,
     /// Seconds a Live Tail session lasts before SessionTimeoutException.
     #[arg(
         long,
@@ -94,7 +104,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let (root, source) =
         RootCredentials::load_or_create(&args.data_dir, &env).context("load root credentials")?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = match args.clock_offset_secs {
+        0 => Arc::new(SystemClock),
+        secs => Arc::new(OffsetClock {
+            offset_ms: secs.saturating_mul(1000),
+        }),
+    };
     let mut config = AppConfig::new(&args.data_dir, root.account_id.clone());
     config.default_region = args.region.clone();
     config.audit.flush_rows = args.audit_flush_rows.max(1);

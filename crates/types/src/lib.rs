@@ -8,7 +8,7 @@
 mod clock;
 mod time;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use time::{Timestamp, TimestampParseError};
 
 /// Checks that `s` is a 12-digit AWS account id.
