@@ -212,7 +212,10 @@ impl App {
     /// Called after each recorded call: wakes the flusher when enough records
     /// or metric points wait.
     pub fn recorded(&self) {
-        if self.audit.wants_flush() || self.metrics.unflushed() >= METRIC_FLUSH_POINTS {
+        if self.audit.wants_flush()
+            || self.metrics.unflushed() >= METRIC_FLUSH_POINTS
+            || self.logs.unflushed_bytes() >= trailwatch_core::logs::store::FLUSH_WANTED_BYTES
+        {
             self.flush_wanted.notify_one();
         }
     }

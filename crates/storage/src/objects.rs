@@ -118,6 +118,35 @@ impl Objects {
             .map_err(err)
     }
 
+    /// The size of an object in bytes.
+    pub async fn size(&self, path: &str) -> Result<u64, ObjectError> {
+        self.store
+            .head(&ObjectPath::from(path))
+            .await
+            .map(|m| m.size)
+            .map_err(|e| ObjectError::Store {
+                action: "head",
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Reads the bytes `range` of an object.
+    pub async fn get_range(
+        &self,
+        path: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, ObjectError> {
+        self.store
+            .get_range(&ObjectPath::from(path), range)
+            .await
+            .map_err(|e| ObjectError::Store {
+                action: "get range",
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<(), ObjectError> {
         match self.store.delete(&ObjectPath::from(path)).await {

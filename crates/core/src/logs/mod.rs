@@ -1,6 +1,8 @@
 //! CloudWatch Logs (`spec/logs.md`): log groups and streams, retention, event
 //! ingestion and reads.
 //!
+//! - [`blocks`]: the segment format: blocks with a directory and trigram
+//!   filters, so reads fetch and decode only the blocks they need.
 //! - [`export`]: export tasks and the object layout they write.
 //! - [`insights`]: Logs Insights: the query language, records and evaluation.
 //! - [`filters`]: metric filters: validation and the samples they emit.
@@ -11,6 +13,7 @@
 //!   answers, and GetLogEvents / FilterLogEvents over them.
 //! - [`subscriptions`]: subscription filters, destinations, and the payload.
 
+pub mod blocks;
 pub mod export;
 pub mod filters;
 pub mod insights;

@@ -345,6 +345,48 @@ impl Pattern {
         }
     }
 
+    /// What a matching message must contain, for block skipping: every inner
+    /// list is a disjunction of literals, and all of them must hold. `None`
+    /// when nothing is known (regex terms, JSON and space-delimited patterns,
+    /// whose values may be escaped or split in the raw text).
+    pub fn required_literals(&self) -> Option<Vec<Vec<&str>>> {
+        let Pattern::Terms {
+            required, optional, ..
+        } = self
+        else {
+            return None;
+        };
+        fn literal(t: &TermPart) -> Option<&str> {
+            match &t.0 {
+                Term::Literal(s) => Some(s.as_str()),
+                Term::Regex(_) => None,
+            }
+        }
+        let mut all: Vec<Vec<&str>> = required
+            .iter()
+            .filter_map(literal)
+            .map(|s| vec![s])
+            .collect();
+        if !optional.is_empty() {
+            // One regex among the alternatives makes the disjunction unknowable.
+            if let Some(any) = optional.iter().map(literal).collect::<Option<Vec<_>>>() {
+                all.push(any);
+            }
+        }
+        Some(all)
+    }
+
+    /// The longest literal every match contains, to search a whole block's
+    /// text at once before matching single events.
+    pub fn anchor(&self) -> Option<&str> {
+        self.required_literals()?
+            .into_iter()
+            .filter(|any| any.len() == 1)
+            .map(|any| any[0])
+            .filter(|s| !s.is_empty())
+            .max_by_key(|s| s.len())
+    }
+
     /// Whether `message` matches.
     pub fn matches(&self, message: &str) -> bool {
         match self {

@@ -20,12 +20,13 @@
 //!
 //! # Segments
 //! `logs/stream={id}/day={first ms of the UTC day}/{generation:020}.twl`, one
-//! per stream and day of event time per flush (see `encode_segment`), listed in
-//! the catalog table `log_segments`; `log_state` holds the WAL checkpoint. A
-//! flush reads closed WAL files (never memory), writes segments durably,
-//! commits them with the checkpoint, then deletes the WAL files: every event is
-//! in exactly one of the two. Recovery loads the segments of live streams and
-//! replays the WAL above the checkpoint.
+//! per stream and day of event time per flush (format: [`super::blocks`]),
+//! listed in the catalog table `log_segments`; `log_state` holds the WAL
+//! checkpoint. A flush reads closed WAL files (never memory), writes segments
+//! durably, commits them with the checkpoint, then deletes the WAL files: every
+//! event is in exactly one of the two. Recovery reads the block directories of
+//! the segments of live streams and replays the WAL above the checkpoint.
+//! Version 1 segments (one zstd body) are rewritten as version 2 at open.
 //!
 //! # Invariants
 //! - Events of a stream are kept sorted by (timestamp, ingestion time, sequence);
@@ -34,17 +35,24 @@
 //! - Reads hide events older than the group's retention at read time (§2.4);
 //!   maintenance deletes segments whose whole day is expired, and those of
 //!   deleted streams, and drops expired events from memory.
-//! - Every event is also kept in memory (reads are in-memory); a disk-backed
-//!   read path with block skipping comes with the FilterLogEvents benchmarks.
+//! - Memory holds the events not yet flushed (the WAL's) and the block
+//!   directories of segments; a flush moves events from the first to the
+//!   second under one write lock, so a reader's snapshot sees each event once.
+//! - Reads visit blocks in key order and stop once a page is settled: a block
+//!   can only hold keys inside its directory range, so matches before the next
+//!   unread block's first key are final. FilterLogEvents skips blocks whose
+//!   trigram filter rules out a required literal.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use trailwatch_storage::{Catalog, CatalogOp, Objects, Wal, WalOptions};
 use trailwatch_types::{Clock, Timestamp};
 
+use super::blocks::{self, BlockMeta};
 use super::export::{self, ExportTask};
 use super::filters::MetricFilterRecord;
 use super::model::LogsError;
@@ -153,9 +161,61 @@ fn parse_digits(digits: &str) -> Option<Key> {
 
 #[derive(Debug, Default)]
 struct StreamEvents {
+    /// Events not yet in segments, sorted by key.
     events: Vec<Event>,
+    /// Blocks of the stream's segments.
+    blocks: Vec<BlockRef>,
     last_ingestion: Option<i64>,
 }
+
+/// A block of a segment, as the directory describes it.
+#[derive(Debug, Clone)]
+struct BlockRef {
+    path: Arc<str>,
+    meta: Arc<BlockMeta>,
+}
+
+/// What a read needs of its streams: blocks and unflushed events, each
+/// tagged with the index of its stream in the read.
+type Snapshot = (Vec<(usize, BlockRef)>, Vec<(usize, Event)>);
+
+/// A bounded, ordered read over blocks and memory (see [`LogStore::scan`]).
+#[derive(Clone)]
+struct Scan {
+    /// Inclusive event-time bounds.
+    lo: i64,
+    hi: i64,
+    forward: bool,
+    /// Exclusive cursor: only keys after it (in the scan's direction).
+    after: Option<Key>,
+    limit: usize,
+    /// The 1 MB page budget applies.
+    budget: bool,
+    pattern: Option<Arc<Pattern>>,
+}
+
+impl Scan {
+    fn admits(&self, k: Key) -> bool {
+        k.0 >= self.lo
+            && k.0 <= self.hi
+            && self
+                .after
+                .is_none_or(|a| if self.forward { k > a } else { k < a })
+    }
+
+    /// Whether `a` comes before `b` in the scan's direction.
+    fn before(&self, a: Key, b: Key) -> bool {
+        if self.forward {
+            a < b
+        } else {
+            a > b
+        }
+    }
+}
+
+/// Unflushed message bytes above which the maintenance worker is asked to
+/// flush early, bounding the memory that unflushed events take.
+pub const FLUSH_WANTED_BYTES: u64 = 256 << 20;
 
 /// Statistics of a stream for DescribeLogStreams / DescribeLogGroups.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -256,6 +316,11 @@ pub struct LogStore {
     maintenance: tokio::sync::Mutex<()>,
     /// Ingested events for Live Tail sessions.
     tail: tokio::sync::broadcast::Sender<Arc<TailEvent>>,
+    /// Message bytes held in memory, not yet in segments.
+    unflushed: AtomicU64,
+    /// The WAL checkpoint memory reflects: records at or below it are in
+    /// blocks. Changed under the `streams` write lock.
+    moved_through: AtomicU64,
 }
 
 /// An ingested event as Live Tail sessions see it.
@@ -316,21 +381,19 @@ impl LogStore {
             if !live.contains(&info.stream) {
                 continue;
             }
-            let bytes = objects.get(path).await.map_err(storage)?;
-            let events = decode_segment(&bytes)
-                .map_err(|m| LogsError::Storage(format!("log segment {path}: {m}")))?;
+            let (path, metas) = open_segment(catalog.as_ref(), &objects, path, info).await?;
             let stream = streams.entry(info.stream.clone()).or_default();
-            for e in events {
+            for meta in metas {
                 stream.last_ingestion = Some(
                     stream
                         .last_ingestion
-                        .map_or(e.ingestion, |l| l.max(e.ingestion)),
+                        .map_or(meta.max_ingestion, |l| l.max(meta.max_ingestion)),
                 );
-                stream.events.push(e);
+                stream.blocks.push(BlockRef {
+                    path: path.clone(),
+                    meta: Arc::new(meta),
+                });
             }
-        }
-        for stream in streams.values_mut() {
-            stream.events.sort_by_key(Event::key);
         }
         let mut replayed = 0;
         for (seq, payload) in &recovery.records {
@@ -349,6 +412,11 @@ impl LogStore {
             records = replayed,
             "logs recovered"
         );
+        let unflushed = streams
+            .values()
+            .flat_map(|s| &s.events)
+            .map(|e| e.message.len() as u64)
+            .sum();
         Ok(Self {
             catalog,
             objects,
@@ -359,7 +427,14 @@ impl LogStore {
             names: Arc::new(tokio::sync::Mutex::new(())),
             maintenance: tokio::sync::Mutex::new(()),
             tail: tokio::sync::broadcast::channel(16_384).0,
+            unflushed: AtomicU64::new(unflushed),
+            moved_through: AtomicU64::new(state.checkpoint),
         })
+    }
+
+    /// Message bytes not yet in segments.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.unflushed.load(Ordering::Relaxed)
     }
 
     /// Moves every WAL record into segment objects (one per stream and UTC
@@ -411,17 +486,22 @@ impl LogStore {
         state.generation += 1;
         state.checkpoint = checkpoint;
         let mut ops = Vec::new();
+        let mut written: Vec<(String, Arc<str>, Vec<BlockMeta>)> = Vec::new();
         for ((stream, day), mut events) in partitions {
             events.sort_by_key(Event::key);
             let path = format!(
                 "logs/stream={stream}/day={day}/{:020}.twl",
                 state.generation
             );
-            let bytes = encode_segment(&events).map_err(storage)?;
+            let count = events.len() as u64;
+            let (bytes, metas) =
+                tokio::task::spawn_blocking(move || blocks::encode_segment(&events))
+                    .await
+                    .map_err(storage)?;
             let info = SegmentInfo {
                 stream,
                 day,
-                events: events.len() as u64,
+                events: count,
                 bytes: bytes.len() as u64,
             };
             self.objects
@@ -430,13 +510,41 @@ impl LogStore {
                 .map_err(storage)?;
             ops.push(CatalogOp::put(
                 SEGMENTS,
-                path,
+                path.clone(),
                 serde_json::to_vec(&info).map_err(storage)?,
             ));
+            written.push((info.stream, Arc::from(path), metas));
         }
         self.commit(ops, &state)?;
+        self.move_to_blocks(written, state.checkpoint);
         self.wal.remove_through(state.checkpoint).map_err(storage)?;
         Ok(moved)
+    }
+
+    /// After a flush committed: the written blocks join their streams and the
+    /// events of WAL records up to `checkpoint` leave memory, in one step.
+    fn move_to_blocks(&self, written: Vec<(String, Arc<str>, Vec<BlockMeta>)>, checkpoint: u64) {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        for (stream, path, metas) in written {
+            // The entry may not exist yet when the events' own apply lost the
+            // race with this flush (see put_events); a deleted stream's entry
+            // is dropped by the next purge, which also deletes its segments.
+            streams
+                .entry(stream)
+                .or_default()
+                .blocks
+                .extend(metas.into_iter().map(|meta| BlockRef {
+                    path: path.clone(),
+                    meta: Arc::new(meta),
+                }));
+        }
+        self.moved_through.store(checkpoint, Ordering::Relaxed);
+        let mut left = 0u64;
+        for s in streams.values_mut() {
+            s.events.retain(|e| e.seq / 16_384 > checkpoint);
+            left += s.events.iter().map(|e| e.message.len() as u64).sum::<u64>();
+        }
+        self.unflushed.store(left, Ordering::Relaxed);
     }
 
     /// Deletes segments wholly older than their group's retention, and those
@@ -480,12 +588,14 @@ impl LogStore {
                 }
             }
         }
+        let doomed: std::collections::HashSet<&str> = doomed.iter().map(String::as_str).collect();
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
         streams.retain(|id, _| cutoffs.contains_key(id));
         for (id, stream) in streams.iter_mut() {
             let cutoff = cutoffs.get(id).copied().unwrap_or(i64::MIN);
             let expired = stream.events.partition_point(|e| e.timestamp < cutoff);
             stream.events.drain(..expired);
+            stream.blocks.retain(|b| !doomed.contains(&*b.path));
         }
         Ok(doomed.len() as u64)
     }
@@ -501,36 +611,191 @@ impl LogStore {
 
     /// Visible events of stream `id` with `lo <= timestamp <= hi` (ms):
     /// (timestamp, ingestion, sequence, message), in time order.
-    pub fn events_between(
+    pub async fn events_between(
         &self,
         id: &str,
         lo: i64,
         hi: i64,
         cutoff: i64,
-    ) -> Vec<(i64, i64, u64, Arc<str>)> {
-        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = streams.get(id) else {
-            return Vec::new();
+    ) -> Result<Vec<(i64, i64, u64, Arc<str>)>, LogsError> {
+        let scan = Scan {
+            lo: lo.max(cutoff),
+            hi,
+            forward: true,
+            after: None,
+            limit: usize::MAX,
+            budget: false,
+            pattern: None,
         };
-        let lo = lo.max(cutoff);
-        let from = s.events.partition_point(|e| e.timestamp < lo);
-        let to = s.events.partition_point(|e| e.timestamp <= hi).max(from);
-        s.events[from..to]
-            .iter()
-            .map(|e| (e.timestamp, e.ingestion, e.seq, e.message.clone()))
-            .collect()
+        let (blocks, memory) = self.snapshot(&[id], &scan);
+        let (events, _) = self.scan(blocks, memory, scan).await?;
+        Ok(events
+            .into_iter()
+            .map(|(_, e)| (e.timestamp, e.ingestion, e.seq, e.message))
+            .collect())
     }
 
     /// The visible event of stream `id` with sequence `seq`:
     /// (timestamp, ingestion, message).
-    pub fn event(&self, id: &str, seq: u64, cutoff: i64) -> Option<(i64, i64, Arc<str>)> {
+    pub async fn event(
+        &self,
+        id: &str,
+        seq: u64,
+        cutoff: i64,
+    ) -> Result<Option<(i64, i64, Arc<str>)>, LogsError> {
+        let candidates: Vec<BlockRef> = {
+            let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+            let Some(s) = streams.get(id) else {
+                return Ok(None);
+            };
+            if let Some(e) = s.events.iter().find(|e| e.seq == seq) {
+                return Ok(
+                    (e.timestamp >= cutoff).then(|| (e.timestamp, e.ingestion, e.message.clone()))
+                );
+            }
+            s.blocks
+                .iter()
+                .filter(|b| {
+                    (b.meta.seqs.0..=b.meta.seqs.1).contains(&seq) && b.meta.max.0 >= cutoff
+                })
+                .cloned()
+                .collect()
+        };
+        for b in candidates {
+            let bytes = self.fetch(&b).await?;
+            let block = blocks::decode_block(&bytes, &b.meta).map_err(|m| corrupt(&b, m))?;
+            if let Some(i) = block.seqs.iter().position(|&s| s == seq) {
+                let e = block.event(i);
+                return Ok((e.timestamp >= cutoff).then_some((
+                    e.timestamp,
+                    e.ingestion,
+                    e.message,
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The blocks and unflushed events of `ids` that `scan` may need; a
+    /// block or event is tagged with the index of its stream in `ids`.
+    fn snapshot(&self, ids: &[&str], scan: &Scan) -> Snapshot {
+        let literals = scan.pattern.as_ref().and_then(|p| p.required_literals());
         let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-        streams
-            .get(id)?
-            .events
-            .iter()
-            .find(|e| e.seq == seq && e.timestamp >= cutoff)
-            .map(|e| (e.timestamp, e.ingestion, e.message.clone()))
+        let (mut blocks, mut memory) = (Vec::new(), Vec::new());
+        for (i, id) in ids.iter().enumerate() {
+            let Some(s) = streams.get(*id) else {
+                continue;
+            };
+            let lo = s.events.partition_point(|e| e.timestamp < scan.lo);
+            let hi = s.events.partition_point(|e| e.timestamp <= scan.hi).max(lo);
+            memory.extend(
+                s.events[lo..hi]
+                    .iter()
+                    .filter(|e| scan.admits(e.key()))
+                    .map(|e| (i, e.clone())),
+            );
+            blocks.extend(
+                s.blocks
+                    .iter()
+                    .filter(|b| {
+                        let m = &b.meta;
+                        m.max.0 >= scan.lo
+                            && m.min.0 <= scan.hi
+                            && scan.after.is_none_or(|a| {
+                                if scan.forward {
+                                    m.max > a
+                                } else {
+                                    m.min < a
+                                }
+                            })
+                            && literals.as_ref().is_none_or(|l| m.may_match(l))
+                    })
+                    .map(|b| (i, b.clone())),
+            );
+        }
+        (blocks, memory)
+    }
+
+    async fn fetch(&self, b: &BlockRef) -> Result<bytes::Bytes, LogsError> {
+        self.objects
+            .get_range(&b.path, b.meta.range())
+            .await
+            .map_err(storage)
+    }
+
+    /// Reads, in the scan's order, the events of `blocks` and `memory` that
+    /// the scan admits and its pattern matches, until the page (limit, and
+    /// the 1 MB budget when asked) is settled. Blocks are fetched and
+    /// matched in growing batches, in parallel. Returns the page and whether
+    /// more may follow.
+    async fn scan(
+        &self,
+        mut blocks: Vec<(usize, BlockRef)>,
+        memory: Vec<(usize, Event)>,
+        scan: Scan,
+    ) -> Result<(Vec<(usize, Event)>, bool), LogsError> {
+        let mut found: Vec<(usize, Event)> = memory
+            .into_iter()
+            .filter(|(_, e)| scan.pattern.as_ref().is_none_or(|p| p.matches(&e.message)))
+            .collect();
+        if scan.forward {
+            blocks.sort_by_key(|(_, b)| b.meta.min);
+        } else {
+            blocks.sort_by_key(|(_, b)| std::cmp::Reverse(b.meta.max));
+        }
+        let (mut next, mut batch) = (0, 2);
+        let scan = Arc::new(scan);
+        while let Some(frontier) =
+            blocks
+                .get(next)
+                .map(|(_, b)| if scan.forward { b.meta.min } else { b.meta.max })
+        {
+            if scan.limit != usize::MAX {
+                let settled = found.iter().filter(|(_, e)| scan.before(e.key(), frontier));
+                let (mut count, mut bytes) = (0usize, 0usize);
+                for (_, e) in settled {
+                    count += 1;
+                    bytes += e.message.len() + EVENT_OVERHEAD;
+                }
+                if count >= scan.limit || (scan.budget && bytes >= MAX_BATCH_BYTES) {
+                    break;
+                }
+            }
+            let chunk: Vec<(usize, BlockRef)> =
+                blocks[next..(next + batch).min(blocks.len())].to_vec();
+            next += chunk.len();
+            batch = (batch * 2).min(64);
+            let fetched =
+                futures::future::try_join_all(chunk.iter().map(|(_, b)| self.fetch(b))).await?;
+            let work: Vec<(usize, BlockRef, bytes::Bytes)> = chunk
+                .into_iter()
+                .zip(fetched)
+                .map(|((i, b), bytes)| (i, b, bytes))
+                .collect();
+            let scan = scan.clone();
+            let matched = tokio::task::spawn_blocking(move || match_blocks(&work, &scan))
+                .await
+                .map_err(storage)??;
+            found.extend(matched);
+        }
+        if scan.forward {
+            found.sort_by_key(|(_, e)| e.key());
+        } else {
+            found.sort_by_key(|(_, e)| std::cmp::Reverse(e.key()));
+        }
+        let mut budget = MAX_BATCH_BYTES;
+        let mut taken = 0;
+        for (_, e) in found.iter().take(scan.limit) {
+            let size = e.message.len() + EVENT_OVERHEAD;
+            if scan.budget && size > budget && taken > 0 {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            taken += 1;
+        }
+        let more = taken < found.len() || next < blocks.len();
+        found.truncate(taken);
+        Ok((found, more))
     }
 
     /// Events ingested from now on, for a Live Tail session.
@@ -829,16 +1094,12 @@ impl LogStore {
             if cancelled {
                 return Ok(());
             }
-            let events: Vec<(i64, Arc<str>)> = {
-                let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-                streams.get(&stream.id).map_or_else(Vec::new, |s| {
-                    s.events
-                        .iter()
-                        .filter(|e| e.timestamp >= cutoff.max(task.from) && e.timestamp <= task.to)
-                        .map(|e| (e.timestamp, e.message.clone()))
-                        .collect()
-                })
-            };
+            let events: Vec<(i64, Arc<str>)> = self
+                .events_between(&stream.id, task.from, task.to, cutoff)
+                .await?
+                .into_iter()
+                .map(|(t, _, _, m)| (t, m))
+                .collect();
             if events.is_empty() {
                 continue;
             }
@@ -923,20 +1184,46 @@ impl LogStore {
         )]
     }
 
-    /// Visible statistics of stream `id` under `cutoff`.
-    pub fn stream_stats(&self, id: &str, cutoff: i64) -> StreamStats {
-        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = streams.get(id) else {
-            return StreamStats::default();
+    /// Visible statistics of stream `id` under `cutoff`. Only blocks that
+    /// straddle the cutoff are read; the others are counted from the
+    /// directory.
+    pub async fn stream_stats(&self, id: &str, cutoff: i64) -> Result<StreamStats, LogsError> {
+        let (straddling, mut stats) = {
+            let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+            let Some(s) = streams.get(id) else {
+                return Ok(StreamStats::default());
+            };
+            let from = s.events.partition_point(|e| e.timestamp < cutoff);
+            let visible = &s.events[from..];
+            let mut stats = StreamStats {
+                first_event: visible.first().map(|e| e.timestamp),
+                last_event: visible.last().map(|e| e.timestamp),
+                last_ingestion: s.last_ingestion,
+                stored_bytes: visible.iter().map(|e| e.message.len() as u64).sum(),
+            };
+            let mut straddling = Vec::new();
+            for b in s.blocks.iter().filter(|b| b.meta.max.0 >= cutoff) {
+                stats.last_event = stats.last_event.max(Some(b.meta.max.0));
+                if b.meta.min.0 >= cutoff {
+                    let first = stats.first_event.unwrap_or(b.meta.min.0).min(b.meta.min.0);
+                    stats.first_event = Some(first);
+                    stats.stored_bytes += b.meta.bytes;
+                } else {
+                    straddling.push(b.clone());
+                }
+            }
+            (straddling, stats)
         };
-        let from = s.events.partition_point(|e| e.timestamp < cutoff);
-        let visible = &s.events[from..];
-        StreamStats {
-            first_event: visible.first().map(|e| e.timestamp),
-            last_event: visible.last().map(|e| e.timestamp),
-            last_ingestion: s.last_ingestion,
-            stored_bytes: visible.iter().map(|e| e.message.len() as u64).sum(),
+        for b in straddling {
+            let bytes = self.fetch(&b).await?;
+            let block = blocks::decode_block(&bytes, &b.meta).map_err(|m| corrupt(&b, m))?;
+            for k in (0..block.len()).filter(|&k| block.timestamps[k] >= cutoff) {
+                let t = block.timestamps[k];
+                stats.first_event = Some(stats.first_event.unwrap_or(t).min(t));
+                stats.stored_bytes += block.message(k).len() as u64;
+            }
         }
+        Ok(stats)
     }
 
     /// PutLogEvents (§4.2) after the shape checks: `events` are (timestamp,
@@ -994,19 +1281,31 @@ impl LogStore {
         }
         let valid: Vec<(i64, String)> = valid.to_vec();
         let payload = encode(&stream.id, now_ms, &valid);
+        let bytes: u64 = valid.iter().map(|(_, m)| m.len() as u64).sum();
         let seq = self.wal.append(payload).await.map_err(storage)?;
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        if seq <= self.moved_through.load(Ordering::Relaxed) {
+            // A flush that rotated the WAL after our append has already put
+            // these events in blocks: adding them here would show them twice.
+            return Ok((rejected, stored));
+        }
         apply(
             streams.entry(stream.id.clone()).or_default(),
             seq,
             now_ms,
             valid,
         );
+        self.unflushed.fetch_add(bytes, Ordering::Relaxed);
         Ok((rejected, stored))
     }
 
     /// GetLogEvents (§5.1) on stream `id`.
-    pub fn get_events(&self, id: &str, cutoff: i64, q: &GetQuery) -> Result<GetPage, LogsError> {
+    pub async fn get_events(
+        &self,
+        id: &str,
+        cutoff: i64,
+        q: &GetQuery,
+    ) -> Result<GetPage, LogsError> {
         let invalid = || LogsError::InvalidParameter("The specified nextToken is invalid.".into());
         let token = match &q.token {
             Some(t) => {
@@ -1024,27 +1323,23 @@ impl LogStore {
         let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
         let start = q.start.unwrap_or(0).max(cutoff);
         let end = q.end.unwrap_or(MAX_TS);
-        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-        let all: &[Event] = streams.get(id).map_or(&[], |s| &s.events);
-        let lo = all.partition_point(|e| e.timestamp < start);
-        let hi = all.partition_point(|e| e.timestamp < end).max(lo);
-        let range = &all[lo..hi];
         let forward = token.map_or(q.start_from_head, |(f, _)| f);
-        let page: Vec<Event> = if forward {
-            let from = match token {
-                Some((_, k)) => range.partition_point(|e| e.key() <= k),
-                None => 0,
-            };
-            take_budget(range[from..].iter(), limit)
-        } else {
-            let to = match token {
-                Some((_, k)) => range.partition_point(|e| e.key() < k),
-                None => range.len(),
-            };
-            let mut page = take_budget(range[..to].iter().rev(), limit);
-            page.reverse();
-            page
+        let scan = Scan {
+            lo: start,
+            // endTime is exclusive here (§5.1).
+            hi: end.saturating_sub(1),
+            forward,
+            after: token.map(|(_, k)| k),
+            limit,
+            budget: true,
+            pattern: None,
         };
+        let (blocks, memory) = self.snapshot(&[id], &scan);
+        let (page, _) = self.scan(blocks, memory, scan).await?;
+        let mut page: Vec<Event> = page.into_iter().map(|(_, e)| e).collect();
+        if !forward {
+            page.reverse();
+        }
         let (next_forward, next_backward) = match (page.first(), page.last()) {
             (Some(first), Some(last)) => (
                 format!("f/{}/s", key_digits(last.key())),
@@ -1071,7 +1366,11 @@ impl LogStore {
     }
 
     /// FilterLogEvents (§5.2) over `q.streams`.
-    pub fn filter_events(&self, cutoff: i64, q: &FilterQuery) -> Result<FilterPage, LogsError> {
+    pub async fn filter_events(
+        &self,
+        cutoff: i64,
+        q: &FilterQuery,
+    ) -> Result<FilterPage, LogsError> {
         let now = self.clock.now();
         let pattern = Pattern::parse(&q.pattern)?;
         let filters = filters_hash(&["FilterLogEvents", &q.fingerprint]);
@@ -1092,42 +1391,23 @@ impl LogStore {
         let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
         let start = q.start.unwrap_or(0).max(cutoff);
         let end = q.end.unwrap_or(MAX_TS);
-        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-        let mut matched: Vec<(&str, &Event)> = Vec::new();
-        for (name, id) in &q.streams {
-            let Some(s) = streams.get(id) else {
-                continue;
-            };
-            let lo = s.events.partition_point(|e| e.timestamp < start);
-            let hi = s.events.partition_point(|e| e.timestamp <= end).max(lo);
-            matched.extend(
-                s.events[lo..hi]
-                    .iter()
-                    .filter(|e| pattern.matches(&e.message))
-                    .map(|e| (name.as_str(), e)),
-            );
-        }
-        matched.sort_by_key(|(_, e)| e.key());
-        if !forward {
-            matched.reverse();
-        }
-        let skip = match &cursor {
-            Some(c) if forward => matched.partition_point(|(_, e)| e.key() <= c.k),
-            Some(c) => matched.partition_point(|(_, e)| e.key() >= c.k),
-            None => 0,
+        let scan = Scan {
+            lo: start,
+            hi: end,
+            forward,
+            after: cursor.as_ref().map(|c| c.k),
+            limit,
+            budget: true,
+            pattern: (!matches!(pattern, Pattern::All)).then(|| Arc::new(pattern)),
         };
-        let rest = &matched[skip..];
-        let mut budget = MAX_BATCH_BYTES;
-        let mut page = Vec::new();
-        for (name, e) in rest.iter().take(limit) {
-            let size = e.message.len() + EVENT_OVERHEAD;
-            if size > budget && !page.is_empty() {
-                break;
-            }
-            budget = budget.saturating_sub(size);
-            page.push(((*name).to_owned(), (*e).clone()));
-        }
-        let next_token = (page.len() < rest.len()).then(|| {
+        let ids: Vec<&str> = q.streams.iter().map(|(_, id)| id.as_str()).collect();
+        let (blocks, memory) = self.snapshot(&ids, &scan);
+        let (page, more) = self.scan(blocks, memory, scan).await?;
+        let page: Vec<(String, Event)> = page
+            .into_iter()
+            .map(|(i, e)| (q.streams[i].0.clone(), e))
+            .collect();
+        let next_token = more.then(|| {
             let last = page.last().map_or((0, 0, 0), |(_, e)| e.key());
             self.tokens
                 .issue(&filters, &FilterCursor { k: last, forward }, now)
@@ -1202,62 +1482,138 @@ fn live_streams(catalog: &dyn Catalog) -> Result<std::collections::HashSet<Strin
         .collect())
 }
 
-/// A log segment: `"TWLS" | u8 1 | zstd(varint n | n × (ivarint timestamp,
-/// ivarint ingestion, varint seq, str message)) | u32 crc32c (LE)`.
-fn encode_segment(events: &[Event]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::with_capacity(events.iter().map(|e| e.message.len() + 16).sum());
-    put_varint(&mut body, events.len() as u64);
-    for e in events {
-        put_ivarint(&mut body, e.timestamp);
-        put_ivarint(&mut body, e.ingestion);
-        put_varint(&mut body, e.seq);
-        put_str(&mut body, &e.message);
-    }
-    let compressed = zstd::bulk::compress(&body, 3).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(compressed.len() + 9);
-    out.extend_from_slice(b"TWLS\x01");
-    out.extend_from_slice(&compressed);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
-}
-
-fn decode_segment(bytes: &[u8]) -> Result<Vec<Event>, String> {
-    if bytes.len() < 9 || &bytes[..5] != b"TWLS\x01" {
-        return Err("not a log segment".into());
-    }
-    let (content, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32c::crc32c(content) != u32::from_le_bytes(crc.try_into().map_err(|_| "crc")?) {
-        return Err("log segment checksum mismatch".into());
-    }
-    let body = zstd::stream::decode_all(&content[5..]).map_err(|e| e.to_string())?;
-    let pos = &mut 0;
-    let n = get_varint(&body, pos)? as usize;
-    let mut events = Vec::with_capacity(n.min(body.len()));
-    for _ in 0..n {
-        events.push(Event {
-            timestamp: get_ivarint(&body, pos)?,
-            ingestion: get_ivarint(&body, pos)?,
-            seq: get_varint(&body, pos)?,
-            message: Arc::from(get_str(&body, pos)?),
-        });
-    }
-    Ok(events)
-}
-
-/// Takes events in order while they fit `limit` and the 1 MB page budget.
-fn take_budget<'a>(events: impl Iterator<Item = &'a Event>, limit: usize) -> Vec<Event> {
-    let mut budget = MAX_BATCH_BYTES;
-    let mut out = Vec::new();
-    for e in events.take(limit) {
-        let size = e.message.len() + EVENT_OVERHEAD;
-        if size > budget && !out.is_empty() {
-            break;
+/// A segment's block directory, rewriting a version 1 segment as version 2
+/// first (one zstd body could only be read whole). Returns the path the
+/// blocks live at.
+async fn open_segment(
+    catalog: &dyn Catalog,
+    objects: &Objects,
+    path: &str,
+    info: &SegmentInfo,
+) -> Result<(Arc<str>, Vec<BlockMeta>), LogsError> {
+    let bad = |m: String| LogsError::Storage(format!("log segment {path}: {m}"));
+    let size = objects.size(path).await.map_err(storage)?;
+    let head = objects
+        .get_range(path, 0..size.min(5))
+        .await
+        .map_err(storage)?;
+    if blocks::is_v1(&head) {
+        let bytes = objects.get(path).await.map_err(storage)?;
+        let events = blocks::decode_v1(&bytes).map_err(bad)?;
+        let (encoded, metas) = blocks::encode_segment(&events);
+        let new_path = format!("{}.v2.twl", path.trim_end_matches(".twl"));
+        let info = SegmentInfo {
+            bytes: encoded.len() as u64,
+            ..info.clone()
+        };
+        objects
+            .put_durable(&new_path, encoded.into())
+            .await
+            .map_err(storage)?;
+        catalog
+            .commit(&[
+                CatalogOp::delete(SEGMENTS, path.to_owned()),
+                CatalogOp::put(
+                    SEGMENTS,
+                    new_path.clone(),
+                    serde_json::to_vec(&info).map_err(storage)?,
+                ),
+            ])
+            .map_err(storage)?;
+        if let Err(err) = objects.delete(path).await {
+            tracing::warn!(path, error = %err, "failed to delete a rewritten version 1 log segment");
         }
-        budget = budget.saturating_sub(size);
-        out.push(e.clone());
+        return Ok((Arc::from(new_path), metas));
     }
-    out
+    let tail_len = blocks::TAIL_BYTES as u64;
+    if size < tail_len {
+        return Err(bad("truncated".into()));
+    }
+    let tail = objects
+        .get_range(path, size - tail_len..size)
+        .await
+        .map_err(storage)?;
+    let len = blocks::footer_len(&tail, size).map_err(bad)?;
+    let footer = objects
+        .get_range(path, size - tail_len - len..size - tail_len)
+        .await
+        .map_err(storage)?;
+    let metas = blocks::decode_footer(&footer, &tail).map_err(bad)?;
+    Ok((Arc::from(path), metas))
+}
+
+fn corrupt(b: &BlockRef, message: String) -> LogsError {
+    LogsError::Storage(format!(
+        "log segment {} block at {}: {message}",
+        b.path, b.meta.offset
+    ))
+}
+
+/// Matches the blocks of one scan batch, spread over the machine's cores.
+fn match_blocks(
+    work: &[(usize, BlockRef, bytes::Bytes)],
+    scan: &Scan,
+) -> Result<Vec<(usize, Event)>, LogsError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work.len())
+        .max(1);
+    let run = |t: usize| -> Result<Vec<(usize, Event)>, LogsError> {
+        let mut out = Vec::new();
+        for w in work.iter().skip(t).step_by(threads) {
+            out.extend(match_block(w, scan)?);
+        }
+        Ok(out)
+    };
+    if threads == 1 {
+        return run(0);
+    }
+    std::thread::scope(|sc| {
+        let run = &run;
+        let handles: Vec<_> = (0..threads).map(|t| sc.spawn(move || run(t))).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| LogsError::Storage("a log block reader panicked".into()))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// The events of one block that `scan` admits and matches. With a literal
+/// every match contains, the whole text is searched at once and only the
+/// events it lands in are matched.
+fn match_block(
+    (i, b, bytes): &(usize, BlockRef, bytes::Bytes),
+    scan: &Scan,
+) -> Result<Vec<(usize, Event)>, LogsError> {
+    let block = blocks::decode_block(bytes, &b.meta).map_err(|m| corrupt(b, m))?;
+    let pattern = scan.pattern.as_deref();
+    let mut out = Vec::new();
+    let mut take = |k: usize| {
+        if scan.admits(block.key(k)) && pattern.is_none_or(|p| p.matches(block.message(k))) {
+            out.push((*i, block.event(k)));
+        }
+    };
+    match pattern.and_then(Pattern::anchor) {
+        Some(anchor) => {
+            let finder = memchr::memmem::Finder::new(anchor.as_bytes());
+            let text = block.text.as_bytes();
+            let mut pos = 0;
+            while let Some(off) = text.get(pos..).and_then(|rest| finder.find(rest)) {
+                let k = block.event_at(pos + off);
+                if k >= block.len() {
+                    break;
+                }
+                take(k);
+                pos = block.ends[k];
+            }
+        }
+        None => (0..block.len()).for_each(&mut take),
+    }
+    Ok(out)
 }
 
 fn apply(stream: &mut StreamEvents, seq: u64, ingestion: i64, events: Vec<(i64, String)>) {
@@ -1412,6 +1768,7 @@ mod tests {
                     ..GetQuery::default()
                 },
             )
+            .await
             .unwrap();
         let stored: Vec<&str> = page.events.iter().map(|e| &*e.message).collect();
         assert_eq!(stored, ["c", "d"]);
@@ -1468,7 +1825,10 @@ mod tests {
         store.shutdown().await.unwrap();
         drop(store);
         let store = open(dir.path(), clock).await;
-        let get = |q: GetQuery| store.get_events(&s.id, i64::MIN, &q).unwrap();
+        let get = |q: GetQuery| {
+            let (store, id) = (&store, s.id.clone());
+            async move { store.get_events(&id, i64::MIN, &q).await.unwrap() }
+        };
         let names = |p: &GetPage| {
             p.events
                 .iter()
@@ -1479,36 +1839,42 @@ mod tests {
             start_from_head: true,
             limit: Some(2),
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert_eq!(names(&p1), ["e1", "e2"]);
         let p2 = get(GetQuery {
             token: Some(p1.forward.clone()),
             limit: Some(2),
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert_eq!(names(&p2), ["e3"]);
         let p3 = get(GetQuery {
             token: Some(p2.forward.clone()),
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert!(p3.events.is_empty());
         assert_eq!(p3.forward, p2.forward);
         let tail = get(GetQuery {
             limit: Some(2),
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert_eq!(names(&tail), ["e2", "e3"]);
         let back = get(GetQuery {
             token: Some(tail.backward.clone()),
             limit: Some(2),
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert_eq!(names(&back), ["e1"]);
         assert_eq!(back.backward, p1.backward);
         let start = get(GetQuery {
             token: Some(back.backward.clone()),
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert!(start.events.is_empty());
         assert_eq!(start.backward, back.backward);
         let ranged = get(GetQuery {
@@ -1516,7 +1882,8 @@ mod tests {
             end: Some(t(3)),
             start_from_head: true,
             ..GetQuery::default()
-        });
+        })
+        .await;
         assert_eq!(names(&ranged), ["e2"]);
         assert!(store
             .get_events(
@@ -1527,6 +1894,7 @@ mod tests {
                     ..GetQuery::default()
                 }
             )
+            .await
             .is_err());
     }
 
@@ -1582,11 +1950,12 @@ mod tests {
                     ..GetQuery::default()
                 },
             )
+            .await
             .unwrap();
         let left: Vec<&str> = page.events.iter().map(|e| &*e.message).collect();
         assert_eq!(left, ["new"]);
         assert_eq!(
-            store.stream_stats(&gone.id, i64::MIN),
+            store.stream_stats(&gone.id, i64::MIN).await.unwrap(),
             StreamStats::default()
         );
         let files = walk(&dir.path().join("objects"));
@@ -1662,7 +2031,7 @@ mod tests {
             fingerprint: "g".into(),
             ..FilterQuery::default()
         };
-        let first = store.filter_events(i64::MIN, &q).unwrap();
+        let first = store.filter_events(i64::MIN, &q).await.unwrap();
         assert_eq!(first.events[0].1.message.as_ref(), "ERROR disk full");
         let second = store
             .filter_events(
@@ -1672,6 +2041,7 @@ mod tests {
                     ..q.clone()
                 },
             )
+            .await
             .unwrap();
         assert_eq!(
             (
@@ -1692,6 +2062,7 @@ mod tests {
                     ..q.clone()
                 },
             )
+            .await
             .unwrap();
         assert_eq!(upto.events.len(), 2);
         // Newest first only from 2024-01-01.
@@ -1703,6 +2074,7 @@ mod tests {
                     ..q.clone()
                 }
             )
+            .await
             .is_err());
         let newest = store
             .filter_events(
@@ -1714,7 +2086,159 @@ mod tests {
                     ..q
                 },
             )
+            .await
             .unwrap();
         assert_eq!(newest.events[0].1.message.as_ref(), "ERROR net");
+    }
+
+    /// Reads across many segments (overlapping in time, from several
+    /// flushes), several streams and unflushed events give exactly what a
+    /// naive sort and filter of every event gives, page by page, both ways.
+    #[tokio::test]
+    async fn reads_over_blocks_and_memory_match_a_naive_model() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+        let store = open(dir.path(), clock.clone()).await;
+        let names = ["a", "b", "c"];
+        let streams: Vec<StreamRecord> = names.iter().map(|n| stream(&store, n)).collect();
+        let g = group(None);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // (stream index, timestamp, message) of every event put.
+        let mut all: Vec<(usize, i64, String)> = Vec::new();
+        for batch in 0..60 {
+            let k = rng.gen_range(0..3);
+            let mut ts: Vec<i64> = (0..rng.gen_range(1..12))
+                .map(|_| NOW - rng.gen_range(0..3_600_000 / 50) * 50)
+                .collect();
+            ts.sort();
+            let events: Vec<(i64, String)> = ts
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| {
+                    let word =
+                        ["ERROR disk", "INFO ok", "WARN slow", "ERROR net"][rng.gen_range(0..4)];
+                    (t, format!("{word} batch={batch} i={i}"))
+                })
+                .collect();
+            store.put_events(&g, &streams[k], &events).await.unwrap();
+            all.extend(events.into_iter().map(|(t, m)| (k, t, m)));
+            if rng.gen_bool(0.2) {
+                store.maintain().await.unwrap();
+            }
+        }
+        assert!(store
+            .streams
+            .read()
+            .unwrap()
+            .values()
+            .any(|s| s.blocks.len() > 3));
+        assert!(store
+            .streams
+            .read()
+            .unwrap()
+            .values()
+            .any(|s| !s.events.is_empty()));
+        // Events put in one call share an ingestion time and rise in
+        // sequence, so (timestamp, put order) is the key order.
+        let key_of = |i: usize| (all[i].1, i);
+        for (pattern, word) in [
+            ("ERROR", Some("ERROR")),
+            ("", None),
+            ("net -disk", Some("net")),
+        ] {
+            let mut want: Vec<usize> = (0..all.len())
+                .filter(|&i| word.is_none_or(|w| all[i].2.contains(w)))
+                .collect();
+            want.sort_by_key(|&i| key_of(i));
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|&i| (names[all[i].0].to_owned(), all[i].2.clone()))
+                .collect();
+            for forward in [true, false] {
+                let limit = rng.gen_range(1..9);
+                let mut got = Vec::new();
+                let mut token = None;
+                loop {
+                    let q = FilterQuery {
+                        streams: names
+                            .iter()
+                            .zip(&streams)
+                            .map(|(n, s)| ((*n).to_owned(), s.id.clone()))
+                            .collect(),
+                        pattern: pattern.into(),
+                        limit: Some(limit),
+                        start: Some(NOW - 4_000_000),
+                        start_from_head: forward,
+                        token: token.clone(),
+                        fingerprint: "g".into(),
+                        ..FilterQuery::default()
+                    };
+                    let page = store.filter_events(i64::MIN, &q).await.unwrap();
+                    assert!(page.events.len() <= limit);
+                    got.extend(
+                        page.events
+                            .into_iter()
+                            .map(|(n, e)| (n, e.message.to_string())),
+                    );
+                    match page.next_token {
+                        Some(t) => token = Some(t),
+                        None => break,
+                    }
+                }
+                let mut want = want.clone();
+                if !forward {
+                    want.reverse();
+                }
+                assert_eq!(
+                    got, want,
+                    "pattern {pattern:?}, forward {forward}, limit {limit}"
+                );
+            }
+        }
+        for (k, s) in streams.iter().enumerate() {
+            let mut want: Vec<usize> = (0..all.len()).filter(|&i| all[i].0 == k).collect();
+            want.sort_by_key(|&i| key_of(i));
+            let want: Vec<String> = want.iter().map(|&i| all[i].2.clone()).collect();
+            let mut got = Vec::new();
+            let mut q = GetQuery {
+                start_from_head: true,
+                limit: Some(3),
+                ..GetQuery::default()
+            };
+            loop {
+                let page = store.get_events(&s.id, i64::MIN, &q).await.unwrap();
+                if page.events.is_empty() {
+                    break;
+                }
+                got.extend(page.events.iter().map(|e| e.message.to_string()));
+                q.token = Some(page.forward);
+            }
+            assert_eq!(got, want);
+            let between = store
+                .events_between(&s.id, i64::MIN, i64::MAX, i64::MIN)
+                .await
+                .unwrap();
+            assert_eq!(
+                between.iter().map(|e| e.3.to_string()).collect::<Vec<_>>(),
+                want
+            );
+            let stats = store.stream_stats(&s.id, NOW - 1_800_000).await.unwrap();
+            let visible: Vec<&(usize, i64, String)> = all
+                .iter()
+                .filter(|e| e.0 == k && e.1 >= NOW - 1_800_000)
+                .collect();
+            assert_eq!(
+                stats.stored_bytes,
+                visible.iter().map(|e| e.2.len() as u64).sum::<u64>()
+            );
+            assert_eq!(stats.first_event, visible.iter().map(|e| e.1).min());
+            assert_eq!(stats.last_event, visible.iter().map(|e| e.1).max());
+            // Every event is found again by its sequence.
+            for (t, _, seq, m) in &between {
+                let (t2, _, m2) = store.event(&s.id, *seq, i64::MIN).await.unwrap().unwrap();
+                assert_eq!((t2, &*m2), (*t, &**m));
+            }
+        }
     }
 }

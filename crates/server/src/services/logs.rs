@@ -78,25 +78,25 @@ pub(super) async fn dispatch(
     let result = match op {
         "CreateLogGroup" => create_log_group(app, cx, input).await,
         "DeleteLogGroup" => delete_log_group(app, cx, input).await,
-        "DescribeLogGroups" => describe_log_groups(app, cx, input),
+        "DescribeLogGroups" => describe_log_groups(app, cx, input).await,
         "PutRetentionPolicy" => retention(app, cx, input, true).await,
         "DeleteRetentionPolicy" => retention(app, cx, input, false).await,
         "CreateLogStream" => create_log_stream(app, cx, input).await,
         "DeleteLogStream" => delete_log_stream(app, cx, input).await,
-        "DescribeLogStreams" => describe_log_streams(app, cx, input),
+        "DescribeLogStreams" => describe_log_streams(app, cx, input).await,
         "PutLogEvents" => put_log_events(app, cx, input).await,
-        "GetLogEvents" => get_log_events(app, cx, input),
+        "GetLogEvents" => get_log_events(app, cx, input).await,
         "PutMetricFilter" => put_metric_filter(app, cx, input).await,
         "DescribeMetricFilters" => describe_metric_filters(app, cx, input),
         "DeleteMetricFilter" => delete_metric_filter(app, cx, input).await,
         "TestMetricFilter" => test_metric_filter(input),
         "StartLiveTail" => start_live_tail(app, cx, input),
-        "StartQuery" => start_query(app, cx, input),
+        "StartQuery" => start_query(app, cx, input).await,
         "GetQueryResults" => get_query_results(app, cx, input),
         "StopQuery" => stop_query(app, cx, input),
         "DescribeQueries" => describe_queries(app, cx, input),
-        "GetLogRecord" => get_log_record(app, cx, input),
-        "GetLogGroupFields" => get_log_group_fields(app, cx, input),
+        "GetLogRecord" => get_log_record(app, cx, input).await,
+        "GetLogGroupFields" => get_log_group_fields(app, cx, input).await,
         "PutSubscriptionFilter" => put_subscription_filter(app, cx, input).await,
         "DescribeSubscriptionFilters" => describe_subscription_filters(app, cx, input),
         "DeleteSubscriptionFilter" => delete_subscription_filter(app, cx, input).await,
@@ -112,7 +112,7 @@ pub(super) async fn dispatch(
         "ListTagsForResource" | "ListTagsLogGroup" => {
             list_tags(app, cx, input, op == "ListTagsForResource")
         }
-        _ => filter_log_events(app, cx, input),
+        _ => filter_log_events(app, cx, input).await,
     };
     result.map_err(map_error)
 }
@@ -382,7 +382,7 @@ fn page_out(
     Outcome::read(Value::Struct(out))
 }
 
-fn describe_log_groups(
+async fn describe_log_groups(
     app: &App,
     cx: &CallContext<'_>,
     input: &Value,
@@ -439,6 +439,18 @@ fn describe_log_groups(
                 })
         })
         .collect();
+    // Stored bytes of the page's groups (describing with a pattern omits it).
+    let mut stored_bytes: std::collections::HashMap<&str, u64> = Default::default();
+    if pattern.is_none() {
+        for (name, g) in groups.iter().skip(offset).take(limit) {
+            let cutoff = g.cutoff(cx.now);
+            let mut total = 0;
+            for (_, s) in app.logs.streams_of(account, region, name)? {
+                total += app.logs.stream_stats(&s.id, cutoff).await?.stored_bytes;
+            }
+            stored_bytes.insert(name.as_str(), total);
+        }
+    }
     let page: Vec<Value> = groups
         .iter()
         .skip(offset)
@@ -452,14 +464,7 @@ fn describe_log_groups(
                     ("logGroupName", Value::string(name)),
                 ]);
             }
-            let cutoff = g.cutoff(cx.now);
-            let stored: u64 = app
-                .logs
-                .streams_of(account, region, name)
-                .unwrap_or_default()
-                .iter()
-                .map(|(_, s)| app.logs.stream_stats(&s.id, cutoff).stored_bytes)
-                .sum();
+            let stored = stored_bytes.get(name.as_str()).copied().unwrap_or(0);
             let mut members = vec![
                 ("logGroupName".to_owned(), Value::string(name)),
                 ("creationTime".to_owned(), Value::Int(g.created_ms)),
@@ -548,7 +553,7 @@ async fn delete_log_stream(
     Ok(held(Outcome::write(Value::empty_struct(), changes), hold))
 }
 
-fn describe_log_streams(
+async fn describe_log_streams(
     app: &App,
     cx: &CallContext<'_>,
     input: &Value,
@@ -586,16 +591,13 @@ fn describe_log_streams(
         if descending { "d" } else { "a" },
     ]);
     let offset = page_token(app, cx, input, &filters)?;
-    let mut streams: Vec<_> = app
-        .logs
-        .streams_of(account, region, &group)?
-        .into_iter()
-        .filter(|(name, _)| prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str())))
-        .map(|(name, s)| {
-            let stats = app.logs.stream_stats(&s.id, cutoff);
-            (name, s, stats)
-        })
-        .collect();
+    let mut streams = Vec::new();
+    for (name, s) in app.logs.streams_of(account, region, &group)? {
+        if prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str())) {
+            let stats = app.logs.stream_stats(&s.id, cutoff).await?;
+            streams.push((name, s, stats));
+        }
+    }
     if order == "LastEventTime" {
         streams.sort_by(|a, b| {
             (a.2.last_event.unwrap_or(0), &a.0).cmp(&(b.2.last_event.unwrap_or(0), &b.0))
@@ -791,7 +793,11 @@ fn entity_error(entity: &Value) -> Option<&'static str> {
     None
 }
 
-fn get_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+async fn get_log_events(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
     let group = group_name(input, true)?;
     let stream = required(input, "logStreamName")?;
     let (account, region) = (&cx.principal.account_id, cx.region);
@@ -812,7 +818,8 @@ fn get_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outc
     };
     let page = app
         .logs
-        .get_events(&stream_record.id, record.cutoff(cx.now), &query)?;
+        .get_events(&stream_record.id, record.cutoff(cx.now), &query)
+        .await?;
     let events = page
         .events
         .iter()
@@ -831,7 +838,11 @@ fn get_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outc
     ])))
 }
 
-fn filter_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+async fn filter_log_events(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
     let group = group_name(input, true)?;
     let names: Option<Vec<String>> =
         input
@@ -889,7 +900,10 @@ fn filter_log_events(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
         token: text(input, "nextToken"),
         fingerprint,
     };
-    let page = app.logs.filter_events(record.cutoff(cx.now), &query)?;
+    let page = app
+        .logs
+        .filter_events(record.cutoff(cx.now), &query)
+        .await?;
     let events = page
         .events
         .iter()
@@ -2102,7 +2116,7 @@ pub struct StoredQuery {
 type Pointer = (String, String, u64);
 
 /// StartQuery (§10.1): runs the query at once over the selected groups.
-fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
     use trailwatch_core::logs::insights::{self, Query};
     if let Some(lang) = text(input, "queryLanguage") {
         if lang != "CWLI" {
@@ -2168,12 +2182,11 @@ fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome
             ))
         })?;
         for (stream, s) in app.logs.streams_of(account, region, group)? {
-            for (t, ingestion, seq, message) in app.logs.events_between(
-                &s.id,
-                start * 1000,
-                end * 1000 + 999,
-                record.cutoff(cx.now),
-            ) {
+            for (t, ingestion, seq, message) in app
+                .logs
+                .events_between(&s.id, start * 1000, end * 1000 + 999, record.cutoff(cx.now))
+                .await?
+            {
                 scanned += 1;
                 bytes += message.len() as u64;
                 let mut r = insights::record(account, group, &stream, t, ingestion, &message);
@@ -2344,7 +2357,11 @@ fn describe_queries(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Ou
     )])))
 }
 
-fn get_log_record(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+async fn get_log_record(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
     let pointer = required(input, "logRecordPointer")?;
     let (ptr_group, ptr_stream, ptr_seq): Pointer = app
         .tokens
@@ -2365,6 +2382,7 @@ fn get_log_record(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outc
     let (t, ingestion, message) = app
         .logs
         .event(&stream.id, ptr_seq, group.cutoff(cx.now))
+        .await?
         .ok_or_else(gone)?;
     let record = trailwatch_core::logs::insights::record(
         account,
@@ -2387,7 +2405,7 @@ fn get_log_record(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outc
 
 /// GetLogGroupFields (§10.2): the share of events around `time` (or in the
 /// last 15 minutes) that carry each field, system fields included.
-fn get_log_group_fields(
+async fn get_log_group_fields(
     app: &App,
     cx: &CallContext<'_>,
     input: &Value,
@@ -2402,9 +2420,10 @@ fn get_log_group_fields(
     let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let mut total = 0u64;
     for (stream, s) in app.logs.streams_of(account, region, &group)? {
-        for (t, ingestion, _, message) in
-            app.logs
-                .events_between(&s.id, lo, hi, record.cutoff(cx.now))
+        for (t, ingestion, _, message) in app
+            .logs
+            .events_between(&s.id, lo, hi, record.cutoff(cx.now))
+            .await?
         {
             total += 1;
             let r = trailwatch_core::logs::insights::record(
