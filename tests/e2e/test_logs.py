@@ -602,6 +602,14 @@ def test_query_definitions(server):
     assert error_of(logs.delete_query_definition, queryDefinitionId=created)[:3:2] == ("ResourceNotFoundException", 400)
     listed = json.loads(server.cli("logs", "describe-query-definitions", "--query-definition-name-prefix", "a-").stdout)
     assert [d["name"] for d in listed["queryDefinitions"]] == ["a-report"]
+    # Each write left its audit record, with the id it answered.
+    ct = server.client("cloudtrail")
+    puts = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "PutQueryDefinition"}])
+    answered = {json.loads(e["CloudTrailEvent"]).get("responseElements", {}).get("queryDefinitionId")
+                for e in puts["Events"] if "errorCode" not in json.loads(e["CloudTrailEvent"])}
+    assert created in answered
+    deletes = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "DeleteQueryDefinition"}])
+    assert [json.loads(e["CloudTrailEvent"]).get("readOnly") for e in deletes["Events"]] == [False, False]
 
 
 def _seed_insights(logs):
