@@ -1,6 +1,8 @@
 """CloudWatch Logs end to end with boto3 and the aws CLI: groups, streams,
 retention, PutLogEvents (rejections, ordering, span), the GetLogEvents token
-walk, FilterLogEvents with term patterns, and events across a restart."""
+walk, FilterLogEvents with term patterns, events across a restart, Logs Insights
+queries (StopQuery while Running, results and interrupted queries across a
+restart, with the hidden TRAILWATCH_INSIGHTS_DELAY_MS) and query definitions."""
 import json
 import time
 
@@ -543,3 +545,164 @@ def test_aws_cli_logs(server):
     found = json.loads(server.cli("logs", "filter-log-events", "--log-group-name", "cli",
                                   "--filter-pattern", "world").stdout)
     assert [e["message"] for e in found["events"]] == ["hello world"]
+
+
+def test_query_definitions(server):
+    logs = server.client("logs")
+    created = logs.put_query_definition(
+        name="errors", queryString="fields @message | filter level = {{level}}", logGroupNames=["app", "/aws/x"],
+        parameters=[{"name": "level", "defaultValue": "ERROR", "description": "severity"}])["queryDefinitionId"]
+    for name in ["b-report", "a-report"]:
+        logs.put_query_definition(name=name, queryString="stats count(*)")
+    got = logs.describe_query_definitions()["queryDefinitions"]
+    assert [d["name"] for d in got] == ["a-report", "b-report", "errors"]
+    errors = got[2]
+    assert errors["queryDefinitionId"] == created and errors["queryLanguage"] == "CWLI"
+    assert errors["logGroupNames"] == ["app", "/aws/x"]
+    assert errors["parameters"] == [{"name": "level", "defaultValue": "ERROR", "description": "severity"}]
+    assert abs(errors["lastModified"] - now_ms()) < 60_000
+    assert [d["name"] for d in logs.describe_query_definitions(queryDefinitionNamePrefix="err")["queryDefinitions"]] == ["errors"]
+
+    # Paging: two pages of two, then one.
+    first = logs.describe_query_definitions(maxResults=2)
+    assert [d["name"] for d in first["queryDefinitions"]] == ["a-report", "b-report"]
+    second = logs.describe_query_definitions(maxResults=2, nextToken=first["nextToken"])
+    assert [d["name"] for d in second["queryDefinitions"]] == ["errors"] and "nextToken" not in second
+    assert error_of(logs.describe_query_definitions, nextToken="bogus")[0] == "InvalidParameterException"
+
+    # An update replaces name, string and groups; nothing is kept.
+    assert logs.put_query_definition(queryDefinitionId=created, name="errs", queryString="limit 5")["queryDefinitionId"] == created
+    updated = logs.describe_query_definitions(queryDefinitionNamePrefix="errs")["queryDefinitions"]
+    assert len(updated) == 1 and updated[0]["logGroupNames"] == [] and "parameters" not in updated[0]
+    assert updated[0]["queryString"] == "limit 5"
+
+    # The same clientToken twice creates one definition.
+    token = "0123456789abcdef0123456789abcdef-tok"
+    again = [logs.put_query_definition(name="once", queryString="limit 1", clientToken=token)["queryDefinitionId"]
+             for _ in range(2)]
+    assert again[0] == again[1]
+    assert len(logs.describe_query_definitions(queryDefinitionNamePrefix="once")["queryDefinitions"]) == 1
+
+    code, message, status = error_of(logs.put_query_definition, name="n" * 256, queryString="limit 1")
+    assert (code, status) == ("InvalidParameterException", 400)
+    assert message == "1 validation error detected: Value '" + "n" * 256 + \
+        "' at 'name' failed to satisfy constraint: Member must have length less than or equal to 255"
+    assert error_of(logs.put_query_definition, name="q", queryString="x" * 10_001)[0] == "InvalidParameterException"
+    assert error_of(logs.put_query_definition, name="q", queryString="limit 1",
+                    parameters=[{"name": f"p{i}"} for i in range(21)])[0] == "InvalidParameterException"
+    assert error_of(logs.put_query_definition, name="q", queryString="limit 1",
+                    parameters=[{"name": "9lives"}])[0] == "InvalidParameterException"
+    assert error_of(logs.put_query_definition, name="q", queryString="limit 1",
+                    logGroupNames=["no spaces"])[0] == "InvalidParameterException"
+    assert error_of(logs.put_query_definition, queryDefinitionId="nope", name="q", queryString="limit 1")[:3:2] == \
+        ("ResourceNotFoundException", 400)
+    assert error_of(logs.describe_query_definitions, maxResults=1001)[0] == "InvalidParameterException"
+
+    assert logs.delete_query_definition(queryDefinitionId=created)["success"] is True
+    assert error_of(logs.delete_query_definition, queryDefinitionId=created)[:3:2] == ("ResourceNotFoundException", 400)
+    listed = json.loads(server.cli("logs", "describe-query-definitions", "--query-definition-name-prefix", "a-").stdout)
+    assert [d["name"] for d in listed["queryDefinitions"]] == ["a-report"]
+    # Each write left its audit record, with the id it answered.
+    ct = server.client("cloudtrail")
+    puts = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "PutQueryDefinition"}])
+    answered = {json.loads(e["CloudTrailEvent"]).get("responseElements", {}).get("queryDefinitionId")
+                for e in puts["Events"] if "errorCode" not in json.loads(e["CloudTrailEvent"])}
+    assert created in answered
+    deletes = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "DeleteQueryDefinition"}])
+    assert [json.loads(e["CloudTrailEvent"]).get("readOnly") for e in deletes["Events"]] == [False, False]
+
+
+def _seed_insights(logs):
+    logs.create_log_group(logGroupName="app")
+    logs.create_log_stream(logGroupName="app", logStreamName="s")
+    t = now_ms() - 60_000
+    logs.put_log_events(logGroupName="app", logStreamName="s", logEvents=[
+        {"timestamp": t, "message": "first"}, {"timestamp": t + 1, "message": "second"}])
+    return t // 1000
+
+
+def _start(logs, start_s):
+    return logs.start_query(logGroupName="app", startTime=start_s - 5, endTime=start_s + 60,
+                            queryString="fields @message | sort @timestamp asc")["queryId"]
+
+
+def _finished(logs, qid, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        out = logs.get_query_results(queryId=qid)
+        if out["status"] not in ("Scheduled", "Running") or time.time() > deadline:
+            return out
+        time.sleep(0.05)
+
+
+def _messages(out):
+    return [next(c["value"] for c in row if c["field"] == "@message") for row in out["results"]]
+
+
+def test_insights_queries_survive_a_restart(tmp_path):
+    srv = Server(str(tmp_path / "data"))
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        start_s = _seed_insights(logs)
+        done = _start(logs, start_s)
+        before = _finished(logs, done)
+        assert before["status"] == "Complete" and _messages(before) == ["first", "second"]
+        described = [q for q in logs.describe_queries()["queries"] if q["queryId"] == done]
+    finally:
+        assert srv.stop() == 0
+    # Evaluations now wait 3 s, so a query is still Running when the server stops.
+    srv.extra_env = {"TRAILWATCH_INSIGHTS_DELAY_MS": "3000"}
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        after = logs.get_query_results(queryId=done)
+        for out in (before, after):
+            out.pop("ResponseMetadata")
+        assert after == before
+        assert [q for q in logs.describe_queries()["queries"] if q["queryId"] == done] == described
+        interrupted = _start(logs, start_s)
+        assert logs.get_query_results(queryId=interrupted)["status"] == "Running"
+    finally:
+        assert srv.stop() == 0
+    srv.extra_env = {}
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        rerun = _finished(logs, interrupted)
+        assert rerun["status"] == "Complete" and _messages(rerun) == ["first", "second"]
+        statuses = {q["queryId"]: q["status"] for q in logs.describe_queries(logGroupName="app")["queries"]}
+        assert statuses == {done: "Complete", interrupted: "Complete"}
+        assert "running again the insights queries a stop interrupted" in srv.log()
+    finally:
+        srv.stop()
+    assert not srv.unexpected_log_lines(), srv.unexpected_log_lines()
+
+
+def test_stop_query_cancels_a_running_query(tmp_path):
+    srv = Server(str(tmp_path / "data"), extra_env={"TRAILWATCH_INSIGHTS_DELAY_MS": "3000"})
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        start_s = _seed_insights(logs)
+        qid = _start(logs, start_s)
+        assert logs.get_query_results(queryId=qid)["status"] == "Running"
+        assert logs.stop_query(queryId=qid)["success"] is True
+        out = logs.get_query_results(queryId=qid)
+        assert (out["status"], out["results"]) == ("Cancelled", [])
+        code, message, status = error_of(logs.stop_query, queryId=qid)
+        assert (code, message, status) == ("InvalidParameterException", f"Query {qid} is not running", 400)
+        time.sleep(3.5)  # the evaluation wakes up, sees Cancelled, and stores nothing
+        assert logs.get_query_results(queryId=qid)["status"] == "Cancelled"
+        assert error_of(logs.stop_query, queryId="nope")[0] == "ResourceNotFoundException"
+    finally:
+        assert srv.stop() == 0
+    srv.extra_env = {}
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        assert logs.get_query_results(queryId=qid)["status"] == "Cancelled"
+        assert logs.describe_queries(status="Cancelled")["queries"][0]["queryId"] == qid
+    finally:
+        srv.stop()
+    assert not srv.unexpected_log_lines(), srv.unexpected_log_lines()

@@ -59,6 +59,16 @@ struct ServeArgs {
         hide = true
     )]
     clock_offset_secs: i64,
+    /// Pause this many milliseconds before each Logs Insights evaluation, so
+    /// end-to-end tests can stop a query while it is Running or stop the
+    /// server under it. Never set in production.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "TRAILWATCH_INSIGHTS_DELAY_MS",
+        hide = true
+    )]
+    insights_delay_ms: u64,
     /// Seconds a Live Tail session lasts before SessionTimeoutException.
     #[arg(
         long,
@@ -115,6 +125,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.audit.flush_rows = args.audit_flush_rows.max(1);
     config.flush_interval = std::time::Duration::from_secs(args.flush_interval_secs.max(1));
     config.live_tail_timeout = std::time::Duration::from_secs(args.live_tail_timeout_secs.max(1));
+    config.insights_delay = std::time::Duration::from_millis(args.insights_delay_ms);
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::identity::KeyRing;
+use trailwatch_core::logs::definitions::QueryDefinitions;
+use trailwatch_core::logs::queries::QueryHistory;
 use trailwatch_core::logs::LogStore;
 use trailwatch_core::metrics::MetricStore;
 use trailwatch_core::tags::Tags;
@@ -36,6 +38,9 @@ pub struct AppConfig {
     pub live_tail_timeout: Duration,
     /// How often expired history is pruned.
     pub prune_interval: Duration,
+    /// A pause before each Logs Insights evaluation, so end-to-end tests can
+    /// catch a query while it is Running. Zero (no pause) outside tests.
+    pub insights_delay: Duration,
 }
 
 impl AppConfig {
@@ -51,6 +56,7 @@ impl AppConfig {
             flush_interval: Duration::from_secs(300),
             prune_interval: Duration::from_secs(3600),
             live_tail_timeout: Duration::from_secs(3 * 3600),
+            insights_delay: Duration::ZERO,
         }
     }
 }
@@ -94,8 +100,13 @@ pub struct App {
     pub logs: LogStore,
     /// Outbound HTTP(S) for subscription deliveries.
     pub http: reqwest::Client,
-    /// Logs Insights queries and their results (kept in memory).
+    /// Logs Insights queries of the last 7 days by id: what GetQueryResults,
+    /// StopQuery and DescribeQueries read. `query_history` makes them durable.
     pub queries: crate::services::Queries,
+    /// Logs Insights queries and their rows, durable (catalog and objects).
+    pub query_history: QueryHistory,
+    /// Logs Insights query definitions (in the catalog).
+    pub query_definitions: QueryDefinitions,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
     /// Resource tags (in the catalog).
@@ -193,7 +204,9 @@ impl App {
         .map_err(|e| StartError::Logs(e.to_string()))?;
         let dashboards = Dashboards::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
-        Ok(Arc::new(App {
+        let query_history = QueryHistory::new(audit.catalog(), audit.objects());
+        let query_definitions = QueryDefinitions::new(audit.catalog());
+        let app = Arc::new(App {
             config,
             clock,
             keys,
@@ -202,11 +215,19 @@ impl App {
             logs,
             http: reqwest::Client::new(),
             queries: Default::default(),
+            query_history,
+            query_definitions,
             dashboards,
             tags,
             tokens,
             flush_wanted: tokio::sync::Notify::new(),
-        }))
+        });
+        // Queries acknowledged before the stop answer again; those that were
+        // still running start over.
+        crate::services::resume_queries(&app)
+            .await
+            .map_err(|e| StartError::Logs(e.to_string()))?;
+        Ok(app)
     }
 
     /// Called after each recorded call: wakes the flusher when enough records
@@ -242,6 +263,9 @@ impl App {
                 _ = prune_tick.tick() => {
                     if let Err(err) = self.audit.prune().await {
                         tracing::error!(error = %err, "failed to prune expired audit history");
+                    }
+                    if let Err(err) = crate::services::prune_queries(&self).await {
+                        tracing::error!(error = %err, "failed to prune expired insights queries");
                     }
                 }
             }

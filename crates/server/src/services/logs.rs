@@ -1,16 +1,23 @@
-//! CloudWatch Logs operations (`spec/logs.md` §2–5): log groups, streams,
-//! retention, PutLogEvents, GetLogEvents and FilterLogEvents. Group and
-//! stream changes commit with the call's audit record; events are durable in
-//! the log store's WAL before PutLogEvents answers.
+//! CloudWatch Logs operations (`spec/logs.md` §2–5, §10): log groups,
+//! streams, retention, PutLogEvents, GetLogEvents and FilterLogEvents, and
+//! Logs Insights queries and query definitions. Group, stream and definition
+//! changes commit with the call's audit record; events are durable in the log
+//! store's WAL before PutLogEvents answers; a query is durable before
+//! StartQuery answers its id, and its results once it finishes.
 
 use std::sync::Arc;
+use trailwatch_core::logs::definitions::{
+    self, PutQueryDefinition, QueryDefinition, QueryParameter,
+};
 use trailwatch_core::logs::export::ExportTask;
 use trailwatch_core::logs::filters::{self, MetricFilterRecord, Transformation};
+use trailwatch_core::logs::insights::Row;
 use trailwatch_core::logs::model::{
     constraint, group_arn, group_from_identifier, stream_arn, validate_group_name,
     validate_retention, validate_stream_name, validate_tags, GROUP_CLASSES,
 };
 use trailwatch_core::logs::pattern::Pattern;
+use trailwatch_core::logs::queries::{QueryHistory, QueryRecord, QueryStatus};
 use trailwatch_core::logs::store::{key_digits, FilterQuery, GetQuery, GroupRecord, TailEvent};
 use trailwatch_core::logs::subscriptions::{self, DestinationRecord, SubscriptionRecord};
 use trailwatch_core::logs::LogsError;
@@ -19,11 +26,15 @@ use trailwatch_core::tags::Tags;
 use trailwatch_core::token::filters_hash;
 
 use trailwatch_protocol::{ApiError, Value};
+use trailwatch_types::Timestamp;
 
 use super::{CallContext, Outcome};
 use crate::app::App;
 
-const OPERATIONS: [&str; 38] = [
+const OPERATIONS: [&str; 41] = [
+    "PutQueryDefinition",
+    "DescribeQueryDefinitions",
+    "DeleteQueryDefinition",
     "GetLogGroupFields",
     "StartQuery",
     "GetQueryResults",
@@ -92,11 +103,14 @@ pub(super) async fn dispatch(
         "TestMetricFilter" => test_metric_filter(input),
         "StartLiveTail" => start_live_tail(app, cx, input),
         "StartQuery" => start_query(app, cx, input).await,
-        "GetQueryResults" => get_query_results(app, cx, input),
+        "GetQueryResults" => get_query_results(app, cx, input).await,
         "StopQuery" => stop_query(app, cx, input),
         "DescribeQueries" => describe_queries(app, cx, input),
         "GetLogRecord" => get_log_record(app, cx, input).await,
         "GetLogGroupFields" => get_log_group_fields(app, cx, input).await,
+        "PutQueryDefinition" => put_query_definition(app, cx, input).await,
+        "DescribeQueryDefinitions" => describe_query_definitions(app, cx, input),
+        "DeleteQueryDefinition" => delete_query_definition(app, cx, input).await,
         "PutSubscriptionFilter" => put_subscription_filter(app, cx, input).await,
         "DescribeSubscriptionFilters" => describe_subscription_filters(app, cx, input),
         "DeleteSubscriptionFilter" => delete_subscription_filter(app, cx, input).await,
@@ -180,12 +194,17 @@ fn int(input: &Value, name: &str) -> Result<Option<i64>, LogsError> {
 }
 
 fn limit(input: &Value, max: i64) -> Result<Option<usize>, LogsError> {
-    match int(input, "limit")? {
+    bounded(input, "limit", max)
+}
+
+/// The integer `member` (a page size), which must lie in 1..=`max`.
+fn bounded(input: &Value, member: &str, max: i64) -> Result<Option<usize>, LogsError> {
+    match int(input, member)? {
         None => Ok(None),
         Some(n) if (1..=max).contains(&n) => Ok(Some(n as usize)),
         Some(n) => Err(constraint(
             &n.to_string(),
-            "limit",
+            member,
             &format!(
                 "Member must have value {} {}",
                 if n < 1 {
@@ -2097,27 +2116,23 @@ fn start_live_tail(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Out
     Ok(outcome)
 }
 
-/// A Logs Insights query and its results (§10.2), kept in memory.
+/// A Logs Insights query (§10.2): its durable record, and its rows while
+/// they are only in memory.
 #[derive(Debug, Clone)]
 pub struct StoredQuery {
-    account: String,
-    region: String,
-    query_string: String,
-    groups: Vec<String>,
-    status: &'static str,
-    create_ms: i64,
-    rows: Vec<trailwatch_core::logs::insights::Row>,
-    scanned: u64,
-    bytes: u64,
-    matched: u64,
+    record: QueryRecord,
+    /// Rows of a query that finished in this process and whose rows object is
+    /// not written yet (or could not be). `None`: read them from the store.
+    rows: Option<Arc<Vec<Row>>>,
 }
 
 /// What a `@ptr` holds, signed: (log group, log stream, event sequence).
 type Pointer = (String, String, u64);
 
-/// StartQuery (§10.1): runs the query at once over the selected groups.
+/// StartQuery (§10.1): runs the query beside the request over the selected
+/// groups; the query is durable before its id is answered.
 async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
-    use trailwatch_core::logs::insights::{self, Query};
+    use trailwatch_core::logs::insights::Query;
     if let Some(lang) = text(input, "queryLanguage") {
         if lang != "CWLI" {
             return Err(LogsError::InvalidParameter(
@@ -2167,15 +2182,98 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
             ))
         }
     };
-    let cap = match (limit, query.limit()) {
+    let cap = row_cap(limit, &query);
+    let collected = collect_records(app, account, region, &groups, start, end, cx.now).await?;
+    let record = QueryRecord {
+        v: 1,
+        id: uuid::Uuid::new_v4().to_string(),
+        account: account.clone(),
+        region: region.to_owned(),
+        query_string,
+        groups,
+        start_s: start,
+        end_s: end,
+        limit,
+        status: QueryStatus::Running,
+        create_ms: cx.now.millis(),
+        finish_ms: None,
+        scanned: collected.scanned,
+        bytes: collected.bytes,
+        matched: 0,
+        rows: None,
+    };
+    let id = record.id.clone();
+    {
+        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+        let active = queries
+            .values()
+            .filter(|q| q.record.account == *account && q.record.status.is_active())
+            .count();
+        if active >= MAX_ACTIVE_QUERIES {
+            return Err(LogsError::LimitExceeded(format!(
+                "Account maximum query concurrency limit of [{MAX_ACTIVE_QUERIES}] reached."
+            )));
+        }
+        queries.insert(
+            id.clone(),
+            StoredQuery {
+                record: record.clone(),
+                rows: None,
+            },
+        );
+    }
+    // Durable before the id is answered, so a restart runs the query again
+    // instead of losing it. Committed here rather than with the audit record:
+    // the evaluation rewrites this record when it ends, and a later commit of
+    // this one must not overwrite that.
+    if let Err(err) = app.query_history.save(&record) {
+        app.queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        return Err(err);
+    }
+    evaluate_in_background(app, id.clone(), query, collected, cap, cx.now);
+    Ok(Outcome::read(Value::structure([(
+        "queryId",
+        Value::String(id),
+    )])))
+}
+
+/// The effective row cap (§10.1): the smaller of the request's `limit` and
+/// the query's `limit` command, 10,000 when neither is given.
+fn row_cap(limit: Option<usize>, query: &trailwatch_core::logs::insights::Query) -> usize {
+    match (limit, query.limit()) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => 10_000,
-    };
+    }
+}
+
+/// The records a query reads, with what their provisional `@ptr`s point at.
+struct Collected {
+    records: Vec<trailwatch_core::logs::insights::Record>,
+    pointers: Vec<Pointer>,
+    scanned: u64,
+    bytes: u64,
+}
+
+/// The events of `groups` between `start` and `end` (epoch seconds, both
+/// inclusive) visible at `now`, as Insights records; every group must exist.
+async fn collect_records(
+    app: &App,
+    account: &str,
+    region: &str,
+    groups: &[String],
+    start: i64,
+    end: i64,
+    now: Timestamp,
+) -> Result<Collected, LogsError> {
+    use trailwatch_core::logs::insights;
     let mut records = Vec::new();
     let mut pointers: Vec<Pointer> = Vec::new();
     let (mut scanned, mut bytes) = (0u64, 0u64);
-    for group in &groups {
+    for group in groups {
         let record = app.logs.group(account, region, group)?.ok_or_else(|| {
             LogsError::NotFound(format!(
                 "Log group '{group}' does not exist for account ID '{account}'"
@@ -2184,7 +2282,7 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
         for (stream, s) in app.logs.streams_of(account, region, group)? {
             for (t, ingestion, seq, message) in app
                 .logs
-                .events_between(&s.id, start * 1000, end * 1000 + 999, record.cutoff(cx.now))
+                .events_between(&s.id, start * 1000, end * 1000 + 999, record.cutoff(now))
                 .await?
             {
                 scanned += 1;
@@ -2198,59 +2296,185 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
             }
         }
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    {
-        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
-        let active = queries
-            .values()
-            .filter(|q| q.account == *account && matches!(q.status, "Scheduled" | "Running"))
-            .count();
-        if active >= MAX_ACTIVE_QUERIES {
-            return Err(LogsError::LimitExceeded(format!(
-                "Account maximum query concurrency limit of [{MAX_ACTIVE_QUERIES}] reached."
-            )));
-        }
-        queries.insert(
-            id.clone(),
-            StoredQuery {
-                account: account.clone(),
-                region: region.to_owned(),
-                query_string,
-                groups,
-                status: "Running",
-                create_ms: cx.now.millis(),
-                rows: Vec::new(),
-                scanned,
-                bytes,
-                matched: 0,
-            },
-        );
-    }
-    // The evaluation runs beside the request; GetQueryResults sees Running
-    // until it ends, and a StopQuery in between wins.
+    Ok(Collected {
+        records,
+        pointers,
+        scanned,
+        bytes,
+    })
+}
+
+/// Evaluates query `id` beside the caller, then finishes it: Complete with
+/// its rows in memory at once, then durably (rows object, then record). A
+/// StopQuery that came first wins and nothing is stored.
+fn evaluate_in_background(
+    app: &App,
+    id: String,
+    query: trailwatch_core::logs::insights::Query,
+    collected: Collected,
+    cap: usize,
+    now: Timestamp,
+) {
     let queries = app.queries.clone();
-    let query_id = id.clone();
-    let (tokens, now) = (app.tokens.clone(), cx.now);
-    tokio::task::spawn_blocking(move || {
-        let mut outcome = insights::run(&query, records, cap);
-        for row in &mut outcome.rows {
-            for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
-                if let Some(ptr) = value.parse::<usize>().ok().and_then(|i| pointers.get(i)) {
-                    *value = tokens.issue("log-record", ptr, now);
+    let history = app.query_history.clone();
+    let (tokens, clock) = (app.tokens.clone(), app.clock.clone());
+    let delay = app.config.insights_delay;
+    tokio::spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let Collected {
+            records, pointers, ..
+        } = collected;
+        let evaluation = tokio::task::spawn_blocking(move || {
+            let mut outcome = trailwatch_core::logs::insights::run(&query, records, cap);
+            for row in &mut outcome.rows {
+                for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
+                    if let Some(ptr) = value.parse::<usize>().ok().and_then(|i| pointers.get(i)) {
+                        *value = tokens.issue("log-record", ptr, now);
+                    }
                 }
             }
-        }
-        let mut queries = queries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = queries.get_mut(&query_id).filter(|q| q.status == "Running") {
-            q.status = "Complete";
-            q.rows = outcome.rows;
-            q.matched = outcome.matched;
+            outcome
+        })
+        .await;
+        let finished_ms = clock.now().millis();
+        let (mut record, rows) = {
+            let mut queries = queries.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(q) = queries
+                .get_mut(&id)
+                .filter(|q| q.record.status == QueryStatus::Running)
+            else {
+                return;
+            };
+            q.record.finish_ms = Some(finished_ms);
+            match evaluation {
+                Ok(outcome) => {
+                    q.record.status = QueryStatus::Complete;
+                    q.record.matched = outcome.matched;
+                    q.rows = Some(Arc::new(outcome.rows));
+                }
+                Err(err) => {
+                    tracing::error!(query_id = %id, error = %err, "insights query evaluation failed");
+                    q.record.status = QueryStatus::Failed;
+                }
+            }
+            (q.record.clone(), q.rows.clone())
+        };
+        let stored = match &rows {
+            Some(rows) => history.finish(&mut record, rows).await,
+            None => history.save(&record),
+        };
+        match stored {
+            Ok(()) => {
+                // Durable now: memory keeps the record only.
+                let mut queries = queries.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(q) = queries.get_mut(&id) {
+                    q.record.rows = record.rows;
+                    q.rows = None;
+                }
+            }
+            // The rows stay in memory and the stored record says Running, so
+            // a restart runs the query again.
+            Err(err) => {
+                tracing::error!(query_id = %id, error = %err, "failed to store insights query results")
+            }
         }
     });
-    Ok(Outcome::read(Value::structure([(
-        "queryId",
-        Value::String(id),
-    )])))
+}
+
+/// Queries longer Scheduled or Running than this time out (§10.1).
+const QUERY_TIMEOUT_MS: i64 = 60 * 60_000;
+
+/// Loads the stored queries of the last 7 days (`App::open` calls this).
+/// Those that were Scheduled or Running when the server stopped had their id
+/// answered, so they run again from scratch, or time out when they started
+/// more than 60 minutes ago; one whose log group is gone fails.
+pub(crate) async fn resume_queries(app: &App) -> Result<(), LogsError> {
+    let now = app.clock.now();
+    let mut interrupted = Vec::new();
+    {
+        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+        for mut record in app.query_history.all()? {
+            if record.expired(now.millis()) {
+                continue; // maintenance deletes it
+            }
+            if record.status.is_active() {
+                if now.millis() - record.create_ms > QUERY_TIMEOUT_MS {
+                    record.status = QueryStatus::Timeout;
+                    record.finish_ms = Some(now.millis());
+                    app.query_history.save(&record)?;
+                } else {
+                    interrupted.push(record.clone());
+                }
+            }
+            queries.insert(record.id.clone(), StoredQuery { record, rows: None });
+        }
+    }
+    if !interrupted.is_empty() {
+        tracing::info!(
+            queries = interrupted.len(),
+            "running again the insights queries a stop interrupted"
+        );
+    }
+    for record in interrupted {
+        if let Err(err) = rerun_query(app, &record, now).await {
+            tracing::info!(query_id = %record.id, error = %err, "interrupted insights query failed");
+            let mut failed = record;
+            failed.status = QueryStatus::Failed;
+            failed.finish_ms = Some(now.millis());
+            app.query_history.save(&failed)?;
+            let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+            queries.insert(
+                failed.id.clone(),
+                StoredQuery {
+                    record: failed,
+                    rows: None,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs a stored query again from scratch, as of `now`.
+async fn rerun_query(app: &App, record: &QueryRecord, now: Timestamp) -> Result<(), LogsError> {
+    use trailwatch_core::logs::insights::Query;
+    // It parsed when it was accepted; a parser that changed since may refuse it.
+    let query =
+        Query::parse(&record.query_string).map_err(|m| LogsError::InvalidParameter(m.message))?;
+    query.check().map_err(LogsError::InvalidParameter)?;
+    let cap = row_cap(record.limit, &query);
+    let collected = collect_records(
+        app,
+        &record.account,
+        &record.region,
+        &record.groups,
+        record.start_s,
+        record.end_s,
+        now,
+    )
+    .await?;
+    {
+        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queries.get_mut(&record.id) {
+            q.record.scanned = collected.scanned;
+            q.record.bytes = collected.bytes;
+        }
+    }
+    evaluate_in_background(app, record.id.clone(), query, collected, cap, now);
+    Ok(())
+}
+
+/// Forgets queries older than 7 days, in memory and in storage (the
+/// maintenance worker calls this).
+pub(crate) async fn prune_queries(app: &App) -> Result<usize, LogsError> {
+    let now_ms = app.clock.now().millis();
+    app.queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|_, q| !q.record.expired(now_ms));
+    app.query_history.prune(now_ms).await
 }
 
 /// Logs Insights queries by id, shared with the tasks that run them.
@@ -2264,15 +2488,23 @@ fn find_query(app: &App, cx: &CallContext<'_>, id: &str) -> Result<StoredQuery, 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(id)
-        .filter(|q| q.account == cx.principal.account_id && q.region == cx.region)
+        .filter(|q| q.record.account == cx.principal.account_id && q.record.region == cx.region)
+        .filter(|q| !q.record.expired(cx.now.millis()))
         .cloned()
         .ok_or_else(|| LogsError::NotFound(format!("Query {id} does not exist.")))
 }
 
-fn get_query_results(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
+async fn get_query_results(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
     let q = find_query(app, cx, &required(input, "queryId")?)?;
-    let rows = q
-        .rows
+    let rows = match q.rows {
+        Some(rows) => rows,
+        None => Arc::new(app.query_history.rows(&q.record).await?),
+    };
+    let rows = rows
         .iter()
         .map(|row| {
             Value::List(
@@ -2284,6 +2516,7 @@ fn get_query_results(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
             )
         })
         .collect();
+    let q = q.record;
     Ok(Outcome::read(Value::structure([
         ("queryLanguage", Value::string("CWLI")),
         ("results", Value::List(rows)),
@@ -2298,7 +2531,7 @@ fn get_query_results(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
                 ("estimatedBytesSkipped", Value::Float(0.0)),
             ]),
         ),
-        ("status", Value::string(q.status)),
+        ("status", Value::string(q.status.as_str())),
     ])))
 }
 
@@ -2307,13 +2540,17 @@ fn stop_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome,
     find_query(app, cx, &id)?;
     let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
     match queries.get_mut(&id) {
-        Some(q) if matches!(q.status, "Scheduled" | "Running") => {
-            q.status = "Cancelled";
-            q.rows.clear();
-            Ok(Outcome::read(Value::structure([(
-                "success",
-                Value::Bool(true),
-            )])))
+        Some(q) if q.record.status.is_active() => {
+            q.record.status = QueryStatus::Cancelled;
+            q.record.finish_ms = Some(cx.now.millis());
+            q.rows = None;
+            // The evaluation, seeing Cancelled, stores nothing; the stored
+            // record changes with this call's audit record.
+            let change = QueryHistory::save_change(&q.record)?;
+            Ok(Outcome::write(
+                Value::structure([("success", Value::Bool(true))]),
+                vec![change],
+            ))
         }
         _ => Err(LogsError::InvalidParameter(format!(
             "Query {id} is not running"
@@ -2324,25 +2561,41 @@ fn stop_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome,
 fn describe_queries(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
     let group = text(input, "logGroupName");
     let status = text(input, "status");
-    let mut all: Vec<(String, StoredQuery)> = app
+    // Every query here is CWLI (StartQuery refuses the others).
+    let language = text(input, "queryLanguage");
+    let max = bounded(input, "maxResults", 1000)?.unwrap_or(1000);
+    let now_ms = cx.now.millis();
+    let mut all: Vec<QueryRecord> = app
         .queries
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|(_, q)| q.account == cx.principal.account_id && q.region == cx.region)
-        .filter(|(_, q)| group.as_ref().is_none_or(|g| q.groups.contains(g)))
-        .filter(|(_, q)| status.as_ref().is_none_or(|s| s == q.status))
-        .map(|(id, q)| (id.clone(), q.clone()))
+        .values()
+        .map(|q| &q.record)
+        .filter(|q| q.account == cx.principal.account_id && q.region == cx.region)
+        .filter(|q| !q.expired(now_ms))
+        .filter(|q| group.as_ref().is_none_or(|g| q.groups.contains(g)))
+        .filter(|q| status.as_ref().is_none_or(|s| s == q.status.as_str()))
+        .filter(|_| language.as_deref().is_none_or(|l| l == "CWLI"))
+        .cloned()
         .collect();
-    all.sort_by(|a, b| (b.1.create_ms, &b.0).cmp(&(a.1.create_ms, &a.0)));
-    let queries = all
+    all.sort_by(|a, b| (b.create_ms, &b.id).cmp(&(a.create_ms, &a.id)));
+    let filters = filters_hash(&[
+        &cx.principal.account_id,
+        cx.region,
+        "DescribeQueries",
+        &format!("{group:?}|{status:?}|{language:?}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let page = all
         .iter()
-        .map(|(id, q)| {
+        .skip(offset)
+        .take(max)
+        .map(|q| {
             Value::structure([
                 ("queryLanguage", Value::string("CWLI")),
-                ("queryId", Value::string(id)),
+                ("queryId", Value::string(&q.id)),
                 ("queryString", Value::string(&q.query_string)),
-                ("status", Value::string(q.status)),
+                ("status", Value::string(q.status.as_str())),
                 ("createTime", Value::Int(q.create_ms)),
                 (
                     "logGroupName",
@@ -2351,10 +2604,170 @@ fn describe_queries(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Ou
             ])
         })
         .collect();
-    Ok(Outcome::read(Value::structure([(
+    let more = offset + max < all.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
         "queries",
-        Value::List(queries),
-    )])))
+        page,
+        more.then_some(offset + max),
+    ))
+}
+
+/// The `parameters` of a PutQueryDefinition.
+fn query_parameters(input: &Value) -> Result<Vec<QueryParameter>, LogsError> {
+    let list = input
+        .get("parameters")
+        .and_then(Value::as_list)
+        .unwrap_or_default();
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let name = text(p, "name").ok_or_else(|| {
+                LogsError::InvalidParameter(format!(
+                    "1 validation error detected: Value null at 'parameters.{}.member.name' failed to satisfy constraint: Member must not be null",
+                    i + 1
+                ))
+            })?;
+            Ok(QueryParameter {
+                name,
+                default_value: text(p, "defaultValue"),
+                description: text(p, "description"),
+            })
+        })
+        .collect()
+}
+
+/// PutQueryDefinition (§10.2): creates a definition, or replaces every field
+/// of the one named by `queryDefinitionId`.
+async fn put_query_definition(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let put = PutQueryDefinition {
+        id: text(input, "queryDefinitionId"),
+        name: required(input, "name")?,
+        query_string: required(input, "queryString")?,
+        language: text(input, "queryLanguage"),
+        log_group_names: input.strings("logGroupNames"),
+        parameters: query_parameters(input)?,
+        client_token: text(input, "clientToken"),
+    };
+    definitions::validate(&put)?;
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    // Held until the changes commit: the limit and the clientToken check hold.
+    let hold = app.logs.lock_names().await;
+    let put = app
+        .query_definitions
+        .put(account, region, put, cx.now.millis())?;
+    Ok(held(
+        Outcome::write(
+            Value::structure([("queryDefinitionId", Value::String(put.id))]),
+            put.changes,
+        ),
+        hold,
+    ))
+}
+
+fn definition_value(d: &QueryDefinition) -> Value {
+    let mut members = vec![
+        ("queryLanguage".to_owned(), Value::string(&d.language)),
+        ("queryDefinitionId".to_owned(), Value::string(&d.id)),
+        ("name".to_owned(), Value::string(&d.name)),
+        ("queryString".to_owned(), Value::string(&d.query_string)),
+        ("lastModified".to_owned(), Value::Int(d.last_modified_ms)),
+        (
+            "logGroupNames".to_owned(),
+            Value::List(d.log_group_names.iter().map(Value::string).collect()),
+        ),
+    ];
+    if !d.parameters.is_empty() {
+        let parameters = d
+            .parameters
+            .iter()
+            .map(|p| {
+                let mut m = vec![("name".to_owned(), Value::string(&p.name))];
+                if let Some(v) = &p.default_value {
+                    m.push(("defaultValue".to_owned(), Value::string(v)));
+                }
+                if let Some(v) = &p.description {
+                    m.push(("description".to_owned(), Value::string(v)));
+                }
+                Value::Struct(m)
+            })
+            .collect();
+        members.push(("parameters".to_owned(), Value::List(parameters)));
+    }
+    Value::Struct(members)
+}
+
+/// DescribeQueryDefinitions (§10.2): by name (then id), optionally those
+/// whose name starts with a prefix or of one query language.
+fn describe_query_definitions(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let language = text(input, "queryLanguage");
+    if let Some(l) = &language {
+        definitions::validate_language(l)?;
+    }
+    let prefix = text(input, "queryDefinitionNamePrefix");
+    if let Some(p) = &prefix {
+        definitions::validate_name_prefix(p)?;
+    }
+    let max = bounded(input, "maxResults", 1000)?.unwrap_or(1000);
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    let mut all = app.query_definitions.list(account, region)?;
+    all.retain(|d| {
+        prefix
+            .as_ref()
+            .is_none_or(|p| d.name.starts_with(p.as_str()))
+            && language.as_ref().is_none_or(|l| *l == d.language)
+    });
+    all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    let filters = filters_hash(&[
+        account,
+        region,
+        "DescribeQueryDefinitions",
+        &format!("{prefix:?}|{language:?}"),
+    ]);
+    let offset = page_token(app, cx, input, &filters)?;
+    let page = all
+        .iter()
+        .skip(offset)
+        .take(max)
+        .map(definition_value)
+        .collect();
+    let more = offset + max < all.len();
+    Ok(page_out(
+        app,
+        cx,
+        &filters,
+        "queryDefinitions",
+        page,
+        more.then_some(offset + max),
+    ))
+}
+
+/// DeleteQueryDefinition (§10.2).
+async fn delete_query_definition(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, LogsError> {
+    let id = required(input, "queryDefinitionId")?;
+    definitions::validate_id(&id)?;
+    let hold = app.logs.lock_names().await;
+    let changes = app
+        .query_definitions
+        .delete_changes(&cx.principal.account_id, cx.region, &id)?;
+    Ok(held(
+        Outcome::write(Value::structure([("success", Value::Bool(true))]), changes),
+        hold,
+    ))
 }
 
 async fn get_log_record(
@@ -2452,4 +2865,338 @@ async fn get_log_group_fields(
         "logGroupFields",
         Value::List(list),
     )])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+    use trailwatch_core::identity::{KeyRing, Principal, RootCredentials};
+    use trailwatch_protocol::json::{from_json, to_json};
+    use trailwatch_types::ManualClock;
+
+    const ACCOUNT: &str = "111122223333";
+    const NOW_MS: i64 = 1_767_225_600_000;
+
+    async fn open(dir: &Path, delay_ms: u64) -> Arc<App> {
+        let root = RootCredentials {
+            account_id: ACCOUNT.to_owned(),
+            access_key_id: "AKIDTEST".to_owned(),
+            secret_access_key: "secret".to_owned(),
+        };
+        let mut config = crate::app::AppConfig::new(dir, ACCOUNT);
+        config.insights_delay = std::time::Duration::from_millis(delay_ms);
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW_MS)));
+        App::open(config, clock, KeyRing::with_root(&root))
+            .await
+            .unwrap()
+    }
+
+    /// Dispatches `op` as the root principal and commits its changes the way
+    /// the edge does (without the audit record), returning the output as JSON.
+    async fn call(
+        app: &App,
+        op: &str,
+        input: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let principal = Principal::root(ACCOUNT, "AKIDTEST");
+        let cx = CallContext {
+            principal: &principal,
+            region: "us-east-1",
+            request_id: "r",
+            now: app.clock.now(),
+            body_bytes: (0, 0),
+        };
+        let mut outcome = dispatch(app, &cx, op, &from_json(input)).await?;
+        let changes = std::mem::take(&mut outcome.changes);
+        app.audit.catalog().commit(&changes).unwrap();
+        Ok(outcome
+            .output
+            .map_or(serde_json::Value::Null, |v| to_json(&v)))
+    }
+
+    async fn code(app: &App, op: &str, input: serde_json::Value) -> String {
+        call(app, op, input).await.unwrap_err().code
+    }
+
+    #[tokio::test]
+    async fn query_definitions_put_describe_update_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = open(dir.path(), 0).await;
+        let created = call(
+            &app,
+            "PutQueryDefinition",
+            json!({"name": "errors", "queryString": "filter @message like /ERROR/",
+                "logGroupNames": ["app"],
+                "parameters": [{"name": "level", "defaultValue": "ERROR"}]}),
+        )
+        .await
+        .unwrap();
+        let id = created["queryDefinitionId"].as_str().unwrap().to_owned();
+        for name in ["b", "a"] {
+            call(
+                &app,
+                "PutQueryDefinition",
+                json!({"name": name, "queryString": "limit 1", "queryLanguage": "PPL"}),
+            )
+            .await
+            .unwrap();
+        }
+        let all = call(&app, "DescribeQueryDefinitions", json!({}))
+            .await
+            .unwrap();
+        let names: Vec<&str> = all["queryDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b", "errors"]);
+        let errors = &all["queryDefinitions"][2];
+        assert_eq!(errors["lastModified"], NOW_MS);
+        assert_eq!(errors["queryLanguage"], "CWLI");
+        assert_eq!(
+            errors["parameters"],
+            json!([{"name": "level", "defaultValue": "ERROR"}])
+        );
+        let first = call(&app, "DescribeQueryDefinitions", json!({"maxResults": 2}))
+            .await
+            .unwrap();
+        assert_eq!(first["queryDefinitions"].as_array().unwrap().len(), 2);
+        let rest = call(
+            &app,
+            "DescribeQueryDefinitions",
+            json!({"maxResults": 2, "nextToken": first["nextToken"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rest["queryDefinitions"][0]["name"], "errors");
+        assert!(rest.get("nextToken").is_none());
+        let ppl = call(
+            &app,
+            "DescribeQueryDefinitions",
+            json!({"queryLanguage": "PPL"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ppl["queryDefinitions"].as_array().unwrap().len(), 2);
+        // An update replaces everything: no groups, no parameters left.
+        call(
+            &app,
+            "PutQueryDefinition",
+            json!({"queryDefinitionId": id, "name": "errs", "queryString": "limit 2"}),
+        )
+        .await
+        .unwrap();
+        let errs = call(
+            &app,
+            "DescribeQueryDefinitions",
+            json!({"queryDefinitionNamePrefix": "err"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            errs["queryDefinitions"],
+            json!([{"queryLanguage": "CWLI", "queryDefinitionId": id, "name": "errs",
+                 "queryString": "limit 2", "lastModified": NOW_MS, "logGroupNames": []}])
+        );
+        for (input, expected) in [
+            (json!({"name": "x"}), "InvalidParameterException"),
+            (
+                json!({"name": "", "queryString": "q"}),
+                "InvalidParameterException",
+            ),
+            (
+                json!({"name": "x", "queryString": "q", "parameters": [{"defaultValue": "v"}]}),
+                "InvalidParameterException",
+            ),
+            (
+                json!({"name": "x", "queryString": "q", "queryDefinitionId": "nope"}),
+                "ResourceNotFoundException",
+            ),
+        ] {
+            assert_eq!(code(&app, "PutQueryDefinition", input).await, expected);
+        }
+        assert_eq!(
+            code(
+                &app,
+                "DescribeQueryDefinitions",
+                json!({"maxResults": 1001})
+            )
+            .await,
+            "InvalidParameterException"
+        );
+        assert_eq!(
+            call(
+                &app,
+                "DeleteQueryDefinition",
+                json!({"queryDefinitionId": id})
+            )
+            .await
+            .unwrap(),
+            json!({"success": true})
+        );
+        assert_eq!(
+            code(
+                &app,
+                "DeleteQueryDefinition",
+                json!({"queryDefinitionId": id})
+            )
+            .await,
+            "ResourceNotFoundException"
+        );
+        // Durable: a restart sees the two left.
+        drop(app);
+        let app = open(dir.path(), 0).await;
+        let all = call(&app, "DescribeQueryDefinitions", json!({}))
+            .await
+            .unwrap();
+        assert_eq!(all["queryDefinitions"].as_array().unwrap().len(), 2);
+    }
+
+    async fn seed(app: &App) {
+        call(app, "CreateLogGroup", json!({"logGroupName": "app"}))
+            .await
+            .unwrap();
+        call(
+            app,
+            "CreateLogStream",
+            json!({"logGroupName": "app", "logStreamName": "s"}),
+        )
+        .await
+        .unwrap();
+        call(
+            app,
+            "PutLogEvents",
+            json!({"logGroupName": "app", "logStreamName": "s", "logEvents": [
+                {"timestamp": NOW_MS - 2000, "message": "one"},
+                {"timestamp": NOW_MS - 1000, "message": "two"}]}),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn start(app: &App) -> String {
+        let out = call(
+            app,
+            "StartQuery",
+            json!({"logGroupName": "app", "startTime": NOW_MS / 1000 - 60,
+                "endTime": NOW_MS / 1000, "queryString": "fields @message"}),
+        )
+        .await
+        .unwrap();
+        out["queryId"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_done(app: &App, id: &str) -> serde_json::Value {
+        for _ in 0..500 {
+            let out = call(app, "GetQueryResults", json!({"queryId": id}))
+                .await
+                .unwrap();
+            if out["status"] != "Running" {
+                return out;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("query {id} still running");
+    }
+
+    fn messages(out: &serde_json::Value) -> Vec<String> {
+        out["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["field"] == "@message")
+                    .map(|c| c["value"].as_str().unwrap().to_owned())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_answer_after_a_restart_and_interrupted_ones_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = open(dir.path(), 0).await;
+        seed(&app).await;
+        let done = start(&app).await;
+        let before = wait_done(&app, &done).await;
+        assert_eq!(before["status"], "Complete");
+        assert_eq!(messages(&before), ["two", "one"]);
+        app.shutdown().await;
+        drop(app);
+        // A long pause keeps this one Running until the "stop".
+        let app = open(dir.path(), 60_000).await;
+        let interrupted = start(&app).await;
+        let cancelled = start(&app).await;
+        call(&app, "StopQuery", json!({"queryId": cancelled}))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&app, "StopQuery", json!({"queryId": cancelled})).await,
+            "InvalidParameterException"
+        );
+        app.shutdown().await;
+        drop(app);
+        let app = open(dir.path(), 0).await;
+        let after = call(&app, "GetQueryResults", json!({"queryId": done}))
+            .await
+            .unwrap();
+        assert_eq!(after, before);
+        let rerun = wait_done(&app, &interrupted).await;
+        assert_eq!(rerun["status"], "Complete");
+        assert_eq!(messages(&rerun), ["two", "one"]);
+        let listed = call(&app, "DescribeQueries", json!({})).await.unwrap();
+        let statuses: std::collections::BTreeMap<String, String> = listed["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| {
+                (
+                    q["queryId"].as_str().unwrap().to_owned(),
+                    q["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(statuses[&done], "Complete");
+        assert_eq!(statuses[&cancelled], "Cancelled");
+        assert_eq!(statuses[&interrupted], "Complete");
+        let page = call(&app, "DescribeQueries", json!({"maxResults": 2}))
+            .await
+            .unwrap();
+        assert_eq!(page["queries"].as_array().unwrap().len(), 2);
+        assert!(page.get("nextToken").is_some());
+    }
+
+    #[tokio::test]
+    async fn queries_expire_after_seven_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW_MS)));
+        let root = RootCredentials {
+            account_id: ACCOUNT.to_owned(),
+            access_key_id: "AKIDTEST".to_owned(),
+            secret_access_key: "secret".to_owned(),
+        };
+        let app = App::open(
+            crate::app::AppConfig::new(dir.path(), ACCOUNT),
+            clock.clone(),
+            KeyRing::with_root(&root),
+        )
+        .await
+        .unwrap();
+        seed(&app).await;
+        let id = start(&app).await;
+        wait_done(&app, &id).await;
+        clock.advance_millis(trailwatch_core::logs::queries::RETENTION_MS + 1);
+        assert_eq!(
+            code(&app, "GetQueryResults", json!({"queryId": id})).await,
+            "ResourceNotFoundException"
+        );
+        assert_eq!(prune_queries(&app).await.unwrap(), 1);
+        assert!(app.query_history.all().unwrap().is_empty());
+    }
 }

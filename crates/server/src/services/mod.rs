@@ -21,6 +21,7 @@ mod tagging;
 #[cfg(test)]
 pub(crate) use cloudwatch::generic_put_request;
 pub(crate) use cloudwatch::{fast_put_request, put_metric_data_typed, put_parameters};
+pub(crate) use logs::{prune_queries, resume_queries};
 pub use logs::{Queries, StoredQuery};
 pub(crate) use resources::resources_for;
 
