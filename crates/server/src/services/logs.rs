@@ -2218,8 +2218,17 @@ fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome
     let queries = app.queries.clone();
     let query_id = id.clone();
     let (tokens, now) = (app.tokens.clone(), cx.now);
+    let options = insights::RunOptions {
+        cap,
+        range: Some((
+            start.saturating_mul(1000),
+            end.saturating_mul(1000).saturating_add(999),
+        )),
+        now_ms: now.millis(),
+        previous: Vec::new(),
+    };
     tokio::task::spawn_blocking(move || {
-        let mut outcome = insights::run(&query, records, cap);
+        let mut outcome = insights::run(&query, records, options);
         for row in &mut outcome.rows {
             for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
                 if let Some(ptr) = value.parse::<usize>().ok().and_then(|i| pointers.get(i)) {
