@@ -1570,7 +1570,7 @@ fn ts_ms(s: &str) -> Option<i64> {
     Timestamp::parse_iso8601(&s.trim().replacen(' ', "T", 1))
         .ok()
         .map(Timestamp::millis)
-        .filter(|t| t.abs() <= MAX_MILLIS)
+        .filter(|t| in_time_range(*t))
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -1609,7 +1609,7 @@ fn month_start(index: i64) -> Option<i64> {
 /// `t` floored to the period, epoch-aligned (months: from 1970-01, so
 /// quarters start in January, April, July and October).
 fn floor_period(t: i64, p: Period) -> Option<i64> {
-    if t.abs() > MAX_MILLIS {
+    if !in_time_range(t) {
         return None;
     }
     match p {
@@ -1632,7 +1632,11 @@ fn step_period(t: i64, p: Period) -> Option<i64> {
             month_start((y - 1970) * 12 + (m - 1) + n)
         }
     }
-    .filter(|t| t.abs() <= MAX_MILLIS)
+    .filter(|t| in_time_range(*t))
+}
+
+fn in_time_range(t: i64) -> bool {
+    (-MAX_MILLIS..=MAX_MILLIS).contains(&t)
 }
 
 /// Whether an expression's values are timestamps (epoch ms), which the
@@ -2035,7 +2039,11 @@ fn fill_missing(fill: &Fill, records: &mut Vec<Rec>, cx: &Cx) {
     ) else {
         return;
     };
-    'bins: while t <= last {
+    // Each pass adds a row or meets one of the rows already there, so the
+    // passes are bounded too, even for a range of many tiny bins.
+    let mut passes = records.len().saturating_add(MAX_ROWS);
+    'bins: while t <= last && passes > 0 {
+        passes -= 1;
         for combo in &combos {
             if records.len() >= MAX_ROWS {
                 break 'bins;
@@ -2585,5 +2593,989 @@ mod tests {
         }
         let e = Query::parse("fields nosuch(x)").unwrap_err();
         assert_eq!((e.start, e.end), (7, 13));
+    }
+}
+
+/// Golden tests of §10.3–10.7 beyond the worked example. Every expected row
+/// was worked out by hand from the spec, not copied from a run.
+#[cfg(test)]
+mod language_tests {
+    use super::*;
+
+    /// 2024-01-01 00:00:00 UTC in epoch ms.
+    const T0: i64 = 1_704_067_200_000;
+
+    fn recs(group: &str, events: &[(i64, &str)]) -> Vec<Record> {
+        events
+            .iter()
+            .map(|(t, m)| {
+                let mut r = record("123456789012", group, "s1", *t, *t, m);
+                r.insert("@ptr".into(), format!("ptr-{t}"));
+                r
+            })
+            .collect()
+    }
+
+    fn run_opts(q: &str, records: Vec<Record>, opts: RunOptions) -> Vec<Row> {
+        let q = Query::parse(q).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        run(&q, records, opts)
+            .rows
+            .into_iter()
+            .map(|r| r.into_iter().filter(|(k, _)| k != "@ptr").collect())
+            .collect()
+    }
+
+    /// Runs over `records` with the query range 00:00:00–00:05:00.999.
+    fn run_on(q: &str, records: Vec<Record>) -> Vec<Row> {
+        run_opts(
+            q,
+            records,
+            RunOptions {
+                cap: 10_000,
+                range: Some((T0, T0 + 300_999)),
+                now_ms: T0 + 300_123,
+                previous: Vec::new(),
+            },
+        )
+    }
+
+    fn row(pairs: &[(&str, &str)]) -> Row {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    /// The §10.8 events.
+    fn example() -> Vec<Record> {
+        recs(
+            "app",
+            &[
+                (
+                    T0 + 10_000,
+                    r#"{"level":"ERROR","latency":120,"user":{"id":"u1"}}"#,
+                ),
+                (
+                    T0 + 20_000,
+                    r#"{"level":"INFO","latency":30,"user":{"id":"u2"}}"#,
+                ),
+                (
+                    T0 + 65_000,
+                    r#"{"level":"ERROR","latency":300,"user":{"id":"u1"}}"#,
+                ),
+                (T0 + 120_000, "plain text latency=50"),
+            ],
+        )
+    }
+
+    /// The value of `expr` on one record at 00:00:10 whose message is
+    /// `{"s":"  pad  ","n":"9","word":"xyZxyfooxyxyZ","ip":"10.1.2.3"}`.
+    fn value(expr: &str) -> Option<String> {
+        let message = r#"{"s":"  pad  ","n":"9","word":"xyZxyfooxyxyZ","ip":"10.1.2.3"}"#;
+        let rows = run_on(
+            &format!("fields {expr} as v | display v"),
+            recs("app", &[(T0 + 10_000, message)]),
+        );
+        assert_eq!(rows.len(), 1, "{expr}");
+        rows[0]
+            .iter()
+            .find(|(k, _)| k == "v")
+            .map(|(_, v)| v.clone())
+    }
+
+    fn check(cases: &[(&str, Option<&str>)]) {
+        for (expr, want) in cases {
+            assert_eq!(value(expr).as_deref(), *want, "{expr}");
+        }
+    }
+
+    fn malformed(q: &str) -> (usize, usize) {
+        match Query::parse(q) {
+            Ok(_) => panic!("{q} parsed"),
+            Err(e) => (e.start, e.end),
+        }
+    }
+
+    #[test]
+    fn numeric_functions() {
+        check(&[
+            ("greatest(1, 5, 3)", Some("5")),
+            ("greatest(n, 10.5)", Some("10.5")),
+            ("least(1, 5, -3)", Some("-3")),
+            ("least(n)", Some("9")),
+            ("greatest(1, 'x')", None),
+            ("greatest(1, missing)", None),
+            ("log(1)", Some("0")),
+            ("floor(log(100))", Some("4")),
+            ("log(0)", None),
+            ("log(-1)", None),
+            ("sqrt(16)", Some("4")),
+            ("sqrt(2.25)", Some("1.5")),
+            ("sqrt(-1)", None),
+            ("abs(-2)", Some("2")),
+        ]);
+    }
+
+    #[test]
+    fn string_functions() {
+        check(&[
+            ("isblank(s)", Some("0")),
+            ("isblank('  ')", Some("1")),
+            ("isblank('')", Some("1")),
+            ("isblank(missing)", Some("1")),
+            ("isempty('  ')", Some("0")),
+            ("trim(\"xyZxyfooxyxyZ\", \"xyZ\")", Some("foo")),
+            ("ltrim(word, 'xyZ')", Some("fooxyxyZ")),
+            ("rtrim(word, 'xyZ')", Some("xyZxyfoo")),
+            ("trim(s)", Some("pad")),
+            ("ltrim(s)", Some("pad  ")),
+            ("rtrim(s)", Some("  pad")),
+            ("trim(word, missing)", None),
+            ("substr(\"xyZfooxyZ\", 3, 3)", Some("foo")),
+            ("substr('xyZfooxyZ', 6)", Some("xyZ")),
+            ("substr('héllo', 1, 3)", Some("éll")),
+            ("substr('abc', 5)", Some("")),
+            ("substr('abc', 1, 0)", Some("")),
+            ("substr('abc', -1)", None),
+            ("substr('abc', 1.5)", None),
+            ("replace('a-b-c', '-', '+')", Some("a+b+c")),
+            ("replace('aaa', 'aa', 'b')", Some("ba")),
+            ("replace('abc', '', 'x')", Some("abc")),
+            ("replace(missing, 'a', 'b')", None),
+            ("strlen('héllo')", Some("5")),
+            ("concat('a', missing, 'b')", Some("ab")),
+            ("toupper('aB')", Some("AB")),
+            ("strcontains(word, 'foo')", Some("1")),
+        ]);
+    }
+
+    #[test]
+    fn datetime_functions() {
+        // 2024-03-15 12:00:00 UTC: day 19797 since the epoch, + 12 h.
+        let mid_march = "fromMillis(1710504000000)";
+        check(&[
+            ("datefloor(@timestamp, 1h)", Some("2024-01-01 00:00:00.000")),
+            ("dateceil(@timestamp, 1h)", Some("2024-01-01 01:00:00.000")),
+            ("dateceil(@timestamp, 10s)", Some("2024-01-01 00:00:10.000")),
+            ("datefloor(@timestamp, 1m)", Some("2024-01-01 00:00:00.000")),
+            // Weeks are epoch-aligned: 1970-01-01 was a Thursday.
+            ("datefloor(@timestamp, 1w)", Some("2023-12-28 00:00:00.000")),
+            (
+                &format!("datefloor({mid_march}, 1mo)"),
+                Some("2024-03-01 00:00:00.000"),
+            ),
+            (
+                &format!("dateceil({mid_march}, 1mo)"),
+                Some("2024-04-01 00:00:00.000"),
+            ),
+            (
+                &format!("datefloor({mid_march}, 1q)"),
+                Some("2024-01-01 00:00:00.000"),
+            ),
+            (
+                &format!("dateceil({mid_march}, 1q)"),
+                Some("2024-04-01 00:00:00.000"),
+            ),
+            (
+                &format!("datefloor({mid_march}, 1y)"),
+                Some("2024-01-01 00:00:00.000"),
+            ),
+            // 2024-03-01: day 19783.
+            (
+                &format!("toMillis(datefloor({mid_march}, 1mo))"),
+                Some("1709251200000"),
+            ),
+            ("fromMillis(1704067210000)", Some("2024-01-01 00:00:10.000")),
+            ("fromMillis('x')", None),
+            ("toMillis(@timestamp)", Some("1704067210000")),
+            ("toMillis('2024-01-01 00:00:10.000')", Some("1704067210000")),
+            ("toMillis('2024-01-01T00:00:10Z')", Some("1704067210000")),
+            ("toMillis('yesterday')", None),
+            // The run started at T0 + 300.123 s.
+            ("now()", Some("1704067500")),
+            ("now() - 300", Some("1704067200")),
+        ]);
+        // A timestamp copied under another name keeps its format; one turned
+        // into a number does not.
+        assert_eq!(
+            run_on(
+                "fields @timestamp as t, toMillis(@timestamp) as ms | display t, ms | limit 1",
+                example()
+            ),
+            [row(&[
+                ("t", "2024-01-01 00:02:00.000"),
+                ("ms", "1704067320000")
+            ])]
+        );
+        assert_eq!(
+            run_on(
+                "stats count(*) as n by datefloor(@timestamp, 1m) as m",
+                example()
+            ),
+            [
+                row(&[("m", "2024-01-01 00:00:00.000"), ("n", "2")]),
+                row(&[("m", "2024-01-01 00:01:00.000"), ("n", "1")]),
+                row(&[("m", "2024-01-01 00:02:00.000"), ("n", "1")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn ip_functions() {
+        check(&[
+            ("isValidIp('10.0.0.1')", Some("1")),
+            ("isValidIp('::1')", Some("1")),
+            ("isValidIp('300.1.1.1')", Some("0")),
+            ("isValidIp('abc')", Some("0")),
+            ("isValidIpV4(ip)", Some("1")),
+            ("isValidIpV4('::1')", Some("0")),
+            ("isValidIpV6('::1')", Some("1")),
+            ("isValidIpV6('10.0.0.1')", Some("0")),
+            ("isValidIp(missing)", None),
+            ("isIpInSubnet(ip, '10.0.0.0/8')", Some("1")),
+            ("isIpInSubnet('11.1.2.3', '10.0.0.0/8')", Some("0")),
+            (
+                "isIpInSubnet('192.168.1.130', '192.168.1.128/25')",
+                Some("1"),
+            ),
+            (
+                "isIpInSubnet('192.168.1.127', '192.168.1.128/25')",
+                Some("0"),
+            ),
+            // The last bits inside the prefix decide, not only the first.
+            ("isIpInSubnet('10.128.0.1', '10.0.0.0/8')", Some("1")),
+            (
+                "isIpInSubnet('192.168.1.191', '192.168.1.128/26')",
+                Some("1"),
+            ),
+            (
+                "isIpInSubnet('192.168.1.192', '192.168.1.128/26')",
+                Some("0"),
+            ),
+            (
+                "isIpInSubnet('2001:db8:ffff::1', '2001:db8::/32')",
+                Some("1"),
+            ),
+            ("isIpInSubnet('1.2.3.4', '0.0.0.0/0')", Some("1")),
+            ("isIpInSubnet('1.2.3.4', '1.2.3.4/32')", Some("1")),
+            ("isIpInSubnet('1.2.3.5', '1.2.3.4/32')", Some("0")),
+            ("isIpInSubnet('2001:db8::1', '2001:db8::/32')", Some("1")),
+            ("isIpInSubnet('2001:db9::1', '2001:db8::/32')", Some("0")),
+            ("isIpInSubnet('10.0.0.1', '2001:db8::/32')", Some("0")),
+            ("isIpInSubnet('nope', '10.0.0.0/8')", Some("0")),
+            ("isIpInSubnet('10.0.0.1', '10.0.0.0/33')", None),
+            ("isIpInSubnet('10.0.0.1', '10.0.0.0')", None),
+            ("isIpv4InSubnet(ip, '10.1.0.0/16')", Some("1")),
+            ("isIpv4InSubnet(ip, '10.2.0.0/16')", Some("0")),
+            ("isIpv4InSubnet(ip, '2001:db8::/32')", None),
+            ("isIpv6InSubnet('2001:db8::1', '2001:db8::/32')", Some("1")),
+            ("isIpv6InSubnet('::1', '2001:db8::/32')", Some("0")),
+            ("isIpv6InSubnet('::1', '10.0.0.0/8')", None),
+        ]);
+    }
+
+    #[test]
+    fn json_values_dot_paths_and_unnest() {
+        let records = || {
+            recs(
+                "app",
+                &[(
+                    T0,
+                    r#"{"a":{"b":7},"items":[1,{"x":"y"},null],"none":[],"text":"{\"k\":[true]}"}"#,
+                )],
+            )
+        };
+        assert_eq!(
+            run_on(
+                "fields jsonParse(@message) as j | display j.a.b, j.a, j.items.1.x, j.items.2, j.nope",
+                records()
+            ),
+            [row(&[("j.a.b", "7"), ("j.a", r#"{"b":7}"#), ("j.items.1.x", "y")])]
+        );
+        // A string field holding JSON text is a string until parsed.
+        assert_eq!(
+            run_on(
+                "fields text.k as raw, jsonParse(text) as t | display raw, t.k.0",
+                records()
+            ),
+            [row(&[("t.k.0", "true")])]
+        );
+        assert_eq!(
+            run_on(
+                "fields jsonParse(@message) as j | unnest j.items into it | display it, it.x",
+                records()
+            ),
+            [
+                row(&[("it", "1")]),
+                row(&[("it", r#"{"x":"y"}"#), ("it.x", "y")]),
+                row(&[]),
+            ]
+        );
+        // A non-list is a one-element list; an empty list makes no rows; an
+        // absent field leaves the row as it was.
+        assert_eq!(
+            run_on(
+                "fields jsonParse(@message) as j | unnest j.a into x | display x, x.b",
+                records()
+            ),
+            [row(&[("x", r#"{"b":7}"#), ("x.b", "7")])]
+        );
+        assert_eq!(
+            run_on(
+                "fields jsonParse(@message) as j | unnest j.none into x | display x",
+                records()
+            ),
+            Vec::<Row>::new()
+        );
+        assert_eq!(
+            run_on("unnest nothing into x | display @timestamp, x", records()),
+            [row(&[("@timestamp", "2024-01-01 00:00:00.000")])]
+        );
+        check(&[
+            ("jsonStringify(jsonParse('[1, 2]'))", Some("[1,2]")),
+            (
+                "jsonStringify(jsonParse('{\"a\": \"b\"}'))",
+                Some(r#"{"a":"b"}"#),
+            ),
+            ("jsonStringify(s)", None),
+            ("jsonParse('5')", Some("5")),
+            ("jsonParse('[1, 2]')", Some("[1,2]")),
+            ("jsonParse('nope')", None),
+        ]);
+        assert_eq!(
+            run_on(
+                "fields jsonParse(@message) as j | fields jsonStringify(j.a) as s | display s",
+                records()
+            ),
+            [row(&[("s", r#"{"b":7}"#)])]
+        );
+    }
+
+    fn agg_records() -> Vec<Record> {
+        recs(
+            "app",
+            &[
+                (T0 + 10_000, r#"{"v":"2","s":"m","w":"10"}"#),
+                (T0 + 20_000, r#"{"v":"4","s":"a","w":"9"}"#),
+                (T0 + 30_000, r#"{"v":"6","s":"z","w":"100"}"#),
+                (T0 + 40_000, r#"{"s":"k","v":"x"}"#),
+                (T0 + 50_000, r#"{"s":"a"}"#),
+            ],
+        )
+    }
+
+    #[test]
+    fn aggregations() {
+        // v: 2, 4, 6 (and "x", not a number): mean 4, squares 4+0+4 = 8,
+        // sample variance 8/2 = 4.
+        assert_eq!(
+            run_on(
+                "stats stddev(v) as sd, count_distinct(s) as d, earliest(s) as e, latest(s) as l, \
+                 sortsFirst(s) as f, sortsLast(s) as z",
+                agg_records()
+            ),
+            [row(&[
+                ("sd", "2"),
+                ("d", "4"),
+                ("e", "m"),
+                ("l", "a"),
+                ("f", "a"),
+                ("z", "z"),
+            ])]
+        );
+        // w is all numeric: numeric order. v has "x": string order, where
+        // "2" < "4" < "6" < "x".
+        assert_eq!(
+            run_on(
+                "stats min(w) as a, max(w) as b, min(v) as c, max(v) as d",
+                agg_records()
+            ),
+            [row(&[("a", "9"), ("b", "100"), ("c", "2"), ("d", "x")])]
+        );
+        // With "x" beside 10, 9, 100 the byte order is "10" < "100" < "9" < "x".
+        let mixed = recs(
+            "app",
+            &[
+                (T0, r#"{"w":"10"}"#),
+                (T0 + 1, r#"{"w":"9"}"#),
+                (T0 + 2, r#"{"w":"100"}"#),
+                (T0 + 3, r#"{"w":"x"}"#),
+            ],
+        );
+        assert_eq!(
+            run_on("stats min(w) as a, max(w) as b", mixed),
+            [row(&[("a", "10"), ("b", "x")])]
+        );
+        // One value has no sample deviation; no values, no earliest.
+        assert_eq!(
+            run_on(
+                "filter s = 'm' | stats stddev(v) as sd, earliest(nothing) as e, count(*) as n",
+                agg_records()
+            ),
+            [row(&[("n", "1")])]
+        );
+        // Per group, and timestamps stay timestamps.
+        assert_eq!(
+            run_on(
+                "stats count_distinct(v) as d, earliest(@timestamp) as first, max(@timestamp) as last by s",
+                agg_records()
+            ),
+            [
+                row(&[
+                    ("s", "a"),
+                    ("d", "1"),
+                    ("first", "2024-01-01 00:00:20.000"),
+                    ("last", "2024-01-01 00:00:50.000")
+                ]),
+                row(&[
+                    ("s", "k"),
+                    ("d", "1"),
+                    ("first", "2024-01-01 00:00:40.000"),
+                    ("last", "2024-01-01 00:00:40.000")
+                ]),
+                row(&[
+                    ("s", "m"),
+                    ("d", "1"),
+                    ("first", "2024-01-01 00:00:10.000"),
+                    ("last", "2024-01-01 00:00:10.000")
+                ]),
+                row(&[
+                    ("s", "z"),
+                    ("d", "1"),
+                    ("first", "2024-01-01 00:00:30.000"),
+                    ("last", "2024-01-01 00:00:30.000")
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn count_distinct_is_exact_then_estimated() {
+        let values: Vec<String> = (0..200_000).map(|i| format!("value-{i}")).collect();
+        let distinct = |n: usize| count_distinct(values[..n].iter().map(String::as_str));
+        assert_eq!(distinct(10_000), 10_000);
+        // Repeats do not count.
+        assert_eq!(
+            count_distinct(
+                values[..10_000]
+                    .iter()
+                    .chain(&values[..10_000])
+                    .map(String::as_str)
+            ),
+            10_000
+        );
+        // Past 10,000 the sketch answers: 2^14 registers give about 0.8 %
+        // standard error, so 3 % is far outside chance.
+        for n in [10_001usize, 20_000, 50_000, 200_000] {
+            let est = distinct(n) as f64;
+            assert!(
+                (est - n as f64).abs() <= n as f64 * 0.03,
+                "{n} distinct estimated as {est}"
+            );
+        }
+        let twice = count_distinct(
+            values[..50_000]
+                .iter()
+                .chain(&values[..50_000])
+                .map(String::as_str),
+        );
+        assert!((twice as f64 - 50_000.0).abs() <= 1_500.0, "{twice}");
+    }
+
+    #[test]
+    fn unmask_and_filter_index() {
+        assert_eq!(
+            run_on("unmask @message | limit 1", example()),
+            [row(&[
+                ("@timestamp", "2024-01-01 00:02:00.000"),
+                ("@message", "plain text latency=50")
+            ])]
+        );
+        assert_eq!(
+            run_on(
+                "filterIndex level = 'ERROR' | stats count(*) as n",
+                example()
+            ),
+            [row(&[("n", "2")])]
+        );
+        assert_eq!(
+            run_on("FILTERINDEX level in ['INFO'] | display latency", example()),
+            [row(&[("latency", "30")])]
+        );
+    }
+
+    #[test]
+    fn fillmissing_fills_the_range() {
+        // Range 00:00:00–00:05:00.999: 1-minute bins 00:00 … 00:05; ERROR
+        // events at 00:00:10 and 00:01:05.
+        let bin = |m: u8| format!("2024-01-01 00:0{m}:00.000");
+        let q = "filter level = 'ERROR' | stats count(*) as n, avg(latency) as a by bin(1m)";
+        let got = run_on(&format!("{q} | fillmissing"), example());
+        let mut want = vec![
+            row(&[("bin(1m)", &bin(0)), ("n", "1"), ("a", "120")]),
+            row(&[("bin(1m)", &bin(1)), ("n", "1"), ("a", "300")]),
+        ];
+        for m in 2..=5 {
+            want.push(row(&[("bin(1m)", &bin(m)), ("n", "0")]));
+        }
+        assert_eq!(got, want);
+        let got = run_on(
+            &format!("{q} | fillmissing with -1 for n, 'none' for a"),
+            example(),
+        );
+        for (i, m) in (2..=5).enumerate() {
+            assert_eq!(
+                got[2 + i],
+                row(&[("bin(1m)", &bin(m)), ("n", "-1"), ("a", "none")])
+            );
+        }
+        assert_eq!(got.len(), 6);
+        // With another key: every combination seen gets every bin (2-minute
+        // bins 00:00, 00:02, 00:04), rows in key order, absent key first.
+        let got = run_on(
+            "stats count(*) as n by level, bin(2m) as b | fillmissing",
+            example(),
+        );
+        let b = |m: u8| format!("2024-01-01 00:0{m}:00.000");
+        assert_eq!(
+            got,
+            [
+                row(&[("b", &b(0)), ("n", "0")]),
+                row(&[("b", &b(2)), ("n", "1")]),
+                row(&[("b", &b(4)), ("n", "0")]),
+                row(&[("level", "ERROR"), ("b", &b(0)), ("n", "2")]),
+                row(&[("level", "ERROR"), ("b", &b(2)), ("n", "0")]),
+                row(&[("level", "ERROR"), ("b", &b(4)), ("n", "0")]),
+                row(&[("level", "INFO"), ("b", &b(0)), ("n", "1")]),
+                row(&[("level", "INFO"), ("b", &b(2)), ("n", "0")]),
+                row(&[("level", "INFO"), ("b", &b(4)), ("n", "0")]),
+            ]
+        );
+        // Nothing matched: every bin is empty.
+        assert_eq!(
+            run_on(
+                "filter level = 'NONE' | stats count(*) as n by bin(1m) | fillmissing",
+                example()
+            )
+            .len(),
+            6
+        );
+        assert_eq!(malformed("fillmissing"), (0, 11));
+        assert_eq!(malformed("stats count(*) by level | fillmissing"), (26, 37));
+        assert_eq!(
+            malformed("stats count(*) by bin(1m) | fillmissing with 0"),
+            (46, 46)
+        );
+    }
+
+    #[test]
+    fn parse_with_a_regex() {
+        assert_eq!(
+            run_on(
+                r"parse @message /latency=(?<lat>\d+)/ | filter ispresent(lat) | display lat",
+                example()
+            ),
+            [row(&[("lat", "50")])]
+        );
+        // Rows that do not match are kept, without the fields.
+        assert_eq!(
+            run_on(
+                r"parse @message /latency=(?<lat>\d+)/ | stats count(*) as n, count(lat) as m",
+                example()
+            ),
+            [row(&[("n", "4"), ("m", "1")])]
+        );
+        assert_eq!(
+            run_on(
+                r"parse @message /(?<first>\w+) (?<second>\w+)/ | filter ispresent(first) | display first, second",
+                example()
+            ),
+            [row(&[("first", "plain"), ("second", "text")])]
+        );
+        assert_eq!(
+            run_on(
+                r"PARSE @message /(?i)PLAIN (?<w>\w+)/ | filter ispresent(w) | display w",
+                example()
+            ),
+            [row(&[("w", "text")])]
+        );
+        // `\/` is a slash; a group that does not take part is not set.
+        assert_eq!(
+            run_on(
+                r"parse @message /a\/(?<x>\w+)(?<y>!)?/ | display x, y",
+                recs("app", &[(T0, "path a/b c")])
+            ),
+            [row(&[("x", "b")])]
+        );
+        // `=~` takes a regex too.
+        assert_eq!(
+            run_on("filter @message =~ /^plain/ | display @message", example()),
+            [row(&[("@message", "plain text latency=50")])]
+        );
+        // "parse @message " is 15 characters.
+        assert_eq!(malformed(r"parse @message /(\d+)/"), (15, 22));
+        assert_eq!(malformed(r"parse @message /(?<x>/"), (15, 22));
+        assert_eq!(malformed(r"parse @message /(?<x>a"), (15, 22));
+    }
+
+    fn pattern_records() -> Vec<Record> {
+        recs(
+            "app",
+            &[
+                (T0, "user 'bob' logged in from 10.0.0.1"),
+                (T0 + 1_000, "user 'alice smith' logged in from 10.0.0.2"),
+                (T0 + 1_500, "user \"eve\" logged in from ::1"),
+                (T0 + 29_000, "disk /dev/sda1 full"),
+            ],
+        )
+    }
+
+    /// The 30 per-bin counts with `at` (bin, count) set.
+    fn bins(at: &[(usize, u64)]) -> String {
+        let mut v = vec![0u64; 30];
+        for (i, n) in at {
+            v[*i] = *n;
+        }
+        serde_json::to_string(&v).unwrap()
+    }
+
+    #[test]
+    fn pattern_clusters_by_template() {
+        // Range 30 s: thirty 1-second bins.
+        let opts = RunOptions {
+            cap: 100,
+            range: Some((T0, T0 + 29_999)),
+            ..RunOptions::default()
+        };
+        assert_eq!(
+            run_opts("pattern @message", pattern_records(), opts),
+            [
+                row(&[
+                    ("@pattern", "user <*> logged in from <*>"),
+                    ("@sampleCount", "3"),
+                    ("@ratio", "0.75"),
+                    ("@tokens", r#"["user","<*>","logged","in","from","<*>"]"#),
+                    ("@visualization", &bins(&[(0, 1), (1, 2)])),
+                ]),
+                row(&[
+                    ("@pattern", "disk /dev/sda1 full"),
+                    ("@sampleCount", "1"),
+                    ("@ratio", "0.25"),
+                    ("@tokens", r#"["disk","/dev/sda1","full"]"#),
+                    ("@visualization", &bins(&[(29, 1)])),
+                ]),
+            ]
+        );
+        for (token, want) in [
+            ("(42),", "(<*>),"),
+            ("id=0x1F", "id=<*>"),
+            ("v=3.5", "v=<*>"),
+            ("123e4567-e89b-12d3-a456-426614174000", "<*>"),
+            ("a1b2c3d4", "<*>"),
+            ("deadbeef", "deadbeef"),
+            ("10.0.0.1:443", "<*>"),
+            ("[::1]:80", "<*>"),
+            ("-7", "<*>"),
+            ("abc", "abc"),
+            ("inf", "inf"),
+            ("=", "="),
+        ] {
+            assert_eq!(generalize(token), want, "{token}");
+        }
+        assert_eq!(
+            split_tokens(" a 'b c' \"d\", e"),
+            ["a", "'b c'", "\"d\",", "e"]
+        );
+    }
+
+    #[test]
+    fn anomaly_flags_spiky_patterns() {
+        let mut events: Vec<(i64, String)> = Vec::new();
+        // "steady <n>": one per second for 30 s, so no bin deviates.
+        for i in 0..30 {
+            events.push((T0 + i * 1_000, format!("steady {i}")));
+        }
+        // "burst <n>": four in bin 0: √29 ≈ 5.39σ → HIGH.
+        for i in 0..4 {
+            events.push((T0 + i * 10, format!("burst {i}")));
+        }
+        // "pair <n>": one in bin 3 and one in bin 7: √14 ≈ 3.74σ → LOW.
+        events.push((T0 + 3_000, "pair 1".into()));
+        events.push((T0 + 7_000, "pair 2".into()));
+        let events: Vec<(i64, &str)> = events.iter().map(|(t, m)| (*t, m.as_str())).collect();
+        let opts = RunOptions {
+            cap: 100,
+            range: Some((T0, T0 + 29_999)),
+            ..RunOptions::default()
+        };
+        let got: Vec<Row> = run_opts(
+            "pattern @message | anomaly | display @pattern, @sampleCount, @anomaly, @priority",
+            recs("app", &events),
+            opts,
+        );
+        assert_eq!(
+            got,
+            [
+                row(&[
+                    ("@pattern", "steady <*>"),
+                    ("@sampleCount", "30"),
+                    ("@anomaly", "0")
+                ]),
+                row(&[
+                    ("@pattern", "burst <*>"),
+                    ("@sampleCount", "4"),
+                    ("@anomaly", "1"),
+                    ("@priority", "HIGH")
+                ]),
+                row(&[
+                    ("@pattern", "pair <*>"),
+                    ("@sampleCount", "2"),
+                    ("@anomaly", "1"),
+                    ("@priority", "LOW")
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_compares_with_the_previous_period() {
+        let now = recs(
+            "app",
+            &[
+                (T0, "user 1 logged in"),
+                (T0 + 1, "user 2 logged in"),
+                (T0 + 2, "user 3 logged in"),
+                (T0 + 3, "disk full"),
+                (T0 + 4, "cache miss for key 77"),
+            ],
+        );
+        let before = recs(
+            "app",
+            &[
+                (T0 - 10, "user 8 logged in"),
+                (T0 - 11, "user 9 logged in"),
+                (T0 - 12, "disk full"),
+                (T0 - 13, "bye 1"),
+                (T0 - 14, "bye 2"),
+                (T0 - 15, "bye 3"),
+                (T0 - 16, "bye 4"),
+                (T0 - 17, "debug 1"),
+            ],
+        );
+        let opts = RunOptions {
+            cap: 100,
+            range: Some((T0, T0 + 29_999)),
+            now_ms: 0,
+            previous: before,
+        };
+        let q = Query::parse("filter @message not like 'debug' | pattern @message | diff").unwrap();
+        assert!(q.uses_previous_period());
+        let out = run(&q, now, opts);
+        assert!(out.aggregated);
+        assert_eq!(
+            out.rows,
+            [
+                row(&[
+                    ("@pattern", "user <*> logged in"),
+                    ("@previousCount", "2"),
+                    ("@currentCount", "3"),
+                    ("@changeType", "INCREASED"),
+                    ("@changePercentage", "50")
+                ]),
+                row(&[
+                    ("@pattern", "disk full"),
+                    ("@previousCount", "1"),
+                    ("@currentCount", "1"),
+                    ("@changeType", "UNCHANGED"),
+                    ("@changePercentage", "0")
+                ]),
+                row(&[
+                    ("@pattern", "cache miss for key <*>"),
+                    ("@previousCount", "0"),
+                    ("@currentCount", "1"),
+                    ("@changeType", "NEW")
+                ]),
+                row(&[
+                    ("@pattern", "bye <*>"),
+                    ("@previousCount", "4"),
+                    ("@currentCount", "0"),
+                    ("@changeType", "DECREASED"),
+                    ("@changePercentage", "-100")
+                ]),
+            ]
+        );
+        // diff and anomaly need a pattern right before them.
+        assert_eq!(malformed("diff"), (0, 4));
+        assert_eq!(malformed("pattern @message | limit 5 | anomaly"), (29, 36));
+    }
+
+    #[test]
+    fn source_is_parsed_and_exposed() {
+        let q = Query::parse(
+            "SOURCE logGroups(namePrefix: ['/app', \"/b\"], class: 'STANDARD') | fields @message",
+        )
+        .unwrap();
+        assert_eq!(
+            q.source(),
+            Some(&Source {
+                prefixes: vec!["/app".into(), "/b".into()],
+                class: Some("STANDARD".into()),
+            })
+        );
+        let q = Query::parse("source LOGGROUPS(class: 'INFREQUENT_ACCESS')").unwrap();
+        assert_eq!(
+            q.source(),
+            Some(&Source {
+                prefixes: Vec::new(),
+                class: Some("INFREQUENT_ACCESS".into()),
+            })
+        );
+        assert_eq!(Query::parse("fields a").unwrap().source(), None);
+        // The list starts after "SOURCE logGroups(namePrefix: " (29
+        // characters) and is 25 long.
+        assert_eq!(
+            malformed("SOURCE logGroups(namePrefix: ['a','b','c','d','e','f'])"),
+            (29, 54)
+        );
+        assert_eq!(
+            malformed("fields a | SOURCE logGroups(namePrefix: ['a'])"),
+            (11, 17)
+        );
+        // "SOURCE logGroups(class: " is 24 characters; 'GOLD' is 6.
+        assert_eq!(malformed("SOURCE logGroups(class: 'GOLD')"), (24, 30));
+        assert_eq!(malformed("SOURCE logGroups(owner: 'me')"), (17, 22));
+        assert_eq!(malformed("SOURCE logGroups(namePrefix: '/a')"), (29, 33));
+        assert_eq!(malformed("SOURCE logGroups(namePrefix: ['/a']"), (35, 35));
+    }
+
+    #[test]
+    fn unsupported_commands_and_bad_calls_are_malformed() {
+        assert_eq!(malformed("lookup table key"), (0, 6));
+        assert_eq!(malformed("fields a | join x"), (11, 15));
+        // A subquery: "filter a in " is 12 characters.
+        assert_eq!(malformed("filter a in (SOURCE logGroups())"), (12, 13));
+        // Wrong arity: the whole call.
+        assert_eq!(malformed("fields strlen(a, b)"), (7, 19));
+        assert_eq!(malformed("fields substr('x')"), (7, 18));
+        assert_eq!(malformed("fields replace('a', 'b')"), (7, 24));
+        assert_eq!(malformed("fields now(1)"), (7, 13));
+        assert_eq!(malformed("fields greatest()"), (7, 17));
+        assert_eq!(malformed("stats pct(x)"), (6, 12));
+        assert_eq!(malformed("stats pct(x, 101)"), (6, 17));
+        assert_eq!(malformed("stats count_distinct()"), (6, 22));
+        // A period is needed where one belongs.
+        assert_eq!(malformed("fields bin(5)"), (7, 13));
+        assert_eq!(malformed("fields datefloor(@timestamp, 5)"), (7, 31));
+        // Unknown names, and functions in the wrong place: the name.
+        assert_eq!(malformed("fields nosuch(a)"), (7, 13));
+        assert_eq!(malformed("stats bogus(x)"), (6, 11));
+        assert_eq!(malformed("stats strlen(x)"), (6, 12));
+        assert_eq!(malformed("stats count(*) as n | fields count(x)"), (29, 34));
+        let e = Query::parse("fields strlen(a, b)").unwrap_err();
+        assert!(e.message.contains("strlen"), "{}", e.message);
+        // Durations: bin caps, calendar units, and overflow.
+        assert!(Query::parse("stats count(*) by bin(1mo)").is_ok());
+        assert!(Query::parse("fields datefloor(@timestamp, 2q)").is_ok());
+        assert_eq!(malformed("fields bin(61m)"), (11, 14));
+        assert_eq!(malformed("fields bin(99999999999999999w)"), (11, 29));
+    }
+
+    #[test]
+    fn lambda_fields() {
+        let lambda = |m: &str| record("1", "/aws/lambda/fn", "s", T0, T0, m);
+        let r = lambda("2024-01-01T00:00:00.000Z\tabc\tINFO\t{\"a\":1,\"b\":{\"c\":\"d\"}} tail");
+        assert_eq!(r.get("a").map(String::as_str), Some("1"));
+        assert_eq!(r.get("b.c").map(String::as_str), Some("d"));
+        // The first brace that opens an object wins; not in other groups.
+        let r = lambda("x {not json} then {\"k\":\"v\"}");
+        assert_eq!(r.get("k").map(String::as_str), Some("v"));
+        let other = record("1", "app", "s", T0, T0, "INFO {\"a\":1}");
+        assert_eq!(other.get("a"), None);
+
+        let r = lambda(
+            "REPORT RequestId: 8f5b-11 Duration: 102.25 ms Billed Duration: 103 ms \
+             Memory Size: 128 MB Max Memory Used: 70 MB Init Duration: 150.10 ms \
+             XRAY TraceId: 1-5e2b-abc SegmentId: 0a1b Sampled: true",
+        );
+        let want = [
+            ("@type", "REPORT"),
+            ("@requestId", "8f5b-11"),
+            ("@duration", "102.25"),
+            ("@billedDuration", "103"),
+            ("@memorySize", "128000000"),
+            ("@maxMemoryUsed", "70000000"),
+            ("@initDuration", "150.10"),
+            ("@xrayTraceId", "1-5e2b-abc"),
+            ("@xraySegmentId", "0a1b"),
+        ];
+        for (k, v) in want {
+            assert_eq!(r.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        // Lambda's own separators are tabs.
+        let r = lambda(
+            "REPORT RequestId: r1\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 64 MB\t\n",
+        );
+        assert_eq!(r.get("@duration").map(String::as_str), Some("1.50"));
+        assert_eq!(r.get("@billedDuration").map(String::as_str), Some("2"));
+        assert_eq!(
+            r.get("@maxMemoryUsed").map(String::as_str),
+            Some("64000000")
+        );
+        assert_eq!(r.get("@initDuration"), None);
+        let r = lambda("START RequestId: r2 Version: $LATEST");
+        assert_eq!(r.get("@type").map(String::as_str), Some("START"));
+        assert_eq!(r.get("@requestId").map(String::as_str), Some("r2"));
+        let r = lambda("END RequestId: r3");
+        assert_eq!(r.get("@type").map(String::as_str), Some("END"));
+        assert_eq!(r.get("@requestId").map(String::as_str), Some("r3"));
+        assert_eq!(lambda("STARTED RequestId: r4").get("@type"), None);
+        let plain = record("1", "app", "s", T0, T0, "END RequestId: r3");
+        assert_eq!(plain.get("@type"), None);
+        // The AWS sample query for provisioned memory reads MB back.
+        let records = vec![
+            lambda("REPORT RequestId: a Duration: 5 ms Billed Duration: 5 ms Memory Size: 128 MB Max Memory Used: 70 MB"),
+            lambda("START RequestId: a Version: 1"),
+        ];
+        assert_eq!(
+            run_on(
+                "filter @type = 'REPORT' | stats max(@memorySize / 1000 / 1000) as mb, max(@maxMemoryUsed / 1000 / 1000) as used",
+                records
+            ),
+            [row(&[("mb", "128"), ("used", "70")])]
+        );
+    }
+
+    #[test]
+    fn hostile_inputs_do_not_panic() {
+        for q in [
+            "fields substr(@message, 99999999999999999999)",
+            "fields fromMillis(1e300) as t | display t",
+            "fields datefloor(1e17, 1y) as t, dateceil(-9e15, 1mo) as u",
+            "fields replace(@message, 'a', @message)",
+            "fields 2 ^ 5000 as x, 10 % 0 as y, log(1e308 * 10) as z",
+            "stats count(*) by bin(1ms) | fillmissing",
+            "fields jsonParse('[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]') as j | unnest j.0.0 into x",
+            "pattern nothing | anomaly",
+            "filter @message like /(a+)+$/",
+        ] {
+            let q = Query::parse(q).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+            run(
+                &q,
+                example(),
+                RunOptions {
+                    cap: 10,
+                    range: Some((i64::MIN, i64::MAX)),
+                    ..RunOptions::default()
+                },
+            );
+        }
+        for bad in [
+            "parse @message /",
+            "fields `a",
+            "fields 'a",
+            "fields a like /x",
+        ] {
+            assert!(Query::parse(bad).is_err(), "{bad}");
+        }
     }
 }
