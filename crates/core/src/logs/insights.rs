@@ -17,7 +17,7 @@
 //! Values are strings, as §10.5 has it, with one exception: `jsonParse` makes
 //! maps and lists. A record keeps such a value as its compact JSON text (which
 //! is also how it is displayed) and remembers which of its fields hold one
-//! ([`Rec::json`]); a dot path (`j.a.b`, `j.items.0`) that is not itself a
+//! (`Rec::json`); a dot path (`j.a.b`, `j.items.0`) that is not itself a
 //! field resolves into the longest such field that prefixes it. This keeps the
 //! common case — plain strings — exactly as it was, while `unnest` and
 //! `jsonStringify` can still tell a list or map from a string that merely
@@ -368,10 +368,16 @@ fn compile_regex(re: &str) -> Option<regex::Regex> {
         .ok()
 }
 
+/// Deepest expression nesting accepted: parsing, evaluating and dropping an
+/// expression all recurse, so a query of 10,000 `(` must not reach the stack.
+const MAX_DEPTH: usize = 100;
+
 struct Parser<'a> {
     toks: &'a [(Tok, usize, usize)],
     pos: usize,
     text: &'a str,
+    /// Nesting of the expression being parsed (see [`MAX_DEPTH`]).
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -409,6 +415,16 @@ impl Parser<'_> {
             start,
             end,
         }
+    }
+
+    /// One level deeper into an expression; too deep is malformed.
+    fn deeper(&mut self) -> Result<(), Malformed> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let at = self.pos.saturating_sub(1);
+            return Err(self.err_span(at, at, "expression nested too deeply".into()));
+        }
+        Ok(())
     }
 
     fn sym(&mut self, s: &str) -> bool {
@@ -527,25 +543,36 @@ impl Parser<'_> {
         Ok(())
     }
 
+    // A chain `a or b or c` nests to the left, one level per operator: the
+    // depth grows with each, and comes back when the chain ends.
     fn expr(&mut self) -> Result<Expr, Malformed> {
+        let saved = self.depth;
         let mut left = self.and()?;
         while self.keyword("or") {
+            self.deeper()?;
             left = Expr::Or(Box::new(left), Box::new(self.and()?));
         }
+        self.depth = saved;
         Ok(left)
     }
 
     fn and(&mut self) -> Result<Expr, Malformed> {
+        let saved = self.depth;
         let mut left = self.not()?;
         while self.keyword("and") {
+            self.deeper()?;
             left = Expr::And(Box::new(left), Box::new(self.not()?));
         }
+        self.depth = saved;
         Ok(left)
     }
 
     fn not(&mut self) -> Result<Expr, Malformed> {
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let e = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
         }
         self.comparison()
     }
@@ -595,6 +622,7 @@ impl Parser<'_> {
     }
 
     fn additive(&mut self) -> Result<Expr, Malformed> {
+        let saved = self.depth;
         let mut left = self.multiplicative()?;
         loop {
             let op = if self.sym("+") {
@@ -602,29 +630,43 @@ impl Parser<'_> {
             } else if self.sym("-") {
                 "-"
             } else {
+                self.depth = saved;
                 return Ok(left);
             };
+            self.deeper()?;
             left = Expr::Binary(op, Box::new(left), Box::new(self.multiplicative()?));
         }
     }
 
     fn multiplicative(&mut self) -> Result<Expr, Malformed> {
+        let saved = self.depth;
         let mut left = self.unary()?;
         loop {
             let op = ["*", "/", "%", "^"].into_iter().find(|op| self.sym(op));
             match op {
-                Some(op) => left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?)),
-                None => return Ok(left),
+                Some(op) => {
+                    self.deeper()?;
+                    left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
+                }
+                None => {
+                    self.depth = saved;
+                    return Ok(left);
+                }
             }
         }
     }
 
     fn unary(&mut self) -> Result<Expr, Malformed> {
         if self.sym("-") {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.deeper()?;
+            let e = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Neg(Box::new(e)));
         }
         if self.sym("(") {
+            self.deeper()?;
             let e = self.expr()?;
+            self.depth -= 1;
             return if self.sym(")") {
                 Ok(e)
             } else {
@@ -649,7 +691,9 @@ impl Parser<'_> {
                 self.pos += 1;
                 if self.sym("(") {
                     let name = name.to_ascii_lowercase();
+                    self.deeper()?;
                     let args = self.call_args()?;
+                    self.depth -= 1;
                     self.check_call(&name, &args, from, false)?;
                     Ok(Expr::Call(name, args))
                 } else {
@@ -934,6 +978,7 @@ impl Query {
             toks: &toks,
             pos: 0,
             text,
+            depth: 0,
         };
         let mut commands: Vec<Command> = Vec::new();
         let mut source = None;
@@ -3569,6 +3614,17 @@ mod language_tests {
                 },
             );
         }
+        let deep = format!("fields {}1{}", "(".repeat(5_000), ")".repeat(5_000));
+        let chain = format!("fields 1{}", " + 1".repeat(3_000));
+        let nots = format!("filter {}1", "not ".repeat(2_000));
+        let calls = format!("fields {}1{}", "abs(".repeat(3_000), ")".repeat(3_000));
+        for bad in [&deep, &chain, &nots, &calls] {
+            let e = Query::parse(bad).unwrap_err();
+            assert!(e.message.contains("too deeply"), "{}", e.message);
+        }
+        // Depth comes back after each chain: many short ones are fine.
+        let flat = format!("fields a{}", ", (1 + 2) * 3".repeat(500));
+        assert!(Query::parse(&flat).is_ok());
         for bad in [
             "parse @message /",
             "fields `a",
