@@ -533,6 +533,83 @@ def test_insights_worked_example(server):
     assert fields[0]["percent"] == 100 and [f["percent"] for f in fields] == sorted((f["percent"] for f in fields), reverse=True)
 
 
+def test_insights_source_diff_and_functions(server):
+    """SOURCE picks groups by prefix and class; diff compares with the period
+    before; regex parse, unnest, count_distinct, stddev, earliest/latest and
+    the string, IP and date functions through the real server."""
+    logs = server.client("logs")
+    base = (now_ms() // HOUR - 2) * HOUR  # two hours ago, on the hour
+    for group in ["/app/web", "/app/api", "/other"]:
+        logs.create_log_group(logGroupName=group)
+        logs.create_log_stream(logGroupName=group, logStreamName="s")
+    logs.create_log_group(logGroupName="/app/cold", logGroupClass="INFREQUENT_ACCESS")
+    logs.create_log_stream(logGroupName="/app/cold", logStreamName="s")
+    # The previous hour: "GET /a" twice; this hour: "GET /a" three times and "POST /b" once.
+    logs.put_log_events(logGroupName="/app/web", logStreamName="s", logEvents=[
+        {"timestamp": base + 1_000, "message": "GET /a took 10 ms from 10.0.0.1"},
+        {"timestamp": base + 2_000, "message": "GET /a took 30 ms from 10.0.0.2"},
+        {"timestamp": base + HOUR + 1_000, "message": "GET /a took 20 ms from 10.0.0.3"},
+        {"timestamp": base + HOUR + 2_000, "message": "GET /a took 40 ms from 192.168.1.9"},
+        {"timestamp": base + HOUR + 3_000, "message": "GET /a took 60 ms from 10.0.0.3"},
+        {"timestamp": base + HOUR + 4_000, "message": "POST /b took 5 ms from 10.0.0.1"},
+    ])
+    logs.put_log_events(logGroupName="/app/api", logStreamName="s", logEvents=[
+        {"timestamp": base + HOUR + 5_000, "message": '{"items":[{"n":1},{"n":2}],"user":"  Ann  "}'},
+    ])
+    logs.put_log_events(logGroupName="/other", logStreamName="s", logEvents=[
+        {"timestamp": base + HOUR + 6_000, "message": "GET /a took 99 ms from 10.9.9.9"},
+    ])
+    logs.put_log_events(logGroupName="/app/cold", logStreamName="s", logEvents=[
+        {"timestamp": base + HOUR + 7_000, "message": "GET /a took 98 ms from 10.9.9.8"},
+    ])
+
+    def run(query, **where):
+        where.setdefault("startTime", (base + HOUR) // 1000)
+        where.setdefault("endTime", (base + 2 * HOUR) // 1000 - 1)
+        qid = logs.start_query(queryString=query, **where)["queryId"]
+        deadline = time.time() + 10
+        while True:
+            out = logs.get_query_results(queryId=qid)
+            if out["status"] not in ("Running", "Scheduled") or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert out["status"] == "Complete", out
+        return [{c["field"]: c["value"] for c in row if c["field"] != "@ptr"} for row in out["results"]]
+
+    # SOURCE: STANDARD groups under /app (not /other, not the cold one).
+    rows = run("SOURCE logGroups(namePrefix: ['/app'], class: 'STANDARD') | stats count(*) as n by @log")
+    assert rows == [{"@log": f"{ACCOUNT}:/app/api", "n": "1"}, {"@log": f"{ACCOUNT}:/app/web", "n": "4"}]
+    code = error_of(logs.start_query, logGroupName="/app/web", startTime=0, endTime=1,
+                    queryString="SOURCE logGroups(namePrefix: ['/app']) | limit 1")[0]
+    assert code == "InvalidParameterException"
+    # Regex parse with named groups, then aggregations over the captures.
+    rows = run(r"parse @message /(?<verb>[A-Z]+) (?<path>\S+) took (?<ms>\d+) ms from (?<ip>\S+)/"
+               " | filter ispresent(verb)"
+               " | stats count_distinct(ip) as ips, stddev(ms) as sd, earliest(ms) as first, latest(ms) as last,"
+               " sortsFirst(ip) as lo by verb",
+               logGroupName="/app/web")
+    # GET ms = 20, 40, 60: sample standard deviation 20; one POST has none
+    # (absent fields are left out of a row).
+    assert rows == [{"verb": "GET", "ips": "2", "sd": "20", "first": "20", "last": "60", "lo": "10.0.0.3"},
+                    {"verb": "POST", "ips": "1", "first": "5", "last": "5", "lo": "10.0.0.1"}]
+    rows = run(r"parse @message /from (?<ip>\S+)/ | filter isIpv4InSubnet(ip, '10.0.0.0/24')"
+               " | stats count(*) as n", logGroupName="/app/web")
+    assert rows == [{"n": "3"}]
+    # unnest over jsonParse, string functions.
+    rows = run("fields jsonParse(@message) as j | unnest j.items into item"
+               " | fields jsonStringify(item) as s, trim(user) as u, toupper(substr(trim(user), 0, 2)) as p"
+               " | display s, u, p", logGroupName="/app/api")
+    assert rows == [{"s": '{"n":1}', "u": "Ann", "p": "AN"}, {"s": '{"n":2}', "u": "Ann", "p": "AN"}]
+    # datefloor formats as a timestamp.
+    rows = run("stats count(*) as n by datefloor(@timestamp, 1h) as h", logGroupName="/app/web")
+    assert rows == [{"h": time.strftime("%Y-%m-%d %H:%M:%S.000", time.gmtime((base + HOUR) / 1000)), "n": "4"}]
+    # pattern then diff against the hour before.
+    rows = run("pattern @message | diff", logGroupName="/app/web")
+    changes = {r["@pattern"]: (r["@previousCount"], r["@currentCount"], r["@changeType"]) for r in rows}
+    assert changes == {"GET /a took <*> ms from <*>": ("2", "3", "INCREASED"),
+                       "POST /b took <*> ms from <*>": ("0", "1", "NEW")}, rows
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")

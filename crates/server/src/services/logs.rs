@@ -2146,10 +2146,39 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
     for id in input.strings("logGroupIdentifiers") {
         groups.push(group_from_identifier(&id)?);
     }
-    if groups.is_empty() || groups.len() > 50 {
-        return Err(LogsError::InvalidParameter(
-            "Exactly one of logGroupName, logGroupNames or logGroupIdentifiers must be given, with at most 50 log groups.".to_owned(),
-        ));
+    let query_string = required(input, "queryString")?;
+    let query = Query::parse(&query_string).map_err(|m| LogsError::Malformed {
+        message: m.message,
+        start: m.start,
+        end: m.end,
+    })?;
+    match query.source() {
+        // SOURCE selects the groups when the request names none (§10.6).
+        Some(source) if groups.is_empty() => {
+            groups = app
+                .logs
+                .groups(account, region)?
+                .into_iter()
+                .filter(|(name, g)| {
+                    (source.prefixes.is_empty()
+                        || source.prefixes.iter().any(|p| name.starts_with(p.as_str())))
+                        && source.class.as_ref().is_none_or(|c| *c == g.class)
+                })
+                .map(|(name, _)| name)
+                .take(50)
+                .collect();
+        }
+        Some(_) => {
+            return Err(LogsError::InvalidParameter(
+                "A query that starts with SOURCE must not also name log groups.".to_owned(),
+            ))
+        }
+        None if groups.is_empty() || groups.len() > 50 => {
+            return Err(LogsError::InvalidParameter(
+                "Exactly one of logGroupName, logGroupNames or logGroupIdentifiers must be given, with at most 50 log groups.".to_owned(),
+            ));
+        }
+        None => {}
     }
     let start = int(input, "startTime")?
         .ok_or_else(|| LogsError::InvalidParameter("startTime is required".into()))?;
@@ -2160,12 +2189,6 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
             "endTime must not be before startTime.".to_owned(),
         ));
     }
-    let query_string = required(input, "queryString")?;
-    let query = Query::parse(&query_string).map_err(|m| LogsError::Malformed {
-        message: m.message,
-        start: m.start,
-        end: m.end,
-    })?;
     query.check().map_err(|m| LogsError::Malformed {
         message: m,
         start: 0,
@@ -2183,7 +2206,16 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
         }
     };
     let cap = row_cap(limit, &query);
-    let collected = collect_records(app, account, region, &groups, start, end, cx.now).await?;
+    let collected = collect_records(
+        app,
+        account,
+        region,
+        &groups,
+        (start, end),
+        cx.now,
+        query.uses_previous_period(),
+    )
+    .await?;
     let record = QueryRecord {
         v: 1,
         id: uuid::Uuid::new_v4().to_string(),
@@ -2256,6 +2288,10 @@ struct Collected {
     pointers: Vec<Pointer>,
     scanned: u64,
     bytes: u64,
+    /// The query's time range, epoch ms, both inclusive.
+    range: (i64, i64),
+    /// Records of the period before, for `diff`.
+    previous: Vec<trailwatch_core::logs::insights::Record>,
 }
 
 /// The events of `groups` between `start` and `end` (epoch seconds, both
@@ -2265,13 +2301,60 @@ async fn collect_records(
     account: &str,
     region: &str,
     groups: &[String],
-    start: i64,
-    end: i64,
+    (start, end): (i64, i64),
     now: Timestamp,
+    with_previous: bool,
 ) -> Result<Collected, LogsError> {
+    let range = (
+        start.saturating_mul(1000),
+        end.saturating_mul(1000).saturating_add(999),
+    );
+    let mut pointers = Vec::new();
+    let (records, scanned, bytes) = records_between(
+        app,
+        account,
+        region,
+        groups,
+        range,
+        now,
+        Some(&mut pointers),
+    )
+    .await?;
+    // `diff` compares with the equal-length period just before (§10.6).
+    let previous = if with_previous {
+        let len = range.1 - range.0 + 1;
+        let earlier = (range.0.saturating_sub(len), range.0 - 1);
+        records_between(app, account, region, groups, earlier, now, None)
+            .await?
+            .0
+    } else {
+        Vec::new()
+    };
+    Ok(Collected {
+        records,
+        pointers,
+        scanned,
+        bytes,
+        range,
+        previous,
+    })
+}
+
+/// The visible events of `groups` with `lo <= timestamp <= hi` (ms) as
+/// Insights records, with (records, events scanned, bytes scanned). With
+/// `pointers`, each record's `@ptr` is an index into it, signed only if its
+/// row is returned.
+async fn records_between(
+    app: &App,
+    account: &str,
+    region: &str,
+    groups: &[String],
+    (lo, hi): (i64, i64),
+    now: Timestamp,
+    mut pointers: Option<&mut Vec<Pointer>>,
+) -> Result<(Vec<trailwatch_core::logs::insights::Record>, u64, u64), LogsError> {
     use trailwatch_core::logs::insights;
     let mut records = Vec::new();
-    let mut pointers: Vec<Pointer> = Vec::new();
     let (mut scanned, mut bytes) = (0u64, 0u64);
     for group in groups {
         let record = app.logs.group(account, region, group)?.ok_or_else(|| {
@@ -2282,26 +2365,21 @@ async fn collect_records(
         for (stream, s) in app.logs.streams_of(account, region, group)? {
             for (t, ingestion, seq, message) in app
                 .logs
-                .events_between(&s.id, start * 1000, end * 1000 + 999, record.cutoff(now))
+                .events_between(&s.id, lo, hi, record.cutoff(now))
                 .await?
             {
                 scanned += 1;
                 bytes += message.len() as u64;
                 let mut r = insights::record(account, group, &stream, t, ingestion, &message);
-                // The pointer is signed only if its row is returned (below):
-                // here it is an index into `pointers`.
-                r.insert("@ptr".into(), pointers.len().to_string());
-                pointers.push((group.clone(), stream.clone(), seq));
+                if let Some(pointers) = pointers.as_deref_mut() {
+                    r.insert("@ptr".into(), pointers.len().to_string());
+                    pointers.push((group.clone(), stream.clone(), seq));
+                }
                 records.push(r);
             }
         }
     }
-    Ok(Collected {
-        records,
-        pointers,
-        scanned,
-        bytes,
-    })
+    Ok((records, scanned, bytes))
 }
 
 /// Evaluates query `id` beside the caller, then finishes it: Complete with
@@ -2324,10 +2402,20 @@ fn evaluate_in_background(
             tokio::time::sleep(delay).await;
         }
         let Collected {
-            records, pointers, ..
+            records,
+            pointers,
+            range,
+            previous,
+            ..
         } = collected;
+        let options = trailwatch_core::logs::insights::RunOptions {
+            cap,
+            range: Some(range),
+            now_ms: now.millis(),
+            previous,
+        };
         let evaluation = tokio::task::spawn_blocking(move || {
-            let mut outcome = trailwatch_core::logs::insights::run(&query, records, cap);
+            let mut outcome = trailwatch_core::logs::insights::run(&query, records, options);
             for row in &mut outcome.rows {
                 for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
                     if let Some(ptr) = value.parse::<usize>().ok().and_then(|i| pointers.get(i)) {
@@ -2450,9 +2538,9 @@ async fn rerun_query(app: &App, record: &QueryRecord, now: Timestamp) -> Result<
         &record.account,
         &record.region,
         &record.groups,
-        record.start_s,
-        record.end_s,
+        (record.start_s, record.end_s),
         now,
+        query.uses_previous_period(),
     )
     .await?;
     {
