@@ -19,13 +19,44 @@ use trailwatch_protocol::sigv4::Signer;
 use crate::{connect, now, Sender};
 
 const SERVICES: [&str; 12] = [
-    "checkout", "cart", "search", "payments", "auth", "catalog", "shipping", "reviews", "images",
-    "inventory", "pricing", "gateway",
+    "checkout",
+    "cart",
+    "search",
+    "payments",
+    "auth",
+    "catalog",
+    "shipping",
+    "reviews",
+    "images",
+    "inventory",
+    "pricing",
+    "gateway",
 ];
 const WORDS: [&str; 24] = [
-    "request", "user", "session", "cache", "miss", "hit", "db", "query", "latency", "retry",
-    "upstream", "checkout", "cart", "item", "token", "region", "handled", "completed", "served",
-    "backend", "pool", "connection", "worker", "queue",
+    "request",
+    "user",
+    "session",
+    "cache",
+    "miss",
+    "hit",
+    "db",
+    "query",
+    "latency",
+    "retry",
+    "upstream",
+    "checkout",
+    "cart",
+    "item",
+    "token",
+    "region",
+    "handled",
+    "completed",
+    "served",
+    "backend",
+    "pool",
+    "connection",
+    "worker",
+    "queue",
 ];
 /// One event in this many carries the rare term.
 const RARE_EVERY: u64 = 2_000_000;
@@ -185,13 +216,18 @@ pub(crate) async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let ts = move |i: u64| end - span + (i as f64 * step) as i64;
     let mut setup = Client::new(&args.endpoint, &args.access_key, &args.secret).await?;
     let _ = setup
-        .call("CreateLogGroup", Bytes::from(format!(r#"{{"logGroupName":"{GROUP}"}}"#)))
+        .call(
+            "CreateLogGroup",
+            Bytes::from(format!(r#"{{"logGroupName":"{GROUP}"}}"#)),
+        )
         .await;
     for s in 0..args.streams {
         let _ = setup
             .call(
                 "CreateLogStream",
-                Bytes::from(format!(r#"{{"logGroupName":"{GROUP}","logStreamName":"s{s}"}}"#)),
+                Bytes::from(format!(
+                    r#"{{"logGroupName":"{GROUP}","logStreamName":"s{s}"}}"#
+                )),
             )
             .await;
     }
@@ -325,7 +361,9 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 "logGroupName": GROUP, "queryString": q, "startTime": 0,
                 "endTime": now().millis() / 1000 + 3600,
             });
-            let answer = client.call("StartQuery", Bytes::from(body.to_string())).await?;
+            let answer = client
+                .call("StartQuery", Bytes::from(body.to_string()))
+                .await?;
             let v: serde_json::Value = serde_json::from_slice(&answer)?;
             let id = field(&v, "queryId").context("no queryId")?.to_owned();
             loop {

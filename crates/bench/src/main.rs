@@ -1,7 +1,8 @@
 //! `trailwatch-bench`: drives a running server (trailwatch, or a peer such as
 //! moto_server) with SigV4-signed requests over N keep-alive connections and
 //! reports requests/s and latency percentiles; `seed-audit` writes realistic
-//! audit history straight into a data directory for lookup benchmarks.
+//! audit history straight into a data directory for lookup benchmarks;
+//! `logs-load` / `logs-query` drive the log search benchmarks.
 //!
 //! A Rust client, because botocore alone spends tens of milliseconds per call
 //! (DESIGN.md §8). Client and server share the machine, so the report includes
@@ -18,6 +19,7 @@ use trailwatch_protocol::sigv4::Signer;
 use trailwatch_types::Timestamp;
 
 mod logs;
+mod logscan;
 mod metrics;
 mod seed;
 
@@ -37,6 +39,10 @@ enum Command {
     Call(CallArgs),
     /// Write realistic audit records directly into a (stopped) server's data directory.
     SeedAudit(seed::SeedArgs),
+    /// Load seeded JSON log events into a server and a raw text file.
+    LogsLoad(logscan::LoadArgs),
+    /// Time FilterLogEvents (all pages) or a Logs Insights query.
+    LogsQuery(logscan::QueryArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -107,6 +113,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Call(args) => runtime.block_on(run_calls(args)),
         Command::SeedAudit(args) => runtime.block_on(seed::run(args)),
+        Command::LogsLoad(args) => runtime.block_on(logscan::load(args)),
+        Command::LogsQuery(args) => runtime.block_on(logscan::query(args)),
     }
 }
 

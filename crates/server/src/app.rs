@@ -97,7 +97,7 @@ pub struct App {
     /// CloudWatch metric data.
     pub metrics: MetricStore,
     /// CloudWatch Logs groups, streams and events.
-    pub logs: LogStore,
+    pub logs: Arc<LogStore>,
     /// Outbound HTTP(S) for subscription deliveries.
     pub http: reqwest::Client,
     /// Logs Insights queries of the last 7 days by id: what GetQueryResults,
@@ -212,7 +212,7 @@ impl App {
             keys,
             audit,
             metrics,
-            logs,
+            logs: Arc::new(logs),
             http: reqwest::Client::new(),
             queries: Default::default(),
             query_history,

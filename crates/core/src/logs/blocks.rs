@@ -8,8 +8,8 @@
 //! ```text
 //! "TWLS" 2 | block* | footer | u32 footer length | u32 crc32c(footer) | "TWL2"
 //! block  = lz4(columns) | lz4(text)
-//! columns = varint n | n × (ivarint Δtimestamp, ivarint Δingestion,
-//!           ivarint Δsequence, varint message length)
+//! columns = varint n | n × ivarint Δtimestamp | n × ivarint Δingestion
+//!           | n × ivarint Δsequence | n × varint message length
 //! text   = the messages, concatenated
 //! footer = varint blocks | blocks × BlockMeta (see `put_meta`)
 //! ```
@@ -194,13 +194,24 @@ pub fn encode_segment(events: &[Event]) -> (Vec<u8>, Vec<BlockMeta>) {
         let mut columns = Vec::with_capacity(n * 8);
         let mut text = Vec::with_capacity(size);
         put_varint(&mut columns, n as u64);
-        let (mut t0, mut i0, mut s0) = (0i64, 0i64, 0i64);
+        // Column after column, so a reader of timestamps stops after the first.
+        let mut prev = 0i64;
         for e in block {
-            put_ivarint(&mut columns, e.timestamp.wrapping_sub(t0));
-            put_ivarint(&mut columns, e.ingestion.wrapping_sub(i0));
-            put_ivarint(&mut columns, (e.seq as i64).wrapping_sub(s0));
+            put_ivarint(&mut columns, e.timestamp.wrapping_sub(prev));
+            prev = e.timestamp;
+        }
+        prev = 0;
+        for e in block {
+            put_ivarint(&mut columns, e.ingestion.wrapping_sub(prev));
+            prev = e.ingestion;
+        }
+        prev = 0;
+        for e in block {
+            put_ivarint(&mut columns, (e.seq as i64).wrapping_sub(prev));
+            prev = e.seq as i64;
+        }
+        for e in block {
             put_varint(&mut columns, e.message.len() as u64);
-            (t0, i0, s0) = (e.timestamp, e.ingestion, e.seq as i64);
             text.extend_from_slice(e.message.as_bytes());
             trigrams.add(e.message.as_bytes());
         }
@@ -369,10 +380,11 @@ fn inflate(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 }
 
 /// A block's columns: timestamps, ingestion times, sequences, message ends.
-type Columns = (Vec<i64>, Vec<i64>, Vec<u64>, Vec<usize>);
+pub type Columns = (Vec<i64>, Vec<i64>, Vec<u64>, Vec<usize>);
 
-/// Decodes the columns of a block (`bytes` = its range in the segment).
-fn decode_columns(bytes: &[u8], m: &BlockMeta) -> Result<Columns, String> {
+/// Decodes the columns of a block (`bytes` = its range in the segment),
+/// all of them or only the timestamps.
+fn decode_columns(bytes: &[u8], m: &BlockMeta, all: bool) -> Result<Columns, String> {
     let columns = inflate(
         bytes
             .get(..m.columns_len as usize)
@@ -384,21 +396,25 @@ fn decode_columns(bytes: &[u8], m: &BlockMeta) -> Result<Columns, String> {
     if n != m.count as usize {
         return Err("log block event count mismatch".into());
     }
-    let (mut ts, mut ing, mut seqs, mut ends) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut t, mut i, mut s, mut end) = (0i64, 0i64, 0i64, 0usize);
+    let deltas = |pos: &mut usize| -> Result<Vec<i64>, String> {
+        let mut out = Vec::with_capacity(n);
+        let mut v = 0i64;
+        for _ in 0..n {
+            v = v.wrapping_add(get_ivarint(&columns, pos)?);
+            out.push(v);
+        }
+        Ok(out)
+    };
+    let ts = deltas(pos)?;
+    if !all {
+        return Ok((ts, Vec::new(), Vec::new(), Vec::new()));
+    }
+    let ing = deltas(pos)?;
+    let seqs = deltas(pos)?.into_iter().map(|s| s as u64).collect();
+    let mut ends = Vec::with_capacity(n);
+    let mut end = 0usize;
     for _ in 0..n {
-        t = t.wrapping_add(get_ivarint(&columns, pos)?);
-        i = i.wrapping_add(get_ivarint(&columns, pos)?);
-        s = s.wrapping_add(get_ivarint(&columns, pos)?);
         end = end.saturating_add(get_varint(&columns, pos)? as usize);
-        ts.push(t);
-        ing.push(i);
-        seqs.push(s as u64);
         ends.push(end);
     }
     Ok((ts, ing, seqs, ends))
@@ -417,7 +433,7 @@ fn check(bytes: &[u8], m: &BlockMeta) -> Result<(), String> {
 /// Decodes a whole block.
 pub fn decode_block(bytes: &[u8], m: &BlockMeta) -> Result<Block, String> {
     check(bytes, m)?;
-    let (timestamps, ingestions, seqs, ends) = decode_columns(bytes, m)?;
+    let (timestamps, ingestions, seqs, ends) = decode_columns(bytes, m, true)?;
     let text = inflate(&bytes[m.columns_len as usize..], m.bytes as usize)?;
     let text = String::from_utf8(text).map_err(|_| "log block text is not UTF-8")?;
     if ends.last().copied().unwrap_or(0) != text.len()
@@ -434,10 +450,16 @@ pub fn decode_block(bytes: &[u8], m: &BlockMeta) -> Result<Block, String> {
     })
 }
 
+/// Decodes a block's columns, not its text (and checks it).
+pub fn decode_block_columns(bytes: &[u8], m: &BlockMeta) -> Result<Columns, String> {
+    check(bytes, m)?;
+    decode_columns(bytes, m, true)
+}
+
 /// Decodes only a block's timestamps (and checks it).
 pub fn decode_timestamps(bytes: &[u8], m: &BlockMeta) -> Result<Vec<i64>, String> {
     check(bytes, m)?;
-    Ok(decode_columns(bytes, m)?.0)
+    Ok(decode_columns(bytes, m, false)?.0)
 }
 
 impl Block {
@@ -561,6 +583,9 @@ mod tests {
             .flat_map(|b| (0..b.len()).map(|i| b.event(i)).collect::<Vec<_>>())
             .collect();
         assert_eq!(decoded, events);
+        let r = metas[1].range();
+        let times = decode_timestamps(&bytes[r.start as usize..r.end as usize], &metas[1]).unwrap();
+        assert_eq!(times, (1000 + 20..1030).collect::<Vec<i64>>());
         assert_eq!(metas[0].min, (1000, 1005, 7));
         assert_eq!(metas[1].max, (1029, 1034, 36));
     }

@@ -23,7 +23,7 @@
 //! `jsonStringify` can still tell a list or map from a string that merely
 //! looks like JSON.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trailwatch_types::Timestamp;
@@ -1757,12 +1757,472 @@ pub fn run(q: &Query, records: Vec<Record>, opts: RunOptions) -> Outcome {
             (0, 0)
         }
     });
-    let cx = Cx {
-        now_ms: opts.now_ms,
-        range,
-    };
-    let mut st = exec(&q.commands, records, &cx, &opts.previous);
-    st.records.truncate(opts.cap);
+    let runner = Runner::new(q, range, opts.now_ms);
+    let mut part = runner.part();
+    for r in records {
+        runner.feed(&mut part, r);
+    }
+    runner.finish(part, opts.cap, &opts.previous)
+}
+
+/// The fields a query reads (§10.3): records need carry only these, so
+/// discovery skips every other JSON member.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    names: BTreeSet<String>,
+    /// Every proper dotted prefix of a name: members that hold one are
+    /// objects or arrays to flatten.
+    prefixes: BTreeSet<String>,
+}
+
+impl Projection {
+    /// Whether the query reads `field`.
+    pub fn wants(&self, field: &str) -> bool {
+        self.names.contains(field)
+    }
+
+    fn discovered(&self) -> bool {
+        self.names
+            .iter()
+            .any(|n| !SYSTEM_FIELDS.contains(&n.as_str()))
+    }
+}
+
+const SYSTEM_FIELDS: [&str; 6] = [
+    "@timestamp",
+    "@ingestionTime",
+    "@message",
+    "@logStream",
+    "@log",
+    "@ptr",
+];
+
+fn expr_fields(e: &Expr, out: &mut BTreeSet<String>) {
+    match e {
+        Expr::Field(f) => {
+            out.insert(f.clone());
+        }
+        Expr::Str(_) | Expr::Num(_) | Expr::Duration(_) => {}
+        Expr::Call(_, args) => args.iter().for_each(|a| expr_fields(a, out)),
+        Expr::Not(x) | Expr::Neg(x) | Expr::Like(x, ..) | Expr::LikeRegex(x, ..) => {
+            expr_fields(x, out)
+        }
+        Expr::Binary(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+            expr_fields(a, out);
+            expr_fields(b, out);
+        }
+        Expr::In(x, items, _) => {
+            expr_fields(x, out);
+            items.iter().for_each(|a| expr_fields(a, out));
+        }
+    }
+}
+
+impl Query {
+    /// The fields this query reads.
+    pub fn projection(&self) -> Projection {
+        let mut names = BTreeSet::new();
+        names.insert("@timestamp".to_owned());
+        let mut shaped = false;
+        for c in &self.commands {
+            match c {
+                Command::Fields(items) => {
+                    shaped = true;
+                    items.iter().for_each(|(e, _)| expr_fields(e, &mut names));
+                }
+                Command::Display(fields) => {
+                    shaped = true;
+                    names.extend(fields.iter().cloned());
+                }
+                Command::Filter(e) => expr_fields(e, &mut names),
+                Command::Stats(aggs, by) => {
+                    shaped = true;
+                    aggs.iter()
+                        .flat_map(|(_, args, _)| args)
+                        .for_each(|e| expr_fields(e, &mut names));
+                    by.iter().for_each(|(e, _)| expr_fields(e, &mut names));
+                }
+                Command::Sort(keys) => names.extend(keys.iter().map(|(k, _)| k.clone())),
+                Command::Parse(field, ..) | Command::ParseRegex(field, _) => {
+                    names.insert(field.clone());
+                }
+                Command::Dedup(fields) => names.extend(fields.iter().cloned()),
+                Command::Unnest(field, _) | Command::Pattern(field) => {
+                    shaped |= matches!(c, Command::Pattern(_));
+                    names.insert(field.clone());
+                }
+                Command::Limit(_)
+                | Command::Unmask
+                | Command::FillMissing(_)
+                | Command::Diff
+                | Command::Anomaly
+                | Command::Source(_) => {}
+            }
+        }
+        if !shaped {
+            // The default columns (§10.6).
+            names.insert("@message".to_owned());
+        }
+        let prefixes = names
+            .iter()
+            .flat_map(|n| n.match_indices('.').map(move |(i, _)| n[..i].to_owned()))
+            .collect();
+        Projection { names, prefixes }
+    }
+}
+
+/// Like [`record`], but with only the fields `p` names: JSON members nobody
+/// reads are skipped without being built. (Past §10.3's 200 discovered
+/// fields [`record`] stops; a projected record may still carry a wanted
+/// field from beyond that point.)
+pub fn record_for(
+    p: &Projection,
+    account: &str,
+    group: &str,
+    stream: &str,
+    timestamp: i64,
+    ingestion: i64,
+    message: &str,
+) -> Record {
+    if group.starts_with("/aws/lambda/") {
+        let mut r = record(account, group, stream, timestamp, ingestion, message);
+        r.retain(|k, _| p.names.contains(k));
+        return r;
+    }
+    let mut r = Record::new();
+    r.insert("@timestamp".into(), timestamp.to_string());
+    if p.wants("@ingestionTime") {
+        r.insert("@ingestionTime".into(), ingestion.to_string());
+    }
+    if p.wants("@message") {
+        r.insert("@message".into(), message.to_owned());
+    }
+    if p.wants("@logStream") {
+        r.insert("@logStream".into(), stream.to_owned());
+    }
+    if p.wants("@log") {
+        r.insert("@log".into(), format!("{account}:{group}"));
+    }
+    let trimmed = message.trim();
+    if p.discovered() && trimmed.starts_with('{') {
+        let mut found = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(trimmed);
+        let whole = serde::de::DeserializeSeed::deserialize(
+            Members {
+                p,
+                found: &mut found,
+            },
+            &mut de,
+        )
+        .and_then(|()| de.end());
+        // Like `record`: fields only from a message that is one whole object.
+        if whole.is_ok() {
+            for (k, v) in found {
+                match v {
+                    Some(v) => r.insert(k, v),
+                    None => r.remove(&k),
+                };
+            }
+        }
+    }
+    r
+}
+
+/// A JSON object key, borrowed when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Reads the members of the top-level object that a projection wants
+/// ((name, value); `None` for JSON null, which hides an earlier duplicate).
+struct Members<'a> {
+    p: &'a Projection,
+    found: &'a mut Vec<(String, Option<String>)>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Members<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Members<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            let name = if k.starts_with('@') {
+                std::borrow::Cow::Owned(format!("@{k}"))
+            } else {
+                k
+            };
+            if self.p.names.contains(name.as_ref()) || self.p.prefixes.contains(name.as_ref()) {
+                let v: serde_json::Value = map.next_value()?;
+                flatten_wanted(&name, &v, self.p, self.found);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`record`]'s flattening, keeping only wanted names.
+fn flatten_wanted(
+    prefix: &str,
+    v: &serde_json::Value,
+    p: &Projection,
+    out: &mut Vec<(String, Option<String>)>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if p.prefixes.contains(prefix) {
+                for (k, v) in m {
+                    flatten_wanted(&format!("{prefix}.{k}"), v, p, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if p.prefixes.contains(prefix) {
+                for (i, v) in items.iter().enumerate() {
+                    flatten_wanted(&format!("{prefix}.{i}"), v, p, out);
+                }
+            }
+        }
+        _ if !p.names.contains(prefix) => {}
+        serde_json::Value::Null => out.push((prefix.to_owned(), None)),
+        serde_json::Value::String(s) => out.push((prefix.to_owned(), Some(s.clone()))),
+        other => out.push((prefix.to_owned(), Some(other.to_string()))),
+    }
+}
+
+/// A query fed events in batches — on several threads, each with its own
+/// [`Part`], merged in the order the events were read — then finished into
+/// the outcome [`run`] gives. Commands up to the first that needs every
+/// record (sort, stats, dedup, …) run as records arrive; a `stats` there
+/// aggregates as they arrive too, so memory holds groups, not records.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    commands: Vec<Command>,
+    split: usize,
+    cx: Cx,
+    projection: Projection,
+    /// `stats count(*) … by <expressions of @timestamp>` right away: counts
+    /// need only event times.
+    by_time: bool,
+}
+
+/// What a runner has gathered from some of the events.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    kept: Vec<Rec>,
+    groups: HashMap<Vec<Option<String>>, Vec<Acc>>,
+    fed: u64,
+}
+
+impl Part {
+    /// Records or groups held.
+    pub fn len(&self) -> usize {
+        self.kept.len() + self.groups.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Runner {
+    /// A runner for `q` over the time range `range` (epoch ms, inclusive),
+    /// started at `now_ms`.
+    pub fn new(q: &Query, range: (i64, i64), now_ms: i64) -> Runner {
+        let split = q
+            .commands
+            .iter()
+            .position(|c| !per_record(c))
+            .unwrap_or(q.commands.len());
+        let by_time = match q.commands.get(split) {
+            Some(Command::Stats(aggs, by)) => {
+                let mut fields = BTreeSet::new();
+                by.iter().for_each(|(e, _)| expr_fields(e, &mut fields));
+                q.commands[..split].iter().all(|c| {
+                    matches!(
+                        c,
+                        Command::Display(_) | Command::Unmask | Command::Source(_)
+                    )
+                }) && aggs
+                    .iter()
+                    .all(|(f, args, _)| f == "count" && counts_rows(args))
+                    && fields.iter().all(|f| f == "@timestamp")
+            }
+            _ => false,
+        };
+        Runner {
+            commands: q.commands.clone(),
+            split,
+            cx: Cx { now_ms, range },
+            projection: q.projection(),
+            by_time,
+        }
+    }
+
+    /// The fields records must carry.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// Whether the query only counts events by (functions of) their time:
+    /// then [`Runner::add_count`] stands for feeding the events.
+    pub fn counts_by_time(&self) -> bool {
+        self.by_time
+    }
+
+    /// Whether the rows are aggregates (no `@ptr` needed).
+    pub fn aggregates(&self) -> bool {
+        self.commands
+            .iter()
+            .any(|c| matches!(c, Command::Stats(..) | Command::Pattern(_)))
+    }
+
+    /// An empty part.
+    pub fn part(&self) -> Part {
+        Part::default()
+    }
+
+    /// The group key of an event at `timestamp`, for a [`Runner::counts_by_time`] query.
+    pub fn time_key(&self, timestamp: i64) -> Vec<Option<String>> {
+        let Some(Command::Stats(_, by)) = self.commands.get(self.split) else {
+            return Vec::new();
+        };
+        let mut r = Rec::default();
+        r.f.insert("@timestamp".into(), timestamp.to_string());
+        by.iter().map(|(e, _)| eval(e, &r, &self.cx)).collect()
+    }
+
+    /// Counts `n` events of group `key` (see [`Runner::time_key`]).
+    pub fn add_count(&self, part: &mut Part, key: Vec<Option<String>>, n: u64) {
+        let Some(Command::Stats(aggs, _)) = self.commands.get(self.split) else {
+            return;
+        };
+        let accs = part
+            .groups
+            .entry(key)
+            .or_insert_with(|| aggs.iter().map(|(f, _, _)| Acc::new(f)).collect());
+        for acc in accs {
+            if let Acc::Count(c) = acc {
+                *c += n;
+            }
+        }
+        part.fed += n;
+    }
+
+    /// Feeds one record.
+    pub fn feed(&self, part: &mut Part, record: Record) {
+        let mut r = Rec {
+            f: record,
+            json: BTreeSet::new(),
+        };
+        for c in &self.commands[..self.split] {
+            if !apply_row(c, &mut r, &self.cx) {
+                return;
+            }
+        }
+        part.fed += 1;
+        match self.commands.get(self.split) {
+            Some(Command::Stats(aggs, by)) => {
+                let key = by.iter().map(|(e, _)| eval(e, &r, &self.cx)).collect();
+                let accs = part
+                    .groups
+                    .entry(key)
+                    .or_insert_with(|| aggs.iter().map(|(f, _, _)| Acc::new(f)).collect());
+                for (acc, (f, args, _)) in accs.iter_mut().zip(aggs) {
+                    acc.push(f, args, &r, &self.cx);
+                }
+            }
+            _ => part.kept.push(r),
+        }
+    }
+
+    /// Merges `later` (events read after `into`'s) into `into`.
+    pub fn merge(&self, into: &mut Part, later: Part) {
+        into.fed += later.fed;
+        into.kept.extend(later.kept);
+        let aggs: &[(String, Vec<Expr>, String)] = match self.commands.get(self.split) {
+            Some(Command::Stats(aggs, _)) => aggs,
+            _ => &[],
+        };
+        for (key, accs) in later.groups {
+            match into.groups.entry(key) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(accs);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    for ((a, b), (f, _, _)) in o.get_mut().iter_mut().zip(accs).zip(aggs) {
+                        a.merge(f, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The outcome, with at most `cap` rows; `previous` holds the records
+    /// of the period before, for `diff`.
+    pub fn finish(&self, part: Part, cap: usize, previous: &[Record]) -> Outcome {
+        let empty = State {
+            records: Vec::new(),
+            columns: Vec::new(),
+            display: None,
+            aggregated: false,
+            time_fields: Vec::new(),
+            matched: 0,
+        };
+        let mut st = exec_from(&self.commands[..self.split], 0, empty, &self.cx, &[]);
+        st.matched = part.fed;
+        let from = match self.commands.get(self.split) {
+            Some(Command::Stats(aggs, by)) => {
+                finish_stats(
+                    aggs,
+                    by,
+                    part.groups.into_iter().collect(),
+                    part.fed,
+                    &mut st,
+                );
+                self.split + 1
+            }
+            _ => {
+                let mut kept = part.kept;
+                newest_first(&mut kept);
+                st.records = kept;
+                self.split
+            }
+        };
+        let st = exec_from(&self.commands, from, st, &self.cx, previous);
+        outcome(st, cap)
+    }
+}
+
+fn outcome(mut st: State, cap: usize) -> Outcome {
+    st.records.truncate(cap);
     let columns = st.display.unwrap_or_else(|| {
         if st.columns.is_empty() {
             vec!["@timestamp".into(), "@message".into()]
@@ -1827,9 +2287,8 @@ fn exec(commands: &[Command], records: Vec<Record>, cx: &Cx, previous: &[Record]
         })
         .collect();
     // Records are read newest first: the order of rows nothing sorts (§10.6).
-    let t = |r: &Rec| r.f.get("@timestamp").and_then(|t| num(t)).unwrap_or(0.0);
-    records.sort_by(|a, b| t(b).partial_cmp(&t(a)).unwrap_or(std::cmp::Ordering::Equal));
-    let mut st = State {
+    newest_first(&mut records);
+    let st = State {
         matched: records.len() as u64,
         records,
         columns: Vec::new(),
@@ -1837,15 +2296,101 @@ fn exec(commands: &[Command], records: Vec<Record>, cx: &Cx, previous: &[Record]
         aggregated: false,
         time_fields: Vec::new(),
     };
-    for (at, c) in commands.iter().enumerate() {
+    exec_from(commands, 0, st, cx, previous)
+}
+
+/// Records are read newest first: the order of rows nothing sorts (§10.6).
+/// Stable, so events of one time keep the order they were read in.
+fn newest_first(records: &mut [Rec]) {
+    let t = |r: &Rec| r.f.get("@timestamp").and_then(|t| num(t)).unwrap_or(0.0);
+    records.sort_by(|a, b| t(b).partial_cmp(&t(a)).unwrap_or(std::cmp::Ordering::Equal));
+}
+
+/// What a per-record command (fields, filter, parse, unmask) does to one
+/// record; false when a filter drops it.
+fn apply_row(c: &Command, r: &mut Rec, cx: &Cx) -> bool {
+    match c {
+        Command::Fields(items) => {
+            for (e, name) in items {
+                let v = eval_val(e, r, cx);
+                r.set(name, v);
+            }
+            true
+        }
+        Command::Filter(e) => eval(e, r, cx).as_deref() == Some("1"),
+        Command::Parse(field, glob, names) => {
+            let Some(value) = r.get(field) else {
+                return true;
+            };
+            let parts: Vec<&str> = glob.split('*').collect();
+            let Some(start) = value.find(parts[0]) else {
+                return true;
+            };
+            let mut rest = &value[start + parts[0].len()..];
+            let mut captures = Vec::new();
+            for (i, lit) in parts[1..].iter().enumerate() {
+                let last = i == parts.len() - 2;
+                if last && lit.is_empty() {
+                    captures.push(rest.to_owned());
+                    rest = "";
+                } else if let Some(at) = rest.find(lit) {
+                    captures.push(rest[..at].to_owned());
+                    rest = &rest[at + lit.len()..];
+                } else {
+                    return true;
+                }
+            }
+            for (n, v) in names.iter().zip(captures) {
+                r.set(n, Some(Val::Str(v)));
+            }
+            true
+        }
+        Command::ParseRegex(field, re) => {
+            let Some(value) = r.get(field) else {
+                return true;
+            };
+            let Some(caps) = re.captures(&value) else {
+                return true;
+            };
+            for name in re.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    r.set(name, Some(Val::Str(m.as_str().to_owned())));
+                }
+            }
+            true
+        }
+        _ => true,
+    }
+}
+
+/// Whether a command works on one record at a time, in any order.
+fn per_record(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Fields(_)
+            | Command::Display(_)
+            | Command::Filter(_)
+            | Command::Parse(..)
+            | Command::ParseRegex(..)
+            | Command::Unmask
+            | Command::Source(_)
+    )
+}
+
+/// Runs `commands[from..]` on a state (`commands[..from]` already ran).
+fn exec_from(
+    commands: &[Command],
+    from: usize,
+    mut st: State,
+    cx: &Cx,
+    previous: &[Record],
+) -> State {
+    for (at, c) in commands.iter().enumerate().skip(from) {
         let records = &mut st.records;
         match c {
             Command::Fields(items) => {
                 for r in records.iter_mut() {
-                    for (e, name) in items {
-                        let v = eval_val(e, r, cx);
-                        r.set(name, v);
-                    }
+                    apply_row(c, r, cx);
                 }
                 for (e, name) in items {
                     let time = is_time(e, &st.time_fields);
@@ -1859,58 +2404,21 @@ fn exec(commands: &[Command], records: Vec<Record>, cx: &Cx, previous: &[Record]
                 }
             }
             Command::Display(names) => st.display = Some(names.clone()),
-            Command::Filter(e) => {
-                records.retain(|r| eval(e, r, cx).as_deref() == Some("1"));
+            Command::Filter(_) => {
+                records.retain_mut(|r| apply_row(c, r, cx));
                 st.matched = records.len() as u64;
             }
-            Command::Parse(field, glob, names) => {
+            Command::Parse(_, _, names) => {
                 st.time_fields.retain(|f| !names.contains(f));
-                let parts: Vec<&str> = glob.split('*').collect();
                 for r in records.iter_mut() {
-                    let Some(value) = r.get(field) else {
-                        continue;
-                    };
-                    let Some(start) = value.find(parts[0]) else {
-                        continue;
-                    };
-                    let mut rest = &value[start + parts[0].len()..];
-                    let mut captures = Vec::new();
-                    let mut ok = true;
-                    for (i, lit) in parts[1..].iter().enumerate() {
-                        let last = i == parts.len() - 2;
-                        if last && lit.is_empty() {
-                            captures.push(rest.to_owned());
-                            rest = "";
-                        } else if let Some(at) = rest.find(lit) {
-                            captures.push(rest[..at].to_owned());
-                            rest = &rest[at + lit.len()..];
-                        } else {
-                            ok = false;
-                            break;
-                        }
-                    }
-                    if ok {
-                        for (n, v) in names.iter().zip(captures) {
-                            r.set(n, Some(Val::Str(v)));
-                        }
-                    }
+                    apply_row(c, r, cx);
                 }
             }
-            Command::ParseRegex(field, re) => {
+            Command::ParseRegex(_, re) => {
                 st.time_fields
                     .retain(|f| re.capture_names().flatten().all(|n| n != f));
                 for r in records.iter_mut() {
-                    let Some(value) = r.get(field) else {
-                        continue;
-                    };
-                    let Some(caps) = re.captures(&value) else {
-                        continue;
-                    };
-                    for name in re.capture_names().flatten() {
-                        if let Some(m) = caps.name(name) {
-                            r.set(name, Some(Val::Str(m.as_str().to_owned())));
-                        }
-                    }
+                    apply_row(c, r, cx);
                 }
             }
             Command::Dedup(names) => {
@@ -1945,51 +2453,18 @@ fn exec(commands: &[Command], records: Vec<Record>, cx: &Cx, previous: &[Record]
             }
             Command::Limit(n) => records.truncate(*n),
             Command::Stats(aggs, by) => {
-                st.aggregated = true;
-                st.matched = records.len() as u64;
-                let mut groups: BTreeMap<Vec<Option<String>>, Vec<&Rec>> = BTreeMap::new();
+                let mut groups: BTreeMap<Vec<Option<String>>, Vec<Acc>> = BTreeMap::new();
                 for r in records.iter() {
                     let key = by.iter().map(|(e, _)| eval(e, r, cx)).collect();
-                    groups.entry(key).or_default().push(r);
-                }
-                let time_fields: Vec<String> = by
-                    .iter()
-                    .filter(|(e, _)| is_time(e, &st.time_fields))
-                    .map(|(_, n)| n.clone())
-                    .chain(
-                        aggs.iter()
-                            .filter(|(f, args, _)| {
-                                matches!(
-                                    f.as_str(),
-                                    "min"
-                                        | "max"
-                                        | "earliest"
-                                        | "latest"
-                                        | "sortsfirst"
-                                        | "sortslast"
-                                ) && args.first().is_some_and(|a| is_time(a, &st.time_fields))
-                            })
-                            .map(|(_, _, n)| n.clone()),
-                    )
-                    .collect();
-                let mut out = Vec::new();
-                for (key, rows) in groups {
-                    let mut rec = Rec::default();
-                    for ((_, name), v) in by.iter().zip(key) {
-                        rec.set(name, v.map(Val::Str));
+                    let accs = groups
+                        .entry(key)
+                        .or_insert_with(|| aggs.iter().map(|(f, _, _)| Acc::new(f)).collect());
+                    for (acc, (f, args, _)) in accs.iter_mut().zip(aggs) {
+                        acc.push(f, args, r, cx);
                     }
-                    for (f, args, name) in aggs {
-                        rec.set(name, aggregate(f, args, &rows, cx).map(Val::Str));
-                    }
-                    out.push(rec);
                 }
-                *records = out;
-                st.time_fields = time_fields;
-                st.columns = by
-                    .iter()
-                    .map(|(_, n)| n.clone())
-                    .chain(aggs.iter().map(|(_, _, n)| n.clone()))
-                    .collect();
+                let fed = records.len() as u64;
+                finish_stats(aggs, by, groups, fed, &mut st);
             }
             Command::Unnest(field, name) => {
                 st.time_fields.retain(|f| f != name);
@@ -2057,6 +2532,52 @@ fn exec(commands: &[Command], records: Vec<Record>, cx: &Cx, previous: &[Record]
         }
     }
     st
+}
+
+/// The rows of a `stats` from its groups' states, and what it does to the
+/// state: aggregated rows, its columns, which of them hold times.
+fn finish_stats(
+    aggs: &[(String, Vec<Expr>, String)],
+    by: &[(Expr, String)],
+    groups: BTreeMap<Vec<Option<String>>, Vec<Acc>>,
+    fed: u64,
+    st: &mut State,
+) {
+    st.aggregated = true;
+    st.matched = fed;
+    let time_fields: Vec<String> = by
+        .iter()
+        .filter(|(e, _)| is_time(e, &st.time_fields))
+        .map(|(_, n)| n.clone())
+        .chain(
+            aggs.iter()
+                .filter(|(f, args, _)| {
+                    matches!(
+                        f.as_str(),
+                        "min" | "max" | "earliest" | "latest" | "sortsfirst" | "sortslast"
+                    ) && args.first().is_some_and(|a| is_time(a, &st.time_fields))
+                })
+                .map(|(_, _, n)| n.clone()),
+        )
+        .collect();
+    let mut out = Vec::new();
+    for (key, accs) in groups {
+        let mut rec = Rec::default();
+        for ((_, name), v) in by.iter().zip(key) {
+            rec.set(name, v.map(Val::Str));
+        }
+        for (acc, (f, args, name)) in accs.into_iter().zip(aggs) {
+            rec.set(name, acc.finish(f, args).map(Val::Str));
+        }
+        out.push(rec);
+    }
+    st.records = out;
+    st.time_fields = time_fields;
+    st.columns = by
+        .iter()
+        .map(|(_, n)| n.clone())
+        .chain(aggs.iter().map(|(_, _, n)| n.clone()))
+        .collect();
 }
 
 /// `fillmissing` (§10.6): a row for every bin of the query's range that the
@@ -2337,6 +2858,7 @@ const HLL_P: u32 = 14;
 
 /// A HyperLogLog sketch (Flajolet et al.), with the small-range correction
 /// (linear counting); a 64-bit hash needs no large-range one.
+#[derive(Debug, Clone)]
 struct Hll {
     registers: Vec<u8>,
 }
@@ -2390,6 +2912,7 @@ fn hash64(bytes: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
+#[cfg(test)]
 fn count_distinct<'a>(values: impl Iterator<Item = &'a str>) -> u64 {
     let mut exact: HashSet<&str> = HashSet::new();
     let mut sketch: Option<Hll> = None;
@@ -2412,82 +2935,126 @@ fn count_distinct<'a>(values: impl Iterator<Item = &'a str>) -> u64 {
     }
 }
 
-fn aggregate(f: &str, args: &[Expr], rows: &[&Rec], cx: &Cx) -> Option<String> {
-    let present = || -> Vec<String> {
-        rows.iter()
-            .filter_map(|r| args.first().and_then(|a| eval(a, r, cx)))
-            .collect()
-    };
-    let numbers = || -> Vec<f64> { present().iter().filter_map(|v| num(v)).collect() };
-    match f {
-        "count" => match args.first() {
-            None => Some(rows.len().to_string()),
-            Some(Expr::Str(s)) if s == "*" => Some(rows.len().to_string()),
-            Some(a) => Some(
-                rows.iter()
-                    .filter(|r| eval(a, r, cx).is_some())
-                    .count()
-                    .to_string(),
-            ),
-        },
-        "count_distinct" => {
-            let values = present();
-            Some(count_distinct(values.iter().map(String::as_str)).to_string())
+/// The running state of one `stats` aggregate (§10.7). Rows are pushed in
+/// the current order and partial states merged in that order, so a query
+/// fed in parallel batches ends exactly where one pass would.
+#[derive(Debug, Clone)]
+enum Acc {
+    /// `count(*)` / `count(f)`.
+    Count(u64),
+    /// `count_distinct`: exact up to [`EXACT_DISTINCT`] values, then a sketch.
+    Distinct(HashSet<String>, Option<Box<Hll>>),
+    /// `sum` and `avg`: Neumaier-compensated, so the order of batches does
+    /// not change the digits.
+    Sum { sum: f64, comp: f64, n: u64 },
+    /// `min` / `max`: numeric while every value is a number, else text.
+    Extreme {
+        number: Option<f64>,
+        text: Option<String>,
+        numeric: bool,
+    },
+    /// `stddev` and `pct` need every value.
+    Numbers(Vec<f64>),
+    /// `earliest` / `latest`: (timestamp, value); ties keep the first.
+    Pick(Option<(f64, String)>),
+    /// `sortsFirst` / `sortsLast`.
+    Text(Option<String>),
+}
+
+/// `count(*)` and `count()` count rows; `count(f)` counts present values.
+fn counts_rows(args: &[Expr]) -> bool {
+    match args.first() {
+        None => true,
+        Some(Expr::Str(s)) => s == "*",
+        Some(_) => false,
+    }
+}
+
+impl Acc {
+    fn new(f: &str) -> Acc {
+        match f {
+            "count" => Acc::Count(0),
+            "count_distinct" => Acc::Distinct(HashSet::new(), None),
+            "sum" | "avg" => Acc::Sum {
+                sum: 0.0,
+                comp: 0.0,
+                n: 0,
+            },
+            "min" | "max" => Acc::Extreme {
+                number: None,
+                text: None,
+                numeric: true,
+            },
+            "earliest" | "latest" => Acc::Pick(None),
+            "sortsfirst" | "sortslast" => Acc::Text(None),
+            _ => Acc::Numbers(Vec::new()),
         }
-        "sum" => {
-            let v = numbers();
-            (!v.is_empty()).then(|| fmt_num(v.iter().sum()))
+    }
+
+    fn add_number(sum: &mut f64, comp: &mut f64, x: f64) {
+        let t = *sum + x;
+        if sum.abs() >= x.abs() {
+            *comp += (*sum - t) + x;
+        } else {
+            *comp += (x - t) + *sum;
         }
-        "avg" => {
-            let v = numbers();
-            (!v.is_empty()).then(|| fmt_num(v.iter().sum::<f64>() / v.len() as f64))
-        }
-        "min" | "max" => {
-            let values = present();
-            // Numeric unless any value is not a number: then string order.
-            match values.iter().map(|v| num(v)).collect::<Option<Vec<f64>>>() {
-                Some(ns) if f == "min" => ns.into_iter().reduce(f64::min).map(fmt_num),
-                Some(ns) => ns.into_iter().reduce(f64::max).map(fmt_num),
-                None if f == "min" => values.into_iter().min(),
-                None => values.into_iter().max(),
+        *sum = t;
+    }
+
+    /// Feeds one row.
+    fn push(&mut self, f: &str, args: &[Expr], r: &Rec, cx: &Cx) {
+        if let Acc::Count(n) = self {
+            if counts_rows(args) || args.first().is_some_and(|a| eval(a, r, cx).is_some()) {
+                *n += 1;
             }
+            return;
         }
-        "stddev" => {
-            // Sample standard deviation: undefined below two values.
-            let v = numbers();
-            if v.len() < 2 {
-                return None;
+        let Some(v) = args.first().and_then(|a| eval(a, r, cx)) else {
+            return;
+        };
+        match self {
+            Acc::Count(_) => {}
+            Acc::Distinct(exact, sketch) => match sketch {
+                Some(h) => h.add(&v),
+                None => {
+                    exact.insert(v);
+                    if exact.len() > EXACT_DISTINCT {
+                        let mut h = Hll::new();
+                        exact.drain().for_each(|x| h.add(&x));
+                        *sketch = Some(Box::new(h));
+                    }
+                }
+            },
+            Acc::Sum { sum, comp, n } => {
+                if let Some(x) = num(&v) {
+                    Acc::add_number(sum, comp, x);
+                    *n += 1;
+                }
             }
-            let n = v.len() as f64;
-            let mean = v.iter().sum::<f64>() / n;
-            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-            let sd = var.sqrt();
-            sd.is_finite().then(|| fmt_num(sd))
-        }
-        "pct" => {
-            let mut v = numbers();
-            let p = match args.get(1) {
-                Some(Expr::Num(p)) => *p,
-                _ => return None,
-            };
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-            if v.is_empty() {
-                return None;
+            Acc::Extreme {
+                number,
+                text,
+                numeric,
+            } => {
+                let min = f == "min";
+                match num(&v) {
+                    Some(x) => {
+                        *number = Some(number.map_or(x, |b| if min { b.min(x) } else { b.max(x) }));
+                    }
+                    None => *numeric = false,
+                }
+                let better = text
+                    .as_ref()
+                    .is_none_or(|b| if min { v < *b } else { v > *b });
+                if better {
+                    *text = Some(v);
+                }
             }
-            let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-            Some(fmt_num(v[rank.min(v.len()) - 1]))
-        }
-        "earliest" | "latest" => {
-            let a = args.first()?;
-            let mut best: Option<(f64, String)> = None;
-            for r in rows {
+            Acc::Numbers(values) => values.extend(num(&v)),
+            Acc::Pick(best) => {
                 let Some(t) = r.f.get("@timestamp").and_then(|t| num(t)) else {
-                    continue;
+                    return;
                 };
-                let Some(v) = eval(a, r, cx) else {
-                    continue;
-                };
-                // Ties keep the first row in the current order.
                 let better =
                     best.as_ref().is_none_or(
                         |(b, _)| {
@@ -2499,14 +3066,179 @@ fn aggregate(f: &str, args: &[Expr], rows: &[&Rec], cx: &Cx) -> Option<String> {
                         },
                     );
                 if better {
-                    best = Some((t, v));
+                    *best = Some((t, v));
                 }
             }
-            best.map(|(_, v)| v)
+            Acc::Text(best) => {
+                let better =
+                    best.as_ref()
+                        .is_none_or(|b| if f == "sortsfirst" { v < *b } else { v > *b });
+                if better {
+                    *best = Some(v);
+                }
+            }
         }
-        "sortsfirst" => present().into_iter().min(),
-        "sortslast" => present().into_iter().max(),
-        _ => None,
+    }
+
+    /// Merges the state of rows that come after this state's rows.
+    fn merge(&mut self, f: &str, later: Acc) {
+        match (self, later) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Distinct(exact, sketch), Acc::Distinct(other, other_sketch)) => {
+                match (sketch.as_mut(), other_sketch) {
+                    (Some(h), Some(o)) => {
+                        for (r, x) in h.registers.iter_mut().zip(o.registers.iter()) {
+                            *r = (*r).max(*x);
+                        }
+                    }
+                    (Some(h), None) => other.iter().for_each(|x| h.add(x)),
+                    (None, Some(mut o)) => {
+                        exact.drain().for_each(|x| o.add(&x));
+                        *sketch = Some(o);
+                    }
+                    (None, None) => {
+                        exact.extend(other);
+                        if exact.len() > EXACT_DISTINCT {
+                            let mut h = Hll::new();
+                            exact.drain().for_each(|x| h.add(&x));
+                            *sketch = Some(Box::new(h));
+                        }
+                    }
+                }
+            }
+            (
+                Acc::Sum { sum, comp, n },
+                Acc::Sum {
+                    sum: s2,
+                    comp: c2,
+                    n: n2,
+                },
+            ) => {
+                Acc::add_number(sum, comp, s2);
+                Acc::add_number(sum, comp, c2);
+                *n += n2;
+            }
+            (
+                Acc::Extreme {
+                    number,
+                    text,
+                    numeric,
+                },
+                Acc::Extreme {
+                    number: n2,
+                    text: t2,
+                    numeric: num2,
+                },
+            ) => {
+                let min = f == "min";
+                *number = match (*number, n2) {
+                    (Some(a), Some(b)) => Some(if min { a.min(b) } else { a.max(b) }),
+                    (a, b) => a.or(b),
+                };
+                if let Some(b) = t2 {
+                    if text
+                        .as_ref()
+                        .is_none_or(|a| if min { b < *a } else { b > *a })
+                    {
+                        *text = Some(b);
+                    }
+                }
+                *numeric &= num2;
+            }
+            (Acc::Numbers(a), Acc::Numbers(b)) => a.extend(b),
+            (Acc::Pick(a), Acc::Pick(b)) => {
+                if let Some((t, v)) = b {
+                    let better =
+                        a.as_ref().is_none_or(
+                            |(s, _)| {
+                                if f == "earliest" {
+                                    t < *s
+                                } else {
+                                    t > *s
+                                }
+                            },
+                        );
+                    if better {
+                        *a = Some((t, v));
+                    }
+                }
+            }
+            (Acc::Text(a), Acc::Text(b)) => {
+                if let Some(v) = b {
+                    let better =
+                        a.as_ref()
+                            .is_none_or(|s| if f == "sortsfirst" { v < *s } else { v > *s });
+                    if better {
+                        *a = Some(v);
+                    }
+                }
+            }
+            // States of one aggregate always have the same kind.
+            _ => {}
+        }
+    }
+
+    /// The aggregate's value.
+    fn finish(self, f: &str, args: &[Expr]) -> Option<String> {
+        match self {
+            Acc::Count(n) => Some(n.to_string()),
+            Acc::Distinct(exact, sketch) => Some(
+                match sketch {
+                    Some(h) => h.estimate(),
+                    None => exact.len() as u64,
+                }
+                .to_string(),
+            ),
+            Acc::Sum { sum, comp, n } => {
+                let total = sum + comp;
+                match f {
+                    _ if n == 0 => None,
+                    "avg" => Some(fmt_num(total / n as f64)),
+                    _ => Some(fmt_num(total)),
+                }
+            }
+            Acc::Extreme {
+                number,
+                text,
+                numeric,
+            } => {
+                if numeric {
+                    number.map(fmt_num)
+                } else {
+                    text
+                }
+            }
+            Acc::Numbers(mut v) => match f {
+                "stddev" => {
+                    // Sample standard deviation: undefined below two values.
+                    if v.len() < 2 {
+                        return None;
+                    }
+                    // Summed in value order, so the digits do not depend on
+                    // the order rows came in.
+                    v.sort_by(f64::total_cmp);
+                    let n = v.len() as f64;
+                    let mean = v.iter().sum::<f64>() / n;
+                    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+                    let sd = var.sqrt();
+                    sd.is_finite().then(|| fmt_num(sd))
+                }
+                _ => {
+                    let p = match args.get(1) {
+                        Some(Expr::Num(p)) => *p,
+                        _ => return None,
+                    };
+                    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                    if v.is_empty() {
+                        return None;
+                    }
+                    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+                    Some(fmt_num(v[rank.min(v.len()) - 1]))
+                }
+            },
+            Acc::Pick(best) => best.map(|(_, v)| v),
+            Acc::Text(best) => best,
+        }
     }
 }
 
@@ -3633,5 +4365,138 @@ mod language_tests {
         ] {
             assert!(Query::parse(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    const QUERIES: [&str; 9] = [
+        "fields @timestamp, level | filter level = \"ERROR\" | sort @timestamp asc",
+        "stats count(*) as n, avg(latency) as a, stddev(latency) as sd, pct(latency, 90) as p by level",
+        "stats count(*) by bin(1m)",
+        "filter latency > 100 | stats sum(latency) as s, min(user.id) as lo, max(level) as hi, \
+         earliest(latency) as e, latest(latency) as l, count_distinct(user.id) as d by bin(5m)",
+        "parse @message \"latency=*\" as lat | filter ispresent(lat) | display lat, @logStream",
+        "fields user.id as u | filter ispresent(u) | dedup u | sort u asc | display u",
+        "filter @message like /ERROR/ | stats count(*) as n by tags.0",
+        "fields jsonParse(@message) as j | filter ispresent(j.user.id) | stats count(*) by j.user.id",
+        "limit 7",
+    ];
+
+    fn events(n: usize, seed: u64) -> Vec<(i64, String)> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let t = 1_704_067_200_000 + rng.gen_range(0..1_800_000);
+                let m = match i % 5 {
+                    0 => format!("plain text latency={}", rng.gen_range(1..500)),
+                    1 => format!(
+                        r#"{{"level":"ERROR","latency":{},"user":{{"id":"u{}"}},"tags":["a","b"]}}"#,
+                        rng.gen_range(1..500),
+                        rng.gen_range(0..7)
+                    ),
+                    2 => format!(
+                        r#"  {{"level":"INFO","latency":{}.5,"user":{{"id":"u{}"}},"@level":"x","level":null}}"#,
+                        rng.gen_range(1..500),
+                        rng.gen_range(0..7)
+                    ),
+                    3 => format!(r#"{{"level":"WARN","latency":"{}","note":"a \"quoted\" \u00e9"}} trailing"#, i),
+                    _ => format!(r#"{{"le\u0076el":"DEBUG","latency":{},"user":{{"id":null}}}}"#, i % 300),
+                };
+                (t, m)
+            })
+            .collect()
+    }
+
+    /// Projected records carry exactly the wanted fields of full records.
+    #[test]
+    fn projected_records_are_full_records_narrowed() {
+        for q in QUERIES {
+            let p = Query::parse(q).unwrap().projection();
+            for (t, m) in events(200, 3) {
+                let mut full = record("1", "g", "s", t, t + 1, &m);
+                full.retain(|k, _| p.wants(k));
+                assert_eq!(
+                    record_for(&p, "1", "g", "s", t, t + 1, &m),
+                    full,
+                    "{q}: {m}"
+                );
+            }
+        }
+    }
+
+    /// Events fed to parts on several "threads" and merged in order give
+    /// what one pass gives; so does counting by time from event times alone.
+    #[test]
+    fn merged_parts_give_the_outcome_of_one_pass() {
+        for seed in 0..4 {
+            let evs = events(600, seed);
+            for q in QUERIES {
+                let query = Query::parse(q).unwrap();
+                let records: Vec<Record> = evs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (t, m))| {
+                        let mut r = record("1", "g", &format!("s{}", i % 3), *t, *t + 1, m);
+                        r.insert("@ptr".into(), i.to_string());
+                        r
+                    })
+                    .collect();
+                let range = (1_704_067_200_000, 1_704_069_000_000);
+                let one = run(
+                    &query,
+                    records.clone(),
+                    RunOptions {
+                        cap: 10_000,
+                        range: Some(range),
+                        ..RunOptions::default()
+                    },
+                );
+                let runner = Runner::new(&query, range, 0);
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut parts = vec![runner.part()];
+                for r in records {
+                    if rng.gen_bool(0.05) {
+                        parts.push(runner.part());
+                    }
+                    let r = {
+                        let p = runner.projection();
+                        let mut r = r;
+                        r.retain(|k, _| p.wants(k) || k == "@ptr");
+                        r
+                    };
+                    runner.feed(parts.last_mut().unwrap(), r);
+                }
+                let mut all = runner.part();
+                for p in parts {
+                    runner.merge(&mut all, p);
+                }
+                let merged = runner.finish(all, 10_000, &[]);
+                assert_eq!(merged.rows, one.rows, "{q}");
+                assert_eq!(merged.matched, one.matched, "{q}");
+                if runner.counts_by_time() {
+                    let mut counted = runner.part();
+                    for (t, _) in &evs {
+                        runner.add_count(&mut counted, runner.time_key(*t), 1);
+                    }
+                    assert_eq!(runner.finish(counted, 10_000, &[]).rows, one.rows, "{q}");
+                }
+            }
+        }
+        assert!(Runner::new(
+            &Query::parse("stats count(*) by bin(5m)").unwrap(),
+            (0, 1),
+            0
+        )
+        .counts_by_time());
+        assert!(!Runner::new(
+            &Query::parse("filter x = 1 | stats count(*) by bin(5m)").unwrap(),
+            (0, 1),
+            0
+        )
+        .counts_by_time());
     }
 }

@@ -175,6 +175,35 @@ struct BlockRef {
     meta: Arc<BlockMeta>,
 }
 
+/// A block a reader means to read (see [`LogStore::plan`]).
+#[derive(Debug, Clone)]
+pub struct PlannedBlock {
+    stream: usize,
+    block: BlockRef,
+}
+
+impl PlannedBlock {
+    /// Index of the block's stream in the plan.
+    pub fn stream(&self) -> usize {
+        self.stream
+    }
+
+    /// What the directory says of the block.
+    pub fn meta(&self) -> &BlockMeta {
+        &self.block.meta
+    }
+
+    /// Decodes the fetched block.
+    pub fn decode(&self, bytes: &[u8]) -> Result<blocks::Block, LogsError> {
+        blocks::decode_block(bytes, &self.block.meta).map_err(|m| corrupt(&self.block, m))
+    }
+
+    /// Decodes the fetched block's columns only (times, lengths: no text).
+    pub fn decode_columns(&self, bytes: &[u8]) -> Result<blocks::Columns, LogsError> {
+        blocks::decode_block_columns(bytes, &self.block.meta).map_err(|m| corrupt(&self.block, m))
+    }
+}
+
 /// What a read needs of its streams: blocks and unflushed events, each
 /// tagged with the index of its stream in the read.
 type Snapshot = (Vec<(usize, BlockRef)>, Vec<(usize, Event)>);
@@ -674,6 +703,40 @@ impl LogStore {
             }
         }
         Ok(None)
+    }
+
+    /// What a reader of every event of `ids` with `lo <= timestamp <= hi`
+    /// (and not under `cutoff`) must read: blocks, which may also hold
+    /// events outside the range, and unflushed events, which do not; each
+    /// tagged with the index of its stream in `ids`.
+    pub fn plan(
+        &self,
+        ids: &[&str],
+        lo: i64,
+        hi: i64,
+        cutoff: i64,
+    ) -> (Vec<PlannedBlock>, Vec<(usize, Event)>) {
+        let scan = Scan {
+            lo: lo.max(cutoff),
+            hi,
+            forward: true,
+            after: None,
+            limit: usize::MAX,
+            budget: false,
+            pattern: None,
+        };
+        let (mut blocks, memory) = self.snapshot(ids, &scan);
+        blocks.sort_by_key(|(i, b)| (*i, b.meta.min));
+        let blocks = blocks
+            .into_iter()
+            .map(|(stream, block)| PlannedBlock { stream, block })
+            .collect();
+        (blocks, memory)
+    }
+
+    /// The bytes of a planned block.
+    pub async fn fetch_block(&self, b: &PlannedBlock) -> Result<bytes::Bytes, LogsError> {
+        self.fetch(&b.block).await
     }
 
     /// The blocks and unflushed events of `ids` that `scan` may need; a
