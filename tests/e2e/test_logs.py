@@ -2,7 +2,8 @@
 retention, PutLogEvents (rejections, ordering, span), the GetLogEvents token
 walk, FilterLogEvents with term patterns, events across a restart, Logs Insights
 queries (StopQuery while Running, results and interrupted queries across a
-restart, with the hidden TRAILWATCH_INSIGHTS_DELAY_MS) and query definitions."""
+restart, with the hidden TRAILWATCH_INSIGHTS_DELAY_MS; GetQueryResults paging)
+and query definitions."""
 import json
 import time
 
@@ -608,6 +609,52 @@ def test_insights_source_diff_and_functions(server):
     changes = {r["@pattern"]: (r["@previousCount"], r["@currentCount"], r["@changeType"]) for r in rows}
     assert changes == {"GET /a took <*> ms from <*>": ("2", "3", "INCREASED"),
                        "POST /b took <*> ms from <*>": ("0", "1", "NEW")}, rows
+
+
+def test_get_query_results_pages(server):
+    """GetQueryResults pages a finished result with maxItems and nextToken
+    (§10.2): the pages are exactly the rows of the unpaged call, the last page
+    has no token, resultCount counts the whole result."""
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="app")
+    logs.create_log_stream(logGroupName="app", logStreamName="s")
+    t = now_ms() - 60_000
+    logs.put_log_events(logGroupName="app", logStreamName="s",
+                        logEvents=[{"timestamp": t + i, "message": f"e{i}"} for i in range(25)])
+    qid = _start(logs, t // 1000)
+    whole = _finished(logs, qid)
+    assert whole["status"] == "Complete" and "nextToken" not in whole
+    assert _messages(whole) == [f"e{i}" for i in range(25)]
+    stats = whole["statistics"]
+    assert stats["resultCount"] == 25.0 and stats["recordsMatched"] == 25.0
+    assert (stats["logGroupsScanned"], stats["estimatedRecordsSkipped"], stats["estimatedBytesSkipped"]) == \
+        (1.0, 0.0, 0.0)
+
+    pages, kwargs = [], {}
+    while True:
+        out = logs.get_query_results(queryId=qid, maxItems=10, **kwargs)
+        assert out["status"] == "Complete" and out["statistics"]["resultCount"] == 25.0
+        pages.append(out["results"])
+        if "nextToken" not in out:
+            break
+        assert out["nextToken"] != kwargs.get("nextToken")
+        kwargs = {"nextToken": out["nextToken"]}
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [row for page in pages for row in page] == whole["results"]
+
+    for bad in (0, 10_001):
+        code, message, status = error_of(logs.get_query_results, queryId=qid, maxItems=bad)
+        assert (code, status) == ("InvalidParameterException", 400)
+        assert message.startswith(f"1 validation error detected: Value '{bad}' at 'maxItems' failed to satisfy constraint")
+    token = logs.get_query_results(queryId=qid, maxItems=1)["nextToken"]
+    other = _start(logs, t // 1000)
+    _finished(logs, other)
+    for bad in ("garbage", token[:-2] + ("AA" if not token.endswith("AA") else "BB")):
+        assert error_of(logs.get_query_results, queryId=qid, nextToken=bad) == \
+            ("InvalidParameterException", "The specified nextToken is invalid.", 400)
+    # A token pages only the query it came from.
+    assert error_of(logs.get_query_results, queryId=other, nextToken=token)[:2] == \
+        ("InvalidParameterException", "The specified nextToken is invalid.")
 
 
 def test_aws_cli_logs(server):

@@ -147,6 +147,28 @@ impl Objects {
             })
     }
 
+    /// The paths of every object under `prefix`, sorted. The prefix is matched
+    /// whole segments at a time (`a/b` lists `a/b/c`, never `a/bc`), which is
+    /// how `object_store` lists; a prefix nothing is under lists nothing.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        use futures::TryStreamExt as _;
+        let location = ObjectPath::from(prefix);
+        let mut paths: Vec<String> = self
+            .store
+            .list(Some(&location))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|e| ObjectError::Store {
+                action: "list",
+                path: prefix.to_owned(),
+                message: e.to_string(),
+            })?;
+        // Stores list in no particular order; callers get a stable one.
+        paths.sort();
+        Ok(paths)
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<(), ObjectError> {
         match self.store.delete(&ObjectPath::from(path)).await {
@@ -179,4 +201,39 @@ fn fsync_with_parents(file: &Path, root: &Path) -> Result<(), ObjectError> {
         dir = d.parent();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lists_by_whole_segments(objects: Objects) {
+        assert!(objects.list("a").await.unwrap().is_empty());
+        for path in ["a/b/2.x", "a/b/1.x", "a/bc/3.x", "z/4.x"] {
+            objects
+                .put_durable(path, Bytes::from_static(b"v"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(objects.list("a/b").await.unwrap(), ["a/b/1.x", "a/b/2.x"]);
+        assert_eq!(
+            objects.list("a").await.unwrap(),
+            ["a/b/1.x", "a/b/2.x", "a/bc/3.x"]
+        );
+        assert!(objects.list("a/b/1").await.unwrap().is_empty());
+        assert!(objects.list("missing/dir").await.unwrap().is_empty());
+        objects.delete("a/b/1.x").await.unwrap();
+        assert_eq!(objects.list("a/b").await.unwrap(), ["a/b/2.x"]);
+    }
+
+    #[tokio::test]
+    async fn list_in_memory() {
+        lists_by_whole_segments(Objects::memory()).await;
+    }
+
+    #[tokio::test]
+    async fn list_on_local_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        lists_by_whole_segments(Objects::local(dir.path()).unwrap()).await;
+    }
 }

@@ -22,6 +22,10 @@
 //!   next start runs again, overwriting the object.
 //! - Forgetting a query deletes its record before its object: a crash in
 //!   between leaves an unreferenced object, never a record without rows.
+//!   [`QueryHistory::sweep_orphans`] deletes such objects later.
+//! - A record exists before its rows object is written (StartQuery stores it
+//!   Running), and query ids are never reused, so an object without a record
+//!   is always an orphan.
 
 use std::sync::Arc;
 
@@ -36,6 +40,12 @@ use super::model::LogsError;
 pub const TABLE: &str = "log_queries";
 /// How long a query and its results are kept (§10.1).
 pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+/// How long a query may stay Scheduled or Running, from its createTime,
+/// before it times out (§10.1).
+pub const TIMEOUT_MS: i64 = 60 * 60_000;
+/// Where rows objects live: `{ROWS_PREFIX}/{account}/{region}/{id}.rows`.
+const ROWS_PREFIX: &str = "insights";
+const ROWS_SUFFIX: &str = ".rows";
 const MAGIC: &[u8; 4] = b"TWQR";
 const ROWS_VERSION: u8 = 1;
 const HEADER_BYTES: usize = 9;
@@ -124,13 +134,45 @@ impl QueryRecord {
         self.create_ms < now_ms - RETENTION_MS
     }
 
+    /// Whether the query is still Scheduled or Running [`TIMEOUT_MS`] or
+    /// more after its createTime, at `now_ms`: it must become Timeout.
+    pub fn timed_out(&self, now_ms: i64) -> bool {
+        self.status.is_active() && now_ms - self.create_ms >= TIMEOUT_MS
+    }
+
+    /// Makes the query Timeout as of `now_ms`.
+    pub fn time_out(&mut self, now_ms: i64) {
+        self.status = QueryStatus::Timeout;
+        self.finish_ms = Some(now_ms);
+    }
+
     fn key(&self) -> String {
-        format!("{}:{}:{}", self.account, self.region, self.id)
+        record_key(&self.account, &self.region, &self.id)
     }
 
     fn rows_path(&self) -> String {
-        format!("insights/{}/{}/{}.rows", self.account, self.region, self.id)
+        format!(
+            "{ROWS_PREFIX}/{}/{}/{}{ROWS_SUFFIX}",
+            self.account, self.region, self.id
+        )
     }
+}
+
+fn record_key(account: &str, region: &str, id: &str) -> String {
+    format!("{account}:{region}:{id}")
+}
+
+/// The catalog key of the query whose rows object is at `path`; `None` for
+/// a path that is not a rows object (left alone by the sweep).
+fn key_of_rows_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(ROWS_PREFIX)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let (account, region, file) = (parts.next()?, parts.next()?, parts.next()?);
+    let id = file.strip_suffix(ROWS_SUFFIX)?;
+    if parts.next().is_some() || [account, region, id].iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(record_key(account, region, id))
 }
 
 fn storage(e: impl std::fmt::Display) -> LogsError {
@@ -253,6 +295,35 @@ impl QueryHistory {
         }
         Ok(expired.len())
     }
+
+    /// Deletes the rows objects no record refers to any more (left by a
+    /// crash inside [`Self::forget`]); returns how many.
+    pub async fn sweep_orphans(&self) -> Result<usize, LogsError> {
+        // Objects are listed before the records are read: a record is stored
+        // before its object is written, so every object listed here whose
+        // record is missing afterwards lost it to `forget`. Reading the
+        // records first would race a query that finishes in between and
+        // delete its fresh rows.
+        let paths = self.objects.list(ROWS_PREFIX).await.map_err(storage)?;
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        let keys: std::collections::HashSet<String> = self
+            .catalog
+            .list(TABLE, "")
+            .map_err(storage)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let mut swept = 0;
+        for path in paths {
+            if key_of_rows_path(&path).is_some_and(|key| !keys.contains(&key)) {
+                self.objects.delete(&path).await.map_err(storage)?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
 }
 
 #[cfg(test)]
@@ -336,5 +407,70 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].id, "q2");
         assert!(history.objects.get(&stored.rows_path()).await.is_err());
+    }
+
+    #[test]
+    fn running_queries_time_out_sixty_minutes_after_creation() {
+        let mut r = record("q", 1_000);
+        assert!(!r.timed_out(1_000 + TIMEOUT_MS - 1));
+        assert!(r.timed_out(1_000 + TIMEOUT_MS));
+        r.time_out(1_000 + TIMEOUT_MS);
+        assert_eq!(
+            (r.status, r.finish_ms),
+            (QueryStatus::Timeout, Some(1_000 + TIMEOUT_MS))
+        );
+        // Only Scheduled and Running queries time out.
+        assert!(!r.timed_out(i64::MAX));
+        r.status = QueryStatus::Complete;
+        assert!(!r.timed_out(i64::MAX));
+        r.status = QueryStatus::Scheduled;
+        assert!(r.timed_out(1_000 + TIMEOUT_MS));
+    }
+
+    #[test]
+    fn rows_paths_map_back_to_record_keys() {
+        let r = record("q1", 0);
+        assert_eq!(key_of_rows_path(&r.rows_path()), Some(r.key()));
+        for other in [
+            "insights/a/b",
+            "insights/a/b/c.json",
+            "insights/a/b/c/d.rows",
+            "insights/a//.rows",
+            "insightsx/a/b/c.rows",
+            "other/a/b/c.rows",
+        ] {
+            assert_eq!(key_of_rows_path(other), None, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn orphaned_rows_are_swept_and_referenced_ones_kept() {
+        let catalog = Arc::new(MemoryCatalog::default());
+        let history = QueryHistory::new(catalog, Objects::memory());
+        let rows: Vec<Row> = (0..2).map(row).collect();
+        let mut kept = record("kept", 1_000);
+        let mut orphan = record("orphan", 1_000);
+        for r in [&mut kept, &mut orphan] {
+            history.save(r).unwrap();
+            r.status = QueryStatus::Complete;
+            history.finish(r, &rows).await.unwrap();
+        }
+        // What a crash between the two steps of `forget` leaves: no record,
+        // the rows object still there.
+        history
+            .catalog
+            .commit(&[CatalogOp::delete(TABLE, orphan.key())])
+            .unwrap();
+        // Something else under the prefix is not a rows object: left alone.
+        history
+            .objects
+            .put_durable("insights/notes.txt", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(history.sweep_orphans().await.unwrap(), 1);
+        assert!(history.objects.get(&orphan.rows_path()).await.is_err());
+        assert_eq!(history.rows(&kept).await.unwrap(), rows);
+        assert!(history.objects.get("insights/notes.txt").await.is_ok());
+        assert_eq!(history.sweep_orphans().await.unwrap(), 0);
     }
 }

@@ -364,15 +364,29 @@ fn page_token(
     input: &Value,
     filters: &str,
 ) -> Result<usize, LogsError> {
+    aged_page_token(app, cx, input, filters, 24 * 3600)
+}
+
+/// The offset in a `nextToken` bound to `filters` and at most `max_age_secs`
+/// old (0 without one); a forged, foreign or expired one is refused (§1.3).
+fn aged_page_token(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    filters: &str,
+    max_age_secs: i64,
+) -> Result<usize, LogsError> {
     match text(input, "nextToken") {
         None => Ok(0),
         Some(t) => app
             .tokens
-            .open::<usize>(&t, filters, cx.now, 24 * 3600)
-            .ok_or_else(|| {
-                LogsError::InvalidParameter("The specified nextToken is invalid.".into())
-            }),
+            .open::<usize>(&t, filters, cx.now, max_age_secs)
+            .ok_or_else(invalid_token),
     }
+}
+
+fn invalid_token() -> LogsError {
+    LogsError::InvalidParameter("The specified nextToken is invalid.".into())
 }
 
 /// A state-changing answer that keeps the name lock until its changes commit.
@@ -2471,9 +2485,6 @@ fn evaluate_in_background(
     });
 }
 
-/// Queries longer Scheduled or Running than this time out (§10.1).
-const QUERY_TIMEOUT_MS: i64 = 60 * 60_000;
-
 /// Loads the stored queries of the last 7 days (`App::open` calls this).
 /// Those that were Scheduled or Running when the server stopped had their id
 /// answered, so they run again from scratch, or time out when they started
@@ -2488,9 +2499,8 @@ pub(crate) async fn resume_queries(app: &App) -> Result<(), LogsError> {
                 continue; // maintenance deletes it
             }
             if record.status.is_active() {
-                if now.millis() - record.create_ms > QUERY_TIMEOUT_MS {
-                    record.status = QueryStatus::Timeout;
-                    record.finish_ms = Some(now.millis());
+                if record.timed_out(now.millis()) {
+                    record.time_out(now.millis());
                     app.query_history.save(&record)?;
                 } else {
                     interrupted.push(record.clone());
@@ -2554,15 +2564,57 @@ async fn rerun_query(app: &App, record: &QueryRecord, now: Timestamp) -> Result<
     Ok(())
 }
 
-/// Forgets queries older than 7 days, in memory and in storage (the
-/// maintenance worker calls this).
+/// Forgets queries older than 7 days, in memory and in storage, and the rows
+/// objects a crash left without a record; times out the queries still running
+/// 60 minutes after they started (the maintenance worker calls this). Returns
+/// how many queries were forgotten.
 pub(crate) async fn prune_queries(app: &App) -> Result<usize, LogsError> {
     let now_ms = app.clock.now().millis();
+    time_out_queries(app, now_ms, |_| true)?;
     app.queries
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|_, q| !q.record.expired(now_ms));
-    app.query_history.prune(now_ms).await
+    let forgotten = app.query_history.prune(now_ms).await?;
+    let swept = app.query_history.sweep_orphans().await?;
+    if swept > 0 {
+        tracing::info!(
+            objects = swept,
+            "deleted insights rows left without a query"
+        );
+    }
+    Ok(forgotten)
+}
+
+/// Makes Timeout, in memory and durably, the queries picked by `which` that
+/// are still Scheduled or Running 60 minutes after they started (§10.1).
+/// Their evaluation, when it ends, sees they no longer run and stores nothing,
+/// the way it does for StopQuery. Runs on every read of a query as well as on
+/// the maintenance tick, so no reader sees a query overstay its time.
+fn time_out_queries(
+    app: &App,
+    now_ms: i64,
+    which: impl Fn(&QueryRecord) -> bool,
+) -> Result<(), LogsError> {
+    let timed_out: Vec<QueryRecord> = {
+        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
+        queries
+            .values_mut()
+            .filter(|q| q.record.timed_out(now_ms) && which(&q.record))
+            .map(|q| {
+                q.record.time_out(now_ms);
+                q.rows = None;
+                q.record.clone()
+            })
+            .collect()
+    };
+    // Saved outside the lock, like StartQuery's record. Should this fail, a
+    // restart still finds the record Running past its time and times it out.
+    for record in &timed_out {
+        tracing::info!(query_id = %record.id, "insights query timed out");
+        app.query_history.save(record)?;
+    }
+    Ok(())
 }
 
 /// Logs Insights queries by id, shared with the tasks that run them.
@@ -2571,7 +2623,17 @@ pub type Queries = Arc<std::sync::Mutex<std::collections::HashMap<String, Stored
 /// Scheduled or running queries per account (§10.1).
 const MAX_ACTIVE_QUERIES: usize = 100;
 
+/// Rows per GetQueryResults page, and the largest `maxItems` (§10.2).
+const MAX_RESULTS_PAGE: usize = 10_000;
+/// GetQueryResults tokens expire after an hour (§1.3).
+const RESULTS_TOKEN_SECS: i64 = 3600;
+
+/// The caller's query `id`, timed out first if its time is up.
 fn find_query(app: &App, cx: &CallContext<'_>, id: &str) -> Result<StoredQuery, LogsError> {
+    let (account, region) = (&cx.principal.account_id, cx.region);
+    time_out_queries(app, cx.now.millis(), |r| {
+        r.id == id && r.account == *account && r.region == region
+    })?;
     app.queries
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -2587,13 +2649,27 @@ async fn get_query_results(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, LogsError> {
-    let q = find_query(app, cx, &required(input, "queryId")?)?;
+    let id = required(input, "queryId")?;
+    let max = bounded(input, "maxItems", MAX_RESULTS_PAGE as i64)?.unwrap_or(MAX_RESULTS_PAGE);
+    let q = find_query(app, cx, &id)?;
+    // The token holds the offset of the next row and is bound to this query
+    // only, so the caller may change maxItems from page to page. Rows exist
+    // once the query has finished and never change after, so an offset stays
+    // valid for as long as the token does.
+    let filters = filters_hash(&[&cx.principal.account_id, cx.region, "GetQueryResults", &id]);
+    let offset = aged_page_token(app, cx, input, &filters, RESULTS_TOKEN_SECS)?;
     let rows = match q.rows {
         Some(rows) => rows,
         None => Arc::new(app.query_history.rows(&q.record).await?),
     };
-    let rows = rows
+    let total = rows.len();
+    // Only a token issued for other rows (none this server hands out) can
+    // point past the end.
+    let page = rows.get(offset..).ok_or_else(invalid_token)?;
+    let next = (page.len() > max).then(|| offset + max);
+    let results = page
         .iter()
+        .take(max)
         .map(|row| {
             Value::List(
                 row.iter()
@@ -2605,9 +2681,9 @@ async fn get_query_results(
         })
         .collect();
     let q = q.record;
-    Ok(Outcome::read(Value::structure([
+    let mut out = vec![
         ("queryLanguage", Value::string("CWLI")),
-        ("results", Value::List(rows)),
+        ("results", Value::List(results)),
         (
             "statistics",
             Value::structure([
@@ -2617,10 +2693,19 @@ async fn get_query_results(
                 ("logGroupsScanned", Value::Float(q.groups.len() as f64)),
                 ("estimatedRecordsSkipped", Value::Float(0.0)),
                 ("estimatedBytesSkipped", Value::Float(0.0)),
+                // Rows of the whole result, not of this page.
+                ("resultCount", Value::Float(total as f64)),
             ]),
         ),
         ("status", Value::string(q.status.as_str())),
-    ])))
+    ];
+    if let Some(next) = next {
+        out.push((
+            "nextToken",
+            Value::String(app.tokens.issue(&filters, &next, cx.now)),
+        ));
+    }
+    Ok(Outcome::read(Value::structure(out)))
 }
 
 fn stop_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Outcome, LogsError> {
@@ -2653,6 +2738,9 @@ fn describe_queries(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<Ou
     let language = text(input, "queryLanguage");
     let max = bounded(input, "maxResults", 1000)?.unwrap_or(1000);
     let now_ms = cx.now.millis();
+    time_out_queries(app, now_ms, |r| {
+        r.account == cx.principal.account_id && r.region == cx.region
+    })?;
     let mut all: Vec<QueryRecord> = app
         .queries
         .lock()
@@ -2968,6 +3056,11 @@ mod tests {
     const NOW_MS: i64 = 1_767_225_600_000;
 
     async fn open(dir: &Path, delay_ms: u64) -> Arc<App> {
+        open_with_clock(dir, delay_ms).await.0
+    }
+
+    /// An app whose clock (returned beside it) stands at `NOW_MS` until moved.
+    async fn open_with_clock(dir: &Path, delay_ms: u64) -> (Arc<App>, Arc<ManualClock>) {
         let root = RootCredentials {
             account_id: ACCOUNT.to_owned(),
             access_key_id: "AKIDTEST".to_owned(),
@@ -2976,9 +3069,10 @@ mod tests {
         let mut config = crate::app::AppConfig::new(dir, ACCOUNT);
         config.insights_delay = std::time::Duration::from_millis(delay_ms);
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW_MS)));
-        App::open(config, clock, KeyRing::with_root(&root))
+        let app = App::open(config, clock.clone(), KeyRing::with_root(&root))
             .await
-            .unwrap()
+            .unwrap();
+        (app, clock)
     }
 
     /// Dispatches `op` as the root principal and commits its changes the way
@@ -3190,6 +3284,19 @@ mod tests {
         panic!("query {id} still running");
     }
 
+    /// Waits until query `id`'s rows are durable: a query answers Complete
+    /// from memory while its rows object and record are still being written.
+    async fn wait_durable(app: &App, id: &str) {
+        for _ in 0..500 {
+            let stored = app.query_history.all().unwrap();
+            if stored.iter().any(|r| r.id == id && r.rows.is_some()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("query {id} never stored its rows");
+    }
+
     fn messages(out: &serde_json::Value) -> Vec<String> {
         out["results"]
             .as_array()
@@ -3279,6 +3386,8 @@ mod tests {
         seed(&app).await;
         let id = start(&app).await;
         wait_done(&app, &id).await;
+        // Otherwise the results being stored could come back after the prune.
+        wait_durable(&app, &id).await;
         clock.advance_millis(trailwatch_core::logs::queries::RETENTION_MS + 1);
         assert_eq!(
             code(&app, "GetQueryResults", json!({"queryId": id})).await,
@@ -3286,5 +3395,312 @@ mod tests {
         );
         assert_eq!(prune_queries(&app).await.unwrap(), 1);
         assert!(app.query_history.all().unwrap().is_empty());
+    }
+
+    async fn message(app: &App, op: &str, input: serde_json::Value) -> (String, String) {
+        let err = call(app, op, input).await.unwrap_err();
+        (err.code, err.message)
+    }
+
+    /// A finished query over `n` events `e0`…, oldest first.
+    async fn finished_query_of(app: &App, n: i64) -> (String, serde_json::Value) {
+        call(app, "CreateLogGroup", json!({"logGroupName": "many"}))
+            .await
+            .unwrap();
+        call(
+            app,
+            "CreateLogStream",
+            json!({"logGroupName": "many", "logStreamName": "s"}),
+        )
+        .await
+        .unwrap();
+        let events: Vec<_> = (0..n)
+            .map(|i| json!({"timestamp": NOW_MS - 60_000 + i, "message": format!("e{i}")}))
+            .collect();
+        call(
+            app,
+            "PutLogEvents",
+            json!({"logGroupName": "many", "logStreamName": "s", "logEvents": events}),
+        )
+        .await
+        .unwrap();
+        let id = call(
+            app,
+            "StartQuery",
+            json!({"logGroupName": "many", "startTime": NOW_MS / 1000 - 120,
+                "endTime": NOW_MS / 1000, "queryString": "fields @message | sort @timestamp asc"}),
+        )
+        .await
+        .unwrap()["queryId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let all = wait_done(app, &id).await;
+        assert_eq!(all["status"], "Complete");
+        wait_durable(app, &id).await;
+        (id, all)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn query_results_come_in_pages_of_max_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, clock) = open_with_clock(dir.path(), 0).await;
+        let (id, all) = finished_query_of(&app, 25).await;
+        let expected: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
+        assert_eq!(messages(&all), expected);
+        assert!(all.get("nextToken").is_none());
+        assert_eq!(all["statistics"]["resultCount"], 25.0);
+        assert_eq!(all["statistics"]["logGroupsScanned"], 1.0);
+        assert_eq!(all["statistics"]["estimatedRecordsSkipped"], 0.0);
+        assert_eq!(all["statistics"]["estimatedBytesSkipped"], 0.0);
+        let mut pages = Vec::new();
+        let mut token = None;
+        loop {
+            let mut input = json!({"queryId": id, "maxItems": 10});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let page = call(&app, "GetQueryResults", input).await.unwrap();
+            // The count is of the whole result on every page.
+            assert_eq!(page["statistics"]["resultCount"], 25.0);
+            assert_eq!(page["status"], "Complete");
+            pages.push(page["results"].as_array().unwrap().clone());
+            match page.get("nextToken") {
+                Some(t) => {
+                    assert_ne!(Some(t), token.as_ref(), "a token is never repeated");
+                    token = Some(t.clone());
+                }
+                None => break,
+            }
+        }
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+        assert_eq!(
+            json!(pages.concat()),
+            all["results"],
+            "the pages are exactly the rows of the unpaged call"
+        );
+        // maxItems may change between pages: the token holds a row offset.
+        let first = call(
+            &app,
+            "GetQueryResults",
+            json!({"queryId": id, "maxItems": 20}),
+        )
+        .await
+        .unwrap();
+        let rest = call(
+            &app,
+            "GetQueryResults",
+            json!({"queryId": id, "maxItems": 3, "nextToken": first["nextToken"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(messages(&rest), ["e20", "e21", "e22"]);
+        let exact = call(
+            &app,
+            "GetQueryResults",
+            json!({"queryId": id, "maxItems": 25}),
+        )
+        .await
+        .unwrap();
+        assert!(exact.get("nextToken").is_none());
+
+        for (max, word, bound) in [
+            (0, "greater", 1),
+            (10_001, "less", 10_000),
+            (-5, "greater", 1),
+        ] {
+            assert_eq!(
+                message(&app, "GetQueryResults", json!({"queryId": id, "maxItems": max})).await,
+                (
+                    "InvalidParameterException".to_owned(),
+                    format!("1 validation error detected: Value '{max}' at 'maxItems' failed to satisfy constraint: Member must have value {word} than or equal to {bound}")
+                )
+            );
+        }
+        assert_eq!(
+            code(
+                &app,
+                "GetQueryResults",
+                json!({"queryId": id, "maxItems": "ten"})
+            )
+            .await,
+            "InvalidParameterException"
+        );
+        let invalid = (
+            "InvalidParameterException".to_owned(),
+            "The specified nextToken is invalid.".to_owned(),
+        );
+        let token = first["nextToken"].as_str().unwrap().to_owned();
+        let mut forged = token.clone().into_bytes();
+        forged[5] = if forged[5] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        // A token of another query does not page this one.
+        let other = call(
+            &app,
+            "StartQuery",
+            json!({"logGroupName": "many", "startTime": NOW_MS / 1000 - 120,
+                "endTime": NOW_MS / 1000, "queryString": "fields @message"}),
+        )
+        .await
+        .unwrap()["queryId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        wait_done(&app, &other).await;
+        let other_page = call(
+            &app,
+            "GetQueryResults",
+            json!({"queryId": other, "maxItems": 1}),
+        )
+        .await
+        .unwrap();
+        for bad in [
+            json!("garbage"),
+            json!(""),
+            json!(forged),
+            other_page["nextToken"].clone(),
+        ] {
+            assert_eq!(
+                message(
+                    &app,
+                    "GetQueryResults",
+                    json!({"queryId": id, "nextToken": bad})
+                )
+                .await,
+                invalid
+            );
+        }
+        // Tokens last an hour.
+        clock.advance_millis(3_600_000);
+        assert!(call(
+            &app,
+            "GetQueryResults",
+            json!({"queryId": id, "nextToken": token})
+        )
+        .await
+        .is_ok());
+        clock.advance_millis(1_000);
+        assert_eq!(
+            message(
+                &app,
+                "GetQueryResults",
+                json!({"queryId": id, "nextToken": token})
+            )
+            .await,
+            invalid
+        );
+        // An unknown query is reported before its token is looked at.
+        assert_eq!(
+            code(
+                &app,
+                "GetQueryResults",
+                json!({"queryId": "nope", "nextToken": "x"})
+            )
+            .await,
+            "ResourceNotFoundException"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn running_queries_time_out_after_sixty_minutes() {
+        use trailwatch_core::logs::queries::TIMEOUT_MS;
+        let dir = tempfile::tempdir().unwrap();
+        // Evaluations wait a second: long enough to look at them Running.
+        let (app, clock) = open_with_clock(dir.path(), 1_000).await;
+        seed(&app).await;
+        let read = start(&app).await;
+        let swept = start(&app).await;
+        clock.advance_millis(TIMEOUT_MS - 1);
+        let out = call(&app, "GetQueryResults", json!({"queryId": read}))
+            .await
+            .unwrap();
+        assert_eq!(out["status"], "Running");
+        clock.advance_millis(1);
+        // A read sees the time is up.
+        let out = call(&app, "GetQueryResults", json!({"queryId": read}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (&out["status"], &out["results"]),
+            (&json!("Timeout"), &json!([]))
+        );
+        assert_eq!(
+            message(&app, "StopQuery", json!({"queryId": read})).await,
+            (
+                "InvalidParameterException".to_owned(),
+                format!("Query {read} is not running")
+            )
+        );
+        // The maintenance tick times out those nobody reads.
+        prune_queries(&app).await.unwrap();
+        let stored = |id: &str| {
+            app.query_history
+                .all()
+                .unwrap()
+                .into_iter()
+                .find(|r| r.id == id)
+                .unwrap()
+        };
+        for id in [&read, &swept] {
+            let record = stored(id);
+            assert_eq!(record.status, QueryStatus::Timeout);
+            assert_eq!(record.finish_ms, Some(NOW_MS + TIMEOUT_MS));
+        }
+        // The evaluations end later, see their query no longer runs, and
+        // store nothing.
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        for id in [&read, &swept] {
+            assert_eq!(stored(id).rows, None);
+            let out = call(&app, "GetQueryResults", json!({"queryId": id}))
+                .await
+                .unwrap();
+            assert_eq!(out["status"], "Timeout");
+        }
+        let listed = call(&app, "DescribeQueries", json!({"status": "Timeout"}))
+            .await
+            .unwrap();
+        assert_eq!(listed["queries"].as_array().unwrap().len(), 2);
+        // A restart keeps them Timeout (its clock is back at the start: the
+        // stored status decides, not the time).
+        app.shutdown().await;
+        drop(app);
+        let app = open(dir.path(), 0).await;
+        let out = call(&app, "GetQueryResults", json!({"queryId": swept}))
+            .await
+            .unwrap();
+        assert_eq!(out["status"], "Timeout");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn describe_queries_times_out_queries_past_their_time() {
+        use trailwatch_core::logs::queries::TIMEOUT_MS;
+        let dir = tempfile::tempdir().unwrap();
+        let (app, clock) = open_with_clock(dir.path(), 60_000).await;
+        seed(&app).await;
+        let id = start(&app).await;
+        clock.advance_millis(TIMEOUT_MS);
+        let listed = call(&app, "DescribeQueries", json!({})).await.unwrap();
+        assert_eq!(listed["queries"][0]["queryId"], json!(id));
+        assert_eq!(listed["queries"][0]["status"], "Timeout");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_deletes_rows_left_without_a_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = open(dir.path(), 0).await;
+        let (id, all) = finished_query_of(&app, 3).await;
+        // What a crash between deleting a record and its rows leaves behind.
+        let orphan = format!("insights/{ACCOUNT}/us-east-1/0000-gone.rows");
+        let objects = app.audit.objects();
+        objects
+            .put_durable(&orphan, bytes::Bytes::from_static(b"TWQR"))
+            .await
+            .unwrap();
+        assert_eq!(prune_queries(&app).await.unwrap(), 0);
+        assert!(objects.get(&orphan).await.is_err());
+        let again = call(&app, "GetQueryResults", json!({"queryId": id}))
+            .await
+            .unwrap();
+        assert_eq!(again, all, "a query's own rows are kept");
     }
 }
