@@ -38,8 +38,9 @@ pub struct AppConfig {
     pub live_tail_timeout: Duration,
     /// How often expired history is pruned.
     pub prune_interval: Duration,
-    /// A pause before each Logs Insights evaluation, so end-to-end tests can
-    /// catch a query while it is Running. Zero (no pause) outside tests.
+    /// A pause before each Logs Insights evaluation and after each batch of
+    /// blocks it reads, so end-to-end tests can catch a query while it is
+    /// Running, with partial results. Zero (no pause) outside tests.
     pub insights_delay: Duration,
 }
 

@@ -2027,8 +2027,9 @@ pub struct Runner {
     split: usize,
     cx: Cx,
     projection: Projection,
-    /// `stats count(*) … by <expressions of @timestamp>` right away: counts
-    /// need only event times.
+    /// `stats count(*) … by bin(…)` (or `datefloor(@timestamp, …)`, or
+    /// `@timestamp`) right away: counts need only event times, and a block
+    /// within one key needs only its directory entry.
     by_time: bool,
 }
 
@@ -2063,8 +2064,19 @@ impl Runner {
             .unwrap_or(q.commands.len());
         let by_time = match q.commands.get(split) {
             Some(Command::Stats(aggs, by)) => {
-                let mut fields = BTreeSet::new();
-                by.iter().for_each(|(e, _)| expr_fields(e, &mut fields));
+                // Keys that never decrease with time: a block whose first and
+                // last events share a key holds only events of that key.
+                let monotonic = |e: &Expr| match e {
+                    Expr::Field(f) => f == "@timestamp",
+                    Expr::Call(n, args) if n == "bin" => {
+                        matches!(args.as_slice(), [Expr::Duration(_)])
+                    }
+                    Expr::Call(n, args) if n == "datefloor" => matches!(
+                        args.as_slice(),
+                        [Expr::Field(f), Expr::Duration(_)] if f == "@timestamp"
+                    ),
+                    _ => false,
+                };
                 q.commands[..split].iter().all(|c| {
                     matches!(
                         c,
@@ -2073,7 +2085,7 @@ impl Runner {
                 }) && aggs
                     .iter()
                     .all(|(f, args, _)| f == "count" && counts_rows(args))
-                    && fields.iter().all(|f| f == "@timestamp")
+                    && by.iter().all(|(e, _)| monotonic(e))
             }
             _ => false,
         };
@@ -3146,31 +3158,20 @@ impl Acc {
                 *numeric &= num2;
             }
             (Acc::Numbers(a), Acc::Numbers(b)) => a.extend(b),
-            (Acc::Pick(a), Acc::Pick(b)) => {
-                if let Some((t, v)) = b {
-                    let better =
-                        a.as_ref().is_none_or(
-                            |(s, _)| {
-                                if f == "earliest" {
-                                    t < *s
-                                } else {
-                                    t > *s
-                                }
-                            },
-                        );
-                    if better {
-                        *a = Some((t, v));
-                    }
+            (Acc::Pick(a), Acc::Pick(Some((t, v)))) => {
+                let better = a
+                    .as_ref()
+                    .is_none_or(|(s, _)| if f == "earliest" { t < *s } else { t > *s });
+                if better {
+                    *a = Some((t, v));
                 }
             }
-            (Acc::Text(a), Acc::Text(b)) => {
-                if let Some(v) = b {
-                    let better =
-                        a.as_ref()
-                            .is_none_or(|s| if f == "sortsfirst" { v < *s } else { v > *s });
-                    if better {
-                        *a = Some(v);
-                    }
+            (Acc::Text(a), Acc::Text(Some(v))) => {
+                let better = a
+                    .as_ref()
+                    .is_none_or(|s| if f == "sortsfirst" { v < *s } else { v > *s });
+                if better {
+                    *a = Some(v);
                 }
             }
             // States of one aggregate always have the same kind.

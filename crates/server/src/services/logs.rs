@@ -11,7 +11,7 @@ use trailwatch_core::logs::definitions::{
 };
 use trailwatch_core::logs::export::ExportTask;
 use trailwatch_core::logs::filters::{self, MetricFilterRecord, Transformation};
-use trailwatch_core::logs::insights::Row;
+use trailwatch_core::logs::insights::{self, Row};
 use trailwatch_core::logs::model::{
     constraint, group_arn, group_from_identifier, stream_arn, validate_group_name,
     validate_retention, validate_stream_name, validate_tags, GROUP_CLASSES,
@@ -23,7 +23,7 @@ use trailwatch_core::logs::subscriptions::{self, DestinationRecord, Subscription
 use trailwatch_core::logs::LogsError;
 use trailwatch_core::metrics::{validate_put, PutRequest};
 use trailwatch_core::tags::Tags;
-use trailwatch_core::token::filters_hash;
+use trailwatch_core::token::{filters_hash, TokenCodec};
 
 use trailwatch_protocol::{ApiError, Value};
 use trailwatch_types::Timestamp;
@@ -2220,16 +2220,7 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
         }
     };
     let cap = row_cap(limit, &query);
-    let collected = collect_records(
-        app,
-        account,
-        region,
-        &groups,
-        (start, end),
-        cx.now,
-        query.uses_previous_period(),
-    )
-    .await?;
+    let src = sources(app, account, region, &groups, (start, end), cx.now)?;
     let record = QueryRecord {
         v: 1,
         id: uuid::Uuid::new_v4().to_string(),
@@ -2243,8 +2234,8 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
         status: QueryStatus::Running,
         create_ms: cx.now.millis(),
         finish_ms: None,
-        scanned: collected.scanned,
-        bytes: collected.bytes,
+        scanned: 0,
+        bytes: 0,
         matched: 0,
         rows: None,
     };
@@ -2279,7 +2270,7 @@ async fn start_query(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<O
             .remove(&id);
         return Err(err);
     }
-    evaluate_in_background(app, id.clone(), query, collected, cap, cx.now);
+    evaluate_in_background(app, id.clone(), query, src, cap, cx.now);
     Ok(Outcome::read(Value::structure([(
         "queryId",
         Value::String(id),
@@ -2296,149 +2287,318 @@ fn row_cap(limit: Option<usize>, query: &trailwatch_core::logs::insights::Query)
     }
 }
 
-/// The records a query reads, with what their provisional `@ptr`s point at.
-struct Collected {
-    records: Vec<trailwatch_core::logs::insights::Record>,
-    pointers: Vec<Pointer>,
-    scanned: u64,
-    bytes: u64,
-    /// The query's time range, epoch ms, both inclusive.
+/// Where an Insights query reads: the streams of its groups, each with its
+/// group's retention cutoff, and the time range (epoch ms, inclusive).
+struct Sources {
+    account: String,
+    /// (group, stream name, stream id, cutoff).
+    streams: Vec<(String, String, String, i64)>,
     range: (i64, i64),
-    /// Records of the period before, for `diff`.
-    previous: Vec<trailwatch_core::logs::insights::Record>,
 }
 
-/// The events of `groups` between `start` and `end` (epoch seconds, both
-/// inclusive) visible at `now`, as Insights records; every group must exist.
-async fn collect_records(
+/// The sources of `groups` between `start` and `end` (epoch seconds, both
+/// inclusive) as of `now`; every group must exist (§10.1).
+fn sources(
     app: &App,
     account: &str,
     region: &str,
     groups: &[String],
     (start, end): (i64, i64),
     now: Timestamp,
-    with_previous: bool,
-) -> Result<Collected, LogsError> {
-    let range = (
-        start.saturating_mul(1000),
-        end.saturating_mul(1000).saturating_add(999),
-    );
-    let mut pointers = Vec::new();
-    let (records, scanned, bytes) = records_between(
-        app,
-        account,
-        region,
-        groups,
-        range,
-        now,
-        Some(&mut pointers),
-    )
-    .await?;
-    // `diff` compares with the equal-length period just before (§10.6).
-    let previous = if with_previous {
-        let len = range.1 - range.0 + 1;
-        let earlier = (range.0.saturating_sub(len), range.0 - 1);
-        records_between(app, account, region, groups, earlier, now, None)
-            .await?
-            .0
-    } else {
-        Vec::new()
-    };
-    Ok(Collected {
-        records,
-        pointers,
-        scanned,
-        bytes,
-        range,
-        previous,
-    })
-}
-
-/// The visible events of `groups` with `lo <= timestamp <= hi` (ms) as
-/// Insights records, with (records, events scanned, bytes scanned). With
-/// `pointers`, each record's `@ptr` is an index into it, signed only if its
-/// row is returned.
-async fn records_between(
-    app: &App,
-    account: &str,
-    region: &str,
-    groups: &[String],
-    (lo, hi): (i64, i64),
-    now: Timestamp,
-    mut pointers: Option<&mut Vec<Pointer>>,
-) -> Result<(Vec<trailwatch_core::logs::insights::Record>, u64, u64), LogsError> {
-    use trailwatch_core::logs::insights;
-    let mut records = Vec::new();
-    let (mut scanned, mut bytes) = (0u64, 0u64);
+) -> Result<Sources, LogsError> {
+    let mut streams = Vec::new();
     for group in groups {
         let record = app.logs.group(account, region, group)?.ok_or_else(|| {
             LogsError::NotFound(format!(
                 "Log group '{group}' does not exist for account ID '{account}'"
             ))
         })?;
-        for (stream, s) in app.logs.streams_of(account, region, group)? {
-            for (t, ingestion, seq, message) in app
-                .logs
-                .events_between(&s.id, lo, hi, record.cutoff(now))
-                .await?
-            {
-                scanned += 1;
-                bytes += message.len() as u64;
-                let mut r = insights::record(account, group, &stream, t, ingestion, &message);
-                if let Some(pointers) = pointers.as_deref_mut() {
-                    r.insert("@ptr".into(), pointers.len().to_string());
-                    pointers.push((group.clone(), stream.clone(), seq));
+        for (name, s) in app.logs.streams_of(account, region, group)? {
+            streams.push((group.clone(), name, s.id, record.cutoff(now)));
+        }
+    }
+    Ok(Sources {
+        account: account.to_owned(),
+        streams,
+        range: (
+            start.saturating_mul(1000),
+            end.saturating_mul(1000).saturating_add(999),
+        ),
+    })
+}
+
+/// What a feed of events into a runner has gathered.
+struct Fed {
+    part: insights::Part,
+    scanned: u64,
+    bytes: u64,
+}
+
+/// Blocks fetched per batch: enough to keep both cores busy between
+/// progress reports.
+const QUERY_BATCH_BLOCKS: usize = 16;
+
+/// Feeds every visible event of `src` in `range` to `runner`: blocks are
+/// fetched a batch at a time and decoded and fed on blocking threads, each
+/// with its own part, merged in reading order. Events carry `@ptr` =
+/// `{stream index}:{sequence}` when `ptrs`. After each batch `progress` sees
+/// what is gathered and says whether to go on (false: the query was
+/// stopped); `pause` waits after each batch (zero but in tests). Queries
+/// that only count by time read block directories and
+/// timestamps, never text.
+async fn feed(
+    logs: &trailwatch_core::logs::LogStore,
+    runner: &Arc<insights::Runner>,
+    src: &Arc<Sources>,
+    range: (i64, i64),
+    ptrs: bool,
+    pause: std::time::Duration,
+    mut progress: impl FnMut(&Fed) -> bool,
+) -> Result<Fed, LogsError> {
+    let mut fed = Fed {
+        part: runner.part(),
+        scanned: 0,
+        bytes: 0,
+    };
+    let mut planned = Vec::new();
+    let mut memory = Vec::new();
+    for (k, (_, _, id, cutoff)) in src.streams.iter().enumerate() {
+        let (blocks, events) = logs.plan(&[id.as_str()], range.0, range.1, *cutoff);
+        let lo = range.0.max(*cutoff);
+        planned.extend(blocks.into_iter().map(|b| (k, lo, b)));
+        memory.extend(events.into_iter().map(|(_, e)| (k, lo, e)));
+    }
+    for batch in planned.chunks(QUERY_BATCH_BLOCKS) {
+        let fetched =
+            futures::future::try_join_all(batch.iter().map(|(_, _, b)| logs.fetch_block(b)))
+                .await?;
+        let work: Vec<_> = batch.iter().cloned().zip(fetched).collect();
+        let (r, sr) = (runner.clone(), src.clone());
+        let got = tokio::task::spawn_blocking(move || feed_blocks(&r, &sr, range.1, ptrs, &work))
+            .await
+            .map_err(|e| LogsError::Storage(e.to_string()))??;
+        fed.scanned += got.scanned;
+        fed.bytes += got.bytes;
+        runner.merge(&mut fed.part, got.part);
+        if !progress(&fed) {
+            return Ok(fed);
+        }
+        // Test-only (hidden flag): lets a test see a query between batches.
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    for (k, lo, e) in memory {
+        if (lo..=range.1).contains(&e.timestamp) {
+            feed_event(runner, src, &mut fed, k, &e, ptrs);
+        }
+    }
+    Ok(fed)
+}
+
+fn feed_event(
+    runner: &insights::Runner,
+    src: &Sources,
+    fed: &mut Fed,
+    k: usize,
+    e: &trailwatch_core::logs::store::Event,
+    ptrs: bool,
+) {
+    fed.scanned += 1;
+    fed.bytes += e.message.len() as u64;
+    if runner.counts_by_time() {
+        runner.add_count(&mut fed.part, runner.time_key(e.timestamp), 1);
+        return;
+    }
+    let (group, stream, _, _) = &src.streams[k];
+    let mut r = insights::record_for(
+        runner.projection(),
+        &src.account,
+        group,
+        stream,
+        e.timestamp,
+        e.ingestion,
+        &e.message,
+    );
+    if ptrs {
+        r.insert("@ptr".into(), format!("{k}:{}", e.seq));
+    }
+    runner.feed(&mut fed.part, r);
+}
+
+type Work = (
+    (usize, i64, trailwatch_core::logs::store::PlannedBlock),
+    bytes::Bytes,
+);
+
+/// One batch of blocks over the machine's cores: contiguous runs per thread,
+/// merged in order.
+fn feed_blocks(
+    runner: &insights::Runner,
+    src: &Sources,
+    hi: i64,
+    ptrs: bool,
+    work: &[Work],
+) -> Result<Fed, LogsError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, work.len().max(1));
+    let run = |slice: &[Work]| -> Result<Fed, LogsError> {
+        let mut fed = Fed {
+            part: runner.part(),
+            scanned: 0,
+            bytes: 0,
+        };
+        for ((k, lo, block), bytes) in slice {
+            let m = block.meta();
+            if runner.counts_by_time() {
+                let key = runner.time_key(m.min.0);
+                if m.min.0 >= *lo && m.max.0 <= hi && runner.time_key(m.max.0) == key {
+                    runner.add_count(&mut fed.part, key, u64::from(m.count));
+                    fed.scanned += u64::from(m.count);
+                    fed.bytes += m.bytes;
+                    continue;
                 }
-                records.push(r);
+                let (times, _, _, ends) = block.decode_columns(bytes)?;
+                let mut start = 0;
+                for (t, end) in times.iter().zip(&ends) {
+                    if (*lo..=hi).contains(t) {
+                        runner.add_count(&mut fed.part, runner.time_key(*t), 1);
+                        fed.scanned += 1;
+                        fed.bytes += (end - start) as u64;
+                    }
+                    start = *end;
+                }
+                continue;
+            }
+            let b = block.decode(bytes)?;
+            for i in 0..b.len() {
+                if (*lo..=hi).contains(&b.timestamps[i]) {
+                    feed_event(runner, src, &mut fed, *k, &b.event(i), ptrs);
+                }
+            }
+        }
+        Ok(fed)
+    };
+    let per = work.len().div_ceil(threads).max(1);
+    if threads == 1 {
+        return run(work);
+    }
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = work.chunks(per).map(|c| sc.spawn(move || run(c))).collect();
+        let mut all = Fed {
+            part: runner.part(),
+            scanned: 0,
+            bytes: 0,
+        };
+        for h in handles {
+            let got = h
+                .join()
+                .map_err(|_| LogsError::Storage("an insights reader panicked".into()))??;
+            all.scanned += got.scanned;
+            all.bytes += got.bytes;
+            runner.merge(&mut all.part, got.part);
+        }
+        Ok(all)
+    })
+}
+
+/// Signs the provisional `@ptr`s (`{stream index}:{sequence}`) of rows.
+fn sign_pointers(rows: &mut [insights::Row], src: &Sources, tokens: &TokenCodec, now: Timestamp) {
+    for row in rows {
+        for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
+            let Some((k, seq)) = value.split_once(':') else {
+                continue;
+            };
+            let (Ok(k), Ok(seq)) = (k.parse::<usize>(), seq.parse::<u64>()) else {
+                continue;
+            };
+            if let Some((group, stream, _, _)) = src.streams.get(k) {
+                let ptr: Pointer = (group.clone(), stream.clone(), seq);
+                *value = tokens.issue("log-record", &ptr, now);
             }
         }
     }
-    Ok((records, scanned, bytes))
 }
+
+/// Partial results are published at most this often while a query runs.
+const PARTIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Evaluates query `id` beside the caller, then finishes it: Complete with
 /// its rows in memory at once, then durably (rows object, then record). A
-/// StopQuery that came first wins and nothing is stored.
+/// StopQuery (or timeout) that came first wins and nothing is stored. While
+/// it runs, GetQueryResults sees partial rows and statistics (§10.2).
 fn evaluate_in_background(
     app: &App,
     id: String,
-    query: trailwatch_core::logs::insights::Query,
-    collected: Collected,
+    query: insights::Query,
+    src: Sources,
     cap: usize,
     now: Timestamp,
 ) {
     let queries = app.queries.clone();
     let history = app.query_history.clone();
-    let (tokens, clock) = (app.tokens.clone(), app.clock.clone());
+    let (tokens, clock, logs) = (app.tokens.clone(), app.clock.clone(), app.logs.clone());
     let delay = app.config.insights_delay;
     tokio::spawn(async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let Collected {
-            records,
-            pointers,
-            range,
-            previous,
-            ..
-        } = collected;
-        let options = trailwatch_core::logs::insights::RunOptions {
-            cap,
-            range: Some(range),
-            now_ms: now.millis(),
-            previous,
+        let runner = Arc::new(insights::Runner::new(&query, src.range, now.millis()));
+        let src = Arc::new(src);
+        let ptrs = !runner.aggregates();
+        let running = |queries: &Queries| {
+            queries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .is_some_and(|q| q.record.status == QueryStatus::Running)
         };
-        let evaluation = tokio::task::spawn_blocking(move || {
-            let mut outcome = trailwatch_core::logs::insights::run(&query, records, options);
-            for row in &mut outcome.rows {
-                for (_, value) in row.iter_mut().filter(|(f, _)| f == "@ptr") {
-                    if let Some(ptr) = value.parse::<usize>().ok().and_then(|i| pointers.get(i)) {
-                        *value = tokens.issue("log-record", ptr, now);
+        // The first batch is published at once, later ones at most every
+        // PARTIAL_EVERY.
+        let mut published: Option<std::time::Instant> = None;
+        let evaluation = async {
+            let fed = feed(&logs, &runner, &src, src.range, ptrs, delay, |fed| {
+                if !running(&queries) {
+                    return false;
+                }
+                let due = published.is_none_or(|p| p.elapsed() >= PARTIAL_EVERY);
+                if due && fed.part.len() <= 100_000 {
+                    published = Some(std::time::Instant::now());
+                    let mut partial = runner.finish(fed.part.clone(), cap, &[]);
+                    sign_pointers(&mut partial.rows, &src, &tokens, now);
+                    let mut queries = queries.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(q) = queries
+                        .get_mut(&id)
+                        .filter(|q| q.record.status == QueryStatus::Running)
+                    {
+                        q.record.scanned = fed.scanned;
+                        q.record.bytes = fed.bytes;
+                        q.record.matched = partial.matched;
+                        q.rows = Some(Arc::new(partial.rows));
                     }
                 }
-            }
-            outcome
-        })
+                true
+            })
+            .await?;
+            // `diff` compares with the equal-length period just before (§10.6).
+            let previous = if query.uses_previous_period() {
+                let (lo, hi) = src.range;
+                let earlier = (lo.saturating_sub(hi - lo + 1), lo - 1);
+                previous_records(&logs, &runner, &src, earlier).await?
+            } else {
+                Vec::new()
+            };
+            let (runner, src, tokens) = (runner.clone(), src.clone(), tokens.clone());
+            let scanned = (fed.scanned, fed.bytes);
+            tokio::task::spawn_blocking(move || {
+                let mut outcome = runner.finish(fed.part, cap, &previous);
+                sign_pointers(&mut outcome.rows, &src, &tokens, now);
+                (outcome, scanned)
+            })
+            .await
+            .map_err(|e| LogsError::Storage(e.to_string()))
+        }
         .await;
         let finished_ms = clock.now().millis();
         let (mut record, rows) = {
@@ -2451,14 +2611,17 @@ fn evaluate_in_background(
             };
             q.record.finish_ms = Some(finished_ms);
             match evaluation {
-                Ok(outcome) => {
+                Ok((outcome, (scanned, bytes))) => {
                     q.record.status = QueryStatus::Complete;
                     q.record.matched = outcome.matched;
+                    q.record.scanned = scanned;
+                    q.record.bytes = bytes;
                     q.rows = Some(Arc::new(outcome.rows));
                 }
                 Err(err) => {
                     tracing::error!(query_id = %id, error = %err, "insights query evaluation failed");
                     q.record.status = QueryStatus::Failed;
+                    q.rows = None;
                 }
             }
             (q.record.clone(), q.rows.clone())
@@ -2483,6 +2646,45 @@ fn evaluate_in_background(
             }
         }
     });
+}
+
+/// The records of the period `range` (for `diff`), with the fields the
+/// query reads.
+async fn previous_records(
+    logs: &trailwatch_core::logs::LogStore,
+    runner: &insights::Runner,
+    src: &Sources,
+    range: (i64, i64),
+) -> Result<Vec<insights::Record>, LogsError> {
+    let mut out = Vec::new();
+    for (group, stream, id, cutoff) in &src.streams {
+        let (blocks, memory) = logs.plan(&[id.as_str()], range.0, range.1, *cutoff);
+        let lo = range.0.max(*cutoff);
+        let mut push = |t: i64, ingestion: i64, message: &str| {
+            if (lo..=range.1).contains(&t) {
+                out.push(insights::record_for(
+                    runner.projection(),
+                    &src.account,
+                    group,
+                    stream,
+                    t,
+                    ingestion,
+                    message,
+                ));
+            }
+        };
+        for b in &blocks {
+            let bytes = logs.fetch_block(b).await?;
+            let block = b.decode(&bytes)?;
+            for i in 0..block.len() {
+                push(block.timestamps[i], block.ingestions[i], block.message(i));
+            }
+        }
+        for (_, e) in memory {
+            push(e.timestamp, e.ingestion, &e.message);
+        }
+    }
+    Ok(out)
 }
 
 /// Loads the stored queries of the last 7 days (`App::open` calls this).
@@ -2543,24 +2745,15 @@ async fn rerun_query(app: &App, record: &QueryRecord, now: Timestamp) -> Result<
         Query::parse(&record.query_string).map_err(|m| LogsError::InvalidParameter(m.message))?;
     query.check().map_err(LogsError::InvalidParameter)?;
     let cap = row_cap(record.limit, &query);
-    let collected = collect_records(
+    let src = sources(
         app,
         &record.account,
         &record.region,
         &record.groups,
         (record.start_s, record.end_s),
         now,
-        query.uses_previous_period(),
-    )
-    .await?;
-    {
-        let mut queries = app.queries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = queries.get_mut(&record.id) {
-            q.record.scanned = collected.scanned;
-            q.record.bytes = collected.bytes;
-        }
-    }
-    evaluate_in_background(app, record.id.clone(), query, collected, cap, now);
+    )?;
+    evaluate_in_background(app, record.id.clone(), query, src, cap, now);
     Ok(())
 }
 
@@ -2653,9 +2846,9 @@ async fn get_query_results(
     let max = bounded(input, "maxItems", MAX_RESULTS_PAGE as i64)?.unwrap_or(MAX_RESULTS_PAGE);
     let q = find_query(app, cx, &id)?;
     // The token holds the offset of the next row and is bound to this query
-    // only, so the caller may change maxItems from page to page. Rows exist
-    // once the query has finished and never change after, so an offset stays
-    // valid for as long as the token does.
+    // only, so the caller may change maxItems from page to page. Tokens are
+    // issued only for a finished query's rows, which never change, so an
+    // offset stays valid for as long as the token does.
     let filters = filters_hash(&[&cx.principal.account_id, cx.region, "GetQueryResults", &id]);
     let offset = aged_page_token(app, cx, input, &filters, RESULTS_TOKEN_SECS)?;
     let rows = match q.rows {
@@ -2666,7 +2859,9 @@ async fn get_query_results(
     // Only a token issued for other rows (none this server hands out) can
     // point past the end.
     let page = rows.get(offset..).ok_or_else(invalid_token)?;
-    let next = (page.len() > max).then(|| offset + max);
+    // Partial rows of a running query change until it ends: they are shown a
+    // page at most, without a token into them.
+    let next = (page.len() > max && !q.record.status.is_active()).then(|| offset + max);
     let results = page
         .iter()
         .take(max)
