@@ -169,6 +169,22 @@ impl Objects {
         Ok(paths)
     }
 
+    /// Reads several byte ranges of one object (a local file is opened once).
+    pub async fn get_ranges(
+        &self,
+        path: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>, ObjectError> {
+        self.store
+            .get_ranges(&ObjectPath::from(path), ranges)
+            .await
+            .map_err(|e| ObjectError::Store {
+                action: "get ranges",
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<(), ObjectError> {
         match self.store.delete(&ObjectPath::from(path)).await {

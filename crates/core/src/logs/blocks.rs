@@ -113,8 +113,11 @@ pub struct BlockMeta {
     pub columns_len: u32,
     /// Compressed text bytes.
     pub text_len: u32,
-    /// crc32c of both.
-    pub crc: u32,
+    /// crc32c of the compressed columns: a reader of times alone fetches
+    /// and checks the columns alone.
+    pub columns_crc: u32,
+    /// crc32c of the compressed text.
+    pub text_crc: u32,
     /// Trigrams of the messages.
     pub bloom: Bloom,
 }
@@ -123,6 +126,11 @@ impl BlockMeta {
     /// The byte range of the block in its segment.
     pub fn range(&self) -> std::ops::Range<u64> {
         self.offset..self.offset + u64::from(self.columns_len) + u64::from(self.text_len)
+    }
+
+    /// The byte range of the block's columns (it starts the block).
+    pub fn columns_range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + u64::from(self.columns_len)
     }
 
     /// Whether every literal disjunction may hold in this block.
@@ -220,7 +228,8 @@ pub fn encode_segment(events: &[Event]) -> (Vec<u8>, Vec<BlockMeta>) {
         let offset = out.len() as u64;
         out.extend_from_slice(&columns);
         out.extend_from_slice(&text_c);
-        let crc = crc32c::crc32c(&out[offset as usize..]);
+        let columns_crc = crc32c::crc32c(&columns);
+        let text_crc = crc32c::crc32c(&text_c);
         let first = &block[0];
         let last = &block[block.len() - 1];
         metas.push(BlockMeta {
@@ -236,7 +245,8 @@ pub fn encode_segment(events: &[Event]) -> (Vec<u8>, Vec<BlockMeta>) {
             offset,
             columns_len: columns.len() as u32,
             text_len: text_c.len() as u32,
-            crc,
+            columns_crc,
+            text_crc,
             bloom: trigrams.take_bloom(),
         });
     }
@@ -277,7 +287,8 @@ fn put_meta(out: &mut Vec<u8>, m: &BlockMeta) {
     put_varint(out, m.offset);
     put_varint(out, u64::from(m.columns_len));
     put_varint(out, u64::from(m.text_len));
-    put_varint(out, u64::from(m.crc));
+    put_varint(out, u64::from(m.columns_crc));
+    put_varint(out, u64::from(m.text_crc));
     put_varint(out, m.bloom.words.len() as u64);
     for w in m.bloom.words.iter() {
         out.extend_from_slice(&w.to_le_bytes());
@@ -320,7 +331,8 @@ pub fn decode_footer(footer: &[u8], tail: &[u8]) -> Result<Vec<BlockMeta>, Strin
         let offset = get_varint(footer, pos)?;
         let columns_len = small(get_varint(footer, pos)?)?;
         let text_len = small(get_varint(footer, pos)?)?;
-        let crc = small(get_varint(footer, pos)?)?;
+        let columns_crc = small(get_varint(footer, pos)?)?;
+        let text_crc = small(get_varint(footer, pos)?)?;
         let words = get_varint(footer, pos)? as usize;
         if !words.is_power_of_two() || words > (1 << 15) {
             return Err("log segment bloom filter size".into());
@@ -345,7 +357,8 @@ pub fn decode_footer(footer: &[u8], tail: &[u8]) -> Result<Vec<BlockMeta>, Strin
             offset,
             columns_len,
             text_len,
-            crc,
+            columns_crc,
+            text_crc,
             bloom,
         });
     }
@@ -420,11 +433,24 @@ fn decode_columns(bytes: &[u8], m: &BlockMeta, all: bool) -> Result<Columns, Str
     Ok((ts, ing, seqs, ends))
 }
 
+/// Checks the columns at the start of `bytes` (a whole block, or just its
+/// columns) against their checksum.
+fn check_columns(bytes: &[u8], m: &BlockMeta) -> Result<(), String> {
+    let columns = bytes
+        .get(..m.columns_len as usize)
+        .ok_or("log block truncated")?;
+    if crc32c::crc32c(columns) != m.columns_crc {
+        return Err("log block checksum mismatch".into());
+    }
+    Ok(())
+}
+
 fn check(bytes: &[u8], m: &BlockMeta) -> Result<(), String> {
     if bytes.len() as u64 != m.range().end - m.range().start {
         return Err("log block truncated".into());
     }
-    if crc32c::crc32c(bytes) != m.crc {
+    check_columns(bytes, m)?;
+    if crc32c::crc32c(&bytes[m.columns_len as usize..]) != m.text_crc {
         return Err("log block checksum mismatch".into());
     }
     Ok(())
@@ -450,15 +476,16 @@ pub fn decode_block(bytes: &[u8], m: &BlockMeta) -> Result<Block, String> {
     })
 }
 
-/// Decodes a block's columns, not its text (and checks it).
+/// Decodes a block's columns, not its text, from the block or from its
+/// columns alone ([`BlockMeta::columns_range`]), checking them.
 pub fn decode_block_columns(bytes: &[u8], m: &BlockMeta) -> Result<Columns, String> {
-    check(bytes, m)?;
+    check_columns(bytes, m)?;
     decode_columns(bytes, m, true)
 }
 
-/// Decodes only a block's timestamps (and checks it).
+/// Decodes only a block's timestamps, from the block or its columns alone.
 pub fn decode_timestamps(bytes: &[u8], m: &BlockMeta) -> Result<Vec<i64>, String> {
-    check(bytes, m)?;
+    check_columns(bytes, m)?;
     Ok(decode_columns(bytes, m, false)?.0)
 }
 
@@ -583,8 +610,8 @@ mod tests {
             .flat_map(|b| (0..b.len()).map(|i| b.event(i)).collect::<Vec<_>>())
             .collect();
         assert_eq!(decoded, events);
-        let r = metas[1].range();
-        let times = decode_timestamps(&bytes[r.start as usize..r.end as usize], &metas[1]).unwrap();
+        let c = metas[1].columns_range();
+        let times = decode_timestamps(&bytes[c.start as usize..c.end as usize], &metas[1]).unwrap();
         assert_eq!(times, (1000 + 20..1030).collect::<Vec<i64>>());
         assert_eq!(metas[0].min, (1000, 1005, 7));
         assert_eq!(metas[1].max, (1029, 1034, 36));

@@ -1106,41 +1106,39 @@ pub fn record(
         _ => None,
     };
     if let Some(map) = object {
-        fn flatten(prefix: &str, v: &serde_json::Value, r: &mut Record) {
+        /// `prefix` is `None` at the top level (an empty key is a name).
+        fn flatten(prefix: Option<&str>, v: &serde_json::Value, r: &mut Record) {
             // 5 system fields + at most 200 discovered ones (§10.3).
             if r.len() >= 205 {
                 return;
             }
+            let name = prefix.unwrap_or_default();
             match v {
                 serde_json::Value::Object(m) => {
                     for (k, v) in m {
-                        let key = if prefix.is_empty() {
-                            if k.starts_with('@') {
-                                format!("@{k}")
-                            } else {
-                                k.clone()
-                            }
-                        } else {
-                            format!("{prefix}.{k}")
+                        let key = match prefix {
+                            Some(prefix) => format!("{prefix}.{k}"),
+                            None if k.starts_with('@') => format!("@{k}"),
+                            None => k.clone(),
                         };
-                        flatten(&key, v, r);
+                        flatten(Some(&key), v, r);
                     }
                 }
                 serde_json::Value::Array(items) => {
                     for (i, v) in items.iter().enumerate() {
-                        flatten(&format!("{prefix}.{i}"), v, r);
+                        flatten(Some(&format!("{name}.{i}")), v, r);
                     }
                 }
                 serde_json::Value::Null => {}
                 serde_json::Value::String(s) => {
-                    r.insert(prefix.to_owned(), s.clone());
+                    r.insert(name.to_owned(), s.clone());
                 }
                 other => {
-                    r.insert(prefix.to_owned(), other.to_string());
+                    r.insert(name.to_owned(), other.to_string());
                 }
             }
         }
-        flatten("", &serde_json::Value::Object(map), &mut r);
+        flatten(None, &serde_json::Value::Object(map), &mut r);
     }
     if lambda {
         lambda_platform(message, &mut r);
@@ -1292,6 +1290,14 @@ struct Rec {
 }
 
 impl Rec {
+    /// A present field that holds text (not a map or list), borrowed.
+    fn plain(&self, name: &str) -> Option<&str> {
+        if self.json.contains(name) {
+            return None;
+        }
+        self.f.get(name).map(String::as_str)
+    }
+
     fn get(&self, name: &str) -> Option<String> {
         self.val(name).map(Val::into_string)
     }
@@ -1378,39 +1384,27 @@ fn eval(e: &Expr, r: &Rec, cx: &Cx) -> Option<String> {
                 a.and(b).and(truth(false))
             }
         }
-        Expr::Binary(op, a, b) => {
-            let (a, b) = (eval(a, r, cx)?, eval(b, r, cx)?);
-            let numbers = num(&a).zip(num(&b));
-            match *op {
-                "=" | "!=" | "<" | "<=" | ">" | ">=" => {
-                    let ord = match numbers {
-                        Some((x, y)) => x.partial_cmp(&y)?,
-                        None => a.as_bytes().cmp(b.as_bytes()),
-                    };
-                    truth(match *op {
+        Expr::Binary(op @ ("=" | "!=" | "<" | "<=" | ">" | ">="), a, b)
+            if matches!((&**a, &**b), (Expr::Field(_), Expr::Num(_))) =>
+        {
+            // `field op number`, the common filter: compared without copying
+            // the field or formatting the number, when the field is a number.
+            if let (Expr::Field(f), Expr::Num(y)) = (&**a, &**b) {
+                if let Some(x) = r.plain(f).and_then(num) {
+                    let ord = x.partial_cmp(y)?;
+                    return truth(match *op {
                         "=" => ord.is_eq(),
                         "!=" => ord.is_ne(),
                         "<" => ord.is_lt(),
                         "<=" => ord.is_le(),
                         ">" => ord.is_gt(),
                         _ => ord.is_ge(),
-                    })
-                }
-                _ => {
-                    let (x, y) = numbers?;
-                    let v = match *op {
-                        "+" => x + y,
-                        "-" => x - y,
-                        "*" => x * y,
-                        "/" if y != 0.0 => x / y,
-                        "%" if y != 0.0 => x % y,
-                        "^" => x.powf(y),
-                        _ => return None,
-                    };
-                    v.is_finite().then(|| fmt_num(v))
+                    });
                 }
             }
+            eval_binary(op, a, b, r, cx)
         }
+        Expr::Binary(op, a, b) => eval_binary(op, a, b, r, cx),
         Expr::Like(x, s, negate) => truth(eval(x, r, cx)?.contains(s.as_str()) != *negate),
         Expr::LikeRegex(x, re, negate) => truth(re.is_match(&eval(x, r, cx)?) != *negate),
         Expr::In(x, items, negate) => {
@@ -1430,6 +1424,42 @@ fn eval(e: &Expr, r: &Rec, cx: &Cx) -> Option<String> {
 }
 
 /// Evaluates keeping maps and lists: only fields and `jsonParse` make them.
+/// A binary operator (§10.5): comparison numeric when both sides are
+/// numbers, else by bytes; arithmetic on numbers only.
+fn eval_binary(op: &str, a: &Expr, b: &Expr, r: &Rec, cx: &Cx) -> Option<String> {
+    let (a, b) = (eval(a, r, cx)?, eval(b, r, cx)?);
+    let numbers = num(&a).zip(num(&b));
+    match op {
+        "=" | "!=" | "<" | "<=" | ">" | ">=" => {
+            let ord = match numbers {
+                Some((x, y)) => x.partial_cmp(&y)?,
+                None => a.as_bytes().cmp(b.as_bytes()),
+            };
+            truth(match op {
+                "=" => ord.is_eq(),
+                "!=" => ord.is_ne(),
+                "<" => ord.is_lt(),
+                "<=" => ord.is_le(),
+                ">" => ord.is_gt(),
+                _ => ord.is_ge(),
+            })
+        }
+        _ => {
+            let (x, y) = numbers?;
+            let v = match op {
+                "+" => x + y,
+                "-" => x - y,
+                "*" => x * y,
+                "/" if y != 0.0 => x / y,
+                "%" if y != 0.0 => x % y,
+                "^" => x.powf(y),
+                _ => return None,
+            };
+            v.is_finite().then(|| fmt_num(v))
+        }
+    }
+}
+
 fn eval_val(e: &Expr, r: &Rec, cx: &Cx) -> Option<Val> {
     match e {
         Expr::Field(f) => r.val(f),
@@ -1769,16 +1799,33 @@ pub fn run(q: &Query, records: Vec<Record>, opts: RunOptions) -> Outcome {
 /// discovery skips every other JSON member.
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
-    names: BTreeSet<String>,
+    /// Lists, not sets: a handful of names, looked up for every JSON member
+    /// of every event, are found fastest by a scan.
+    names: Vec<String>,
     /// Every proper dotted prefix of a name: members that hold one are
     /// objects or arrays to flatten.
-    prefixes: BTreeSet<String>,
+    prefixes: Vec<String>,
 }
 
 impl Projection {
+    fn of(names: BTreeSet<String>) -> Projection {
+        let prefixes: BTreeSet<String> = names
+            .iter()
+            .flat_map(|n| n.match_indices('.').map(move |(i, _)| n[..i].to_owned()))
+            .collect();
+        Projection {
+            names: names.into_iter().collect(),
+            prefixes: prefixes.into_iter().collect(),
+        }
+    }
+
     /// Whether the query reads `field`.
     pub fn wants(&self, field: &str) -> bool {
-        self.names.contains(field)
+        self.names.iter().any(|n| n == field)
+    }
+
+    fn holds(&self, prefix: &str) -> bool {
+        self.prefixes.iter().any(|n| n == prefix)
     }
 
     fn discovered(&self) -> bool {
@@ -1863,11 +1910,7 @@ impl Query {
             // The default columns (§10.6).
             names.insert("@message".to_owned());
         }
-        let prefixes = names
-            .iter()
-            .flat_map(|n| n.match_indices('.').map(move |(i, _)| n[..i].to_owned()))
-            .collect();
-        Projection { names, prefixes }
+        Projection::of(names)
     }
 }
 
@@ -1886,11 +1929,13 @@ pub fn record_for(
 ) -> Record {
     if group.starts_with("/aws/lambda/") {
         let mut r = record(account, group, stream, timestamp, ingestion, message);
-        r.retain(|k, _| p.names.contains(k));
+        r.retain(|k, _| p.wants(k));
         return r;
     }
     let mut r = Record::new();
-    r.insert("@timestamp".into(), timestamp.to_string());
+    if p.wants("@timestamp") {
+        r.insert("@timestamp".into(), timestamp.to_string());
+    }
     if p.wants("@ingestionTime") {
         r.insert("@ingestionTime".into(), ingestion.to_string());
     }
@@ -1906,84 +1951,271 @@ pub fn record_for(
     let trimmed = message.trim();
     if p.discovered() && trimmed.starts_with('{') {
         let mut found = Vec::new();
-        let mut de = serde_json::Deserializer::from_str(trimmed);
-        let whole = serde::de::DeserializeSeed::deserialize(
-            Members {
-                p,
-                found: &mut found,
-            },
-            &mut de,
-        )
-        .and_then(|()| de.end());
-        // Like `record`: fields only from a message that is one whole object.
-        if whole.is_ok() {
-            for (k, v) in found {
-                match v {
-                    Some(v) => r.insert(k, v),
-                    None => r.remove(&k),
-                };
+        match skim(trimmed.as_bytes(), p, &mut found) {
+            // Like `record`: fields only from a message that is one object.
+            Some(true) => {
+                for (k, v) in found {
+                    match v {
+                        Some(v) => r.insert(k, v),
+                        None => r.remove(&k),
+                    };
+                }
+            }
+            Some(false) => {}
+            None => {
+                let full = record(account, group, stream, timestamp, ingestion, message);
+                r.extend(full.into_iter().filter(|(k, _)| p.wants(k)));
             }
         }
     }
     r
 }
 
-/// A JSON object key, borrowed when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+/// Why a skim stopped: the text is not JSON, or it is beyond what the skim
+/// decides exactly (the full parse does).
+enum Stop {
+    Invalid,
+    Unsure,
+}
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+/// Reads the wanted members of a one-line JSON object without building the
+/// rest — the common log line, read at memchr speed. `Some(true)`: an object,
+/// `found` filled; `Some(false)`: not one JSON object; `None`: the text has
+/// what only the full parser decides (control characters, `\u` escapes,
+/// escaped keys, exponents, deep nesting), so [`record`] must read it.
+fn skim(doc: &[u8], p: &Projection, found: &mut Vec<(String, Option<String>)>) -> Option<bool> {
+    // A whole-text fold (no early exit) compiles to vector code.
+    if doc.iter().fold(false, |any, &b| any | (b < 0x20)) {
+        return None;
+    }
+    let mut sk = Skim { doc, pos: 0 };
+    match sk.object_members(p, found) {
+        Ok(()) if sk.pos == doc.len() => Some(true),
+        Ok(()) | Err(Stop::Invalid) => Some(false),
+        Err(Stop::Unsure) => None,
+    }
+}
+
+struct Skim<'a> {
+    doc: &'a [u8],
+    pos: usize,
+}
+
+impl Skim<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.doc.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        // No control characters here (see `skim`): space is the only blank.
+        while self.peek() == Some(b' ') {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Result<(), Stop> {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Stop::Invalid)
+        }
+    }
+
+    /// A string; whether it had escapes.
+    fn string(&mut self) -> Result<bool, Stop> {
+        self.eat(b'"')?;
+        let mut escaped = false;
+        // Keys and most values are short: a plain loop finds their end
+        // before a vector search would have started.
+        for (n, &b) in self.doc[self.pos..].iter().take(24).enumerate() {
+            match b {
+                b'"' => {
+                    self.pos += n + 1;
+                    return Ok(false);
+                }
+                b'\\' => break,
+                _ => {}
             }
         }
-        d.deserialize_str(V)
-    }
-}
-
-/// Reads the members of the top-level object that a projection wants
-/// ((name, value); `None` for JSON null, which hides an earlier duplicate).
-struct Members<'a> {
-    p: &'a Projection,
-    found: &'a mut Vec<(String, Option<String>)>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Members<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Members<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-            let name = if k.starts_with('@') {
-                std::borrow::Cow::Owned(format!("@{k}"))
-            } else {
-                k
-            };
-            if self.p.names.contains(name.as_ref()) || self.p.prefixes.contains(name.as_ref()) {
-                let v: serde_json::Value = map.next_value()?;
-                flatten_wanted(&name, &v, self.p, self.found);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
+        loop {
+            let rest = self.doc.get(self.pos..).ok_or(Stop::Invalid)?;
+            let at = memchr::memchr2(b'"', b'\\', rest).ok_or(Stop::Invalid)?;
+            self.pos += at;
+            if self.doc[self.pos] == b'"' {
+                self.pos += 1;
+                return Ok(escaped);
             }
+            escaped = true;
+            match self.doc.get(self.pos + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                Some(b'u') => return Err(Stop::Unsure),
+                _ => return Err(Stop::Invalid),
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        self.pos - from
+    }
+
+    fn number(&mut self) -> Result<(), Stop> {
+        let from = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return Err(Stop::Invalid);
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(Stop::Invalid),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(Stop::Invalid);
+            }
+        }
+        // Exponents and very long numbers may overflow, which the full parse
+        // refuses: it decides those.
+        if matches!(self.peek(), Some(b'e' | b'E')) || self.pos - from > 300 {
+            return Err(Stop::Unsure);
         }
         Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Stop> {
+        if self.doc.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Stop::Invalid)
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), Stop> {
+        if depth > 100 {
+            return Err(Stop::Unsure);
+        }
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') => {
+                self.pos += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.pos += 1;
+                            self.ws();
+                        }
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Stop::Invalid),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.pos += 1;
+                            self.ws();
+                        }
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Stop::Invalid),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Stop::Invalid),
+        }
+    }
+
+    /// The top-level object, keeping wanted members.
+    fn object_members(
+        &mut self,
+        p: &Projection,
+        found: &mut Vec<(String, Option<String>)>,
+    ) -> Result<(), Stop> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let key_at = self.pos + 1;
+            if self.string()? {
+                return Err(Stop::Unsure);
+            }
+            // Input is UTF-8 and the key ends at a quote, so this holds.
+            let key =
+                std::str::from_utf8(&self.doc[key_at..self.pos - 1]).map_err(|_| Stop::Invalid)?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let value_at = self.pos;
+            self.value(1)?;
+            let name = if key.starts_with('@') {
+                std::borrow::Cow::Owned(format!("@{key}"))
+            } else {
+                std::borrow::Cow::Borrowed(key)
+            };
+            if p.wants(&name) || p.holds(&name) {
+                let raw = std::str::from_utf8(&self.doc[value_at..self.pos])
+                    .map_err(|_| Stop::Invalid)?;
+                let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| Stop::Unsure)?;
+                flatten_wanted(&name, &v, p, found);
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Stop::Invalid),
+            }
+        }
     }
 }
 
@@ -1996,20 +2228,20 @@ fn flatten_wanted(
 ) {
     match v {
         serde_json::Value::Object(m) => {
-            if p.prefixes.contains(prefix) {
+            if p.holds(prefix) {
                 for (k, v) in m {
                     flatten_wanted(&format!("{prefix}.{k}"), v, p, out);
                 }
             }
         }
         serde_json::Value::Array(items) => {
-            if p.prefixes.contains(prefix) {
+            if p.holds(prefix) {
                 for (i, v) in items.iter().enumerate() {
                     flatten_wanted(&format!("{prefix}.{i}"), v, p, out);
                 }
             }
         }
-        _ if !p.names.contains(prefix) => {}
+        _ if !p.wants(prefix) => {}
         serde_json::Value::Null => out.push((prefix.to_owned(), None)),
         serde_json::Value::String(s) => out.push((prefix.to_owned(), Some(s.clone()))),
         other => out.push((prefix.to_owned(), Some(other.to_string()))),
@@ -2027,6 +2259,11 @@ pub struct Runner {
     split: usize,
     cx: Cx,
     projection: Projection,
+    /// Leading `filter`s, and the narrower projection they read when it is
+    /// narrower: a record is first built with only those fields, and built
+    /// whole only if it passes.
+    lead: usize,
+    prefilter: Option<Projection>,
     /// `stats count(*) … by bin(…)` (or `datefloor(@timestamp, …)`, or
     /// `@timestamp`) right away: counts need only event times, and a block
     /// within one key needs only its directory entry.
@@ -2089,11 +2326,30 @@ impl Runner {
             }
             _ => false,
         };
+        let lead = q.commands[..split]
+            .iter()
+            .take_while(|c| matches!(c, Command::Filter(_)))
+            .count();
+        let projection = q.projection();
+        let prefilter = (lead > 0)
+            .then(|| {
+                // Only what the filters read: most records end here.
+                let mut names = BTreeSet::new();
+                for c in &q.commands[..lead] {
+                    if let Command::Filter(e) = c {
+                        expr_fields(e, &mut names);
+                    }
+                }
+                Projection::of(names)
+            })
+            .filter(|p| p.names.len() < projection.names.len());
         Runner {
             commands: q.commands.clone(),
             split,
             cx: Cx { now_ms, range },
-            projection: q.projection(),
+            projection,
+            lead,
+            prefilter,
             by_time,
         }
     }
@@ -2148,13 +2404,40 @@ impl Runner {
         part.fed += n;
     }
 
-    /// Feeds one record.
-    pub fn feed(&self, part: &mut Part, record: Record) {
+    /// The narrower projection of the query's leading filters, when there
+    /// is one: build records with it for [`Runner::passes`] first.
+    pub fn prefilter(&self) -> Option<&Projection> {
+        self.prefilter.as_ref()
+    }
+
+    /// Whether a record (built with [`Runner::prefilter`]) passes the
+    /// leading filters.
+    pub fn passes(&self, record: Record) -> bool {
         let mut r = Rec {
             f: record,
             json: BTreeSet::new(),
         };
-        for c in &self.commands[..self.split] {
+        self.commands[..self.lead]
+            .iter()
+            .all(|c| apply_row(c, &mut r, &self.cx))
+    }
+
+    /// Feeds a record that [`Runner::passes`] (built whole this time).
+    pub fn feed_passed(&self, part: &mut Part, record: Record) {
+        self.feed_from(part, record, self.lead);
+    }
+
+    /// Feeds one record.
+    pub fn feed(&self, part: &mut Part, record: Record) {
+        self.feed_from(part, record, 0);
+    }
+
+    fn feed_from(&self, part: &mut Part, record: Record, from: usize) {
+        let mut r = Rec {
+            f: record,
+            json: BTreeSet::new(),
+        };
+        for c in &self.commands[from..self.split] {
             if !apply_row(c, &mut r, &self.cx) {
                 return;
             }
@@ -4469,7 +4752,18 @@ mod runner_tests {
                         r.retain(|k, _| p.wants(k) || k == "@ptr");
                         r
                     };
-                    runner.feed(parts.last_mut().unwrap(), r);
+                    // Half the time through the narrow first build, as the
+                    // server reads, when the query has one.
+                    match runner.prefilter() {
+                        Some(fp) if rng.gen_bool(0.5) => {
+                            let mut narrow = r.clone();
+                            narrow.retain(|k, _| fp.wants(k));
+                            if runner.passes(narrow) {
+                                runner.feed_passed(parts.last_mut().unwrap(), r);
+                            }
+                        }
+                        _ => runner.feed(parts.last_mut().unwrap(), r),
+                    }
                 }
                 let mut all = runner.part();
                 for p in parts {
@@ -4499,5 +4793,66 @@ mod runner_tests {
             0
         )
         .counts_by_time());
+
+        // The leading filter of QUERIES[3] reads `latency` alone.
+        let narrow = Runner::new(&Query::parse(QUERIES[3]).unwrap(), (0, 1), 0);
+        let names = narrow.prefilter().map(|p| p.names.clone());
+        assert_eq!(names, Some(vec!["latency".to_owned()]));
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i32>().prop_map(|n| serde_json::json!(n)),
+            (-1e6f64..1e6).prop_map(|n| serde_json::json!(n)),
+            "[a-z \\\"/é\\t]{0,8}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::vec(("(a|b|c|@d|e|x|level)", inner), 0..5)
+                    .prop_map(|kv| { serde_json::Value::Object(kv.into_iter().collect()) }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// The skim reads exactly what the full parse reads, for valid JSON
+        /// and for JSON with one character dropped, doubled or inserted.
+        #[test]
+        fn skimmed_records_equal_full_records(
+            members in proptest::collection::vec(("(a|b|c|@d|e|x|level)", json_value()), 0..6),
+            spaced in proptest::bool::ANY,
+            edit in proptest::option::of((0usize..400, 0usize..3, "[{}\\[\\],:\" \\\\0-9eE.\\-ntu]")),
+        ) {
+            let object = serde_json::Value::Object(members.into_iter().collect());
+            let mut text = if spaced {
+                serde_json::to_string_pretty(&object).unwrap().replace('\n', " ")
+            } else {
+                object.to_string()
+            };
+            if let Some((at, how, ch)) = edit {
+                let mut at = at % (text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match how {
+                    0 if at < text.len() => {
+                        let c = text[at..].chars().next().unwrap();
+                        text.replace_range(at..at + c.len_utf8(), "");
+                    }
+                    1 => text.insert_str(at, &ch),
+                    _ => text.insert_str(at, &format!("{ch}{ch}")),
+                }
+            }
+            let q = Query::parse("stats count(*) by a, b.c, b.0, @@d, e.x.level, x, level").unwrap();
+            let p = q.projection();
+            let mut full = record("1", "g", "s", 5, 6, &text);
+            full.retain(|k, _| p.wants(k));
+            proptest::prop_assert_eq!(record_for(&p, "1", "g", "s", 5, 6, &text), full, "{}", text);
+        }
     }
 }

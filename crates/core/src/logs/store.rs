@@ -198,7 +198,8 @@ impl PlannedBlock {
         blocks::decode_block(bytes, &self.block.meta).map_err(|m| corrupt(&self.block, m))
     }
 
-    /// Decodes the fetched block's columns only (times, lengths: no text).
+    /// Decodes the columns (times, lengths: no text) of the fetched block or
+    /// of its fetched columns alone.
     pub fn decode_columns(&self, bytes: &[u8]) -> Result<blocks::Columns, LogsError> {
         blocks::decode_block_columns(bytes, &self.block.meta).map_err(|m| corrupt(&self.block, m))
     }
@@ -734,9 +735,43 @@ impl LogStore {
         (blocks, memory)
     }
 
-    /// The bytes of a planned block.
-    pub async fn fetch_block(&self, b: &PlannedBlock) -> Result<bytes::Bytes, LogsError> {
-        self.fetch(&b.block).await
+    /// The bytes of planned blocks (or of their columns only: times and
+    /// lengths), in order.
+    pub async fn fetch_blocks(
+        &self,
+        blocks: &[&PlannedBlock],
+        columns: bool,
+    ) -> Result<Vec<bytes::Bytes>, LogsError> {
+        let refs: Vec<&BlockRef> = blocks.iter().map(|b| &b.block).collect();
+        self.fetch_many(&refs, columns).await
+    }
+
+    /// Fetches blocks, one request per segment: runs of blocks of one
+    /// segment are read together (a local file is opened once).
+    async fn fetch_many(
+        &self,
+        blocks: &[&BlockRef],
+        columns: bool,
+    ) -> Result<Vec<bytes::Bytes>, LogsError> {
+        let mut runs: Vec<(&str, Vec<std::ops::Range<u64>>)> = Vec::new();
+        for b in blocks {
+            let range = if columns {
+                b.meta.columns_range()
+            } else {
+                b.meta.range()
+            };
+            match runs.last_mut() {
+                Some((path, ranges)) if *path == &*b.path => ranges.push(range),
+                _ => runs.push((&b.path, vec![range])),
+            }
+        }
+        let fetched = futures::future::try_join_all(
+            runs.iter()
+                .map(|(path, ranges)| self.objects.get_ranges(path, ranges)),
+        )
+        .await
+        .map_err(storage)?;
+        Ok(fetched.into_iter().flatten().collect())
     }
 
     /// The blocks and unflushed events of `ids` that `scan` may need; a
@@ -828,8 +863,9 @@ impl LogStore {
                 blocks[next..(next + batch).min(blocks.len())].to_vec();
             next += chunk.len();
             batch = (batch * 2).min(64);
-            let fetched =
-                futures::future::try_join_all(chunk.iter().map(|(_, b)| self.fetch(b))).await?;
+            let fetched = self
+                .fetch_many(&chunk.iter().map(|(_, b)| b).collect::<Vec<_>>(), false)
+                .await?;
             let work: Vec<(usize, BlockRef, bytes::Bytes)> = chunk
                 .into_iter()
                 .zip(fetched)

@@ -2336,7 +2336,7 @@ struct Fed {
 
 /// Blocks fetched per batch: enough to keep both cores busy between
 /// progress reports.
-const QUERY_BATCH_BLOCKS: usize = 16;
+const QUERY_BATCH_BLOCKS: usize = 32;
 
 /// Feeds every visible event of `src` in `range` to `runner`: blocks are
 /// fetched a batch at a time and decoded and fed on blocking threads, each
@@ -2368,15 +2368,44 @@ async fn feed(
         planned.extend(blocks.into_iter().map(|b| (k, lo, b)));
         memory.extend(events.into_iter().map(|(_, e)| (k, lo, e)));
     }
-    for batch in planned.chunks(QUERY_BATCH_BLOCKS) {
-        let fetched =
-            futures::future::try_join_all(batch.iter().map(|(_, _, b)| logs.fetch_block(b)))
-                .await?;
+    let by_time = runner.counts_by_time();
+    if by_time {
+        // A block within the range and one key counts from its directory
+        // entry; the others need their times, not their text.
+        planned.retain(|(_, lo, b)| {
+            let m = b.meta();
+            let key = runner.time_key(m.min.0);
+            let whole = m.min.0 >= *lo && m.max.0 <= range.1 && runner.time_key(m.max.0) == key;
+            if whole {
+                runner.add_count(&mut fed.part, key, u64::from(m.count));
+                fed.scanned += u64::from(m.count);
+                fed.bytes += m.bytes;
+            }
+            !whole
+        });
+    }
+    let mut batches = planned.chunks(QUERY_BATCH_BLOCKS);
+    let mut next = match batches.next() {
+        Some(batch) => Some((batch, fetch_batch(logs, batch, by_time).await?)),
+        None => None,
+    };
+    while let Some((batch, fetched)) = next.take() {
         let work: Vec<_> = batch.iter().cloned().zip(fetched).collect();
         let (r, sr) = (runner.clone(), src.clone());
-        let got = tokio::task::spawn_blocking(move || feed_blocks(&r, &sr, range.1, ptrs, &work))
-            .await
-            .map_err(|e| LogsError::Storage(e.to_string()))??;
+        let compute =
+            tokio::task::spawn_blocking(move || feed_blocks(&r, &sr, range.1, ptrs, &work));
+        // The next batch is read while this one is fed.
+        let prefetch = async {
+            match batches.next() {
+                Some(batch) => {
+                    Ok::<_, LogsError>(Some((batch, fetch_batch(logs, batch, by_time).await?)))
+                }
+                None => Ok(None),
+            }
+        };
+        let (got, fetched) = futures::join!(compute, prefetch);
+        let got = got.map_err(|e| LogsError::Storage(e.to_string()))??;
+        next = fetched?;
         fed.scanned += got.scanned;
         fed.bytes += got.bytes;
         runner.merge(&mut fed.part, got.part);
@@ -2390,10 +2419,24 @@ async fn feed(
     }
     for (k, lo, e) in memory {
         if (lo..=range.1).contains(&e.timestamp) {
-            feed_event(runner, src, &mut fed, k, &e, ptrs);
+            let seen = (e.timestamp, e.ingestion, e.seq, &*e.message);
+            feed_event(runner, src, &mut fed, k, seen, ptrs);
         }
     }
     Ok(fed)
+}
+
+/// An event as a query reads it: (timestamp, ingestion, sequence, message).
+type Seen<'a> = (i64, i64, u64, &'a str);
+
+/// The blocks of a batch, or only their columns.
+async fn fetch_batch(
+    logs: &trailwatch_core::logs::LogStore,
+    batch: &[(usize, i64, trailwatch_core::logs::store::PlannedBlock)],
+    columns: bool,
+) -> Result<Vec<bytes::Bytes>, LogsError> {
+    let blocks: Vec<_> = batch.iter().map(|(_, _, b)| b).collect();
+    logs.fetch_blocks(&blocks, columns).await
 }
 
 fn feed_event(
@@ -2401,29 +2444,42 @@ fn feed_event(
     src: &Sources,
     fed: &mut Fed,
     k: usize,
-    e: &trailwatch_core::logs::store::Event,
+    (timestamp, ingestion, seq, message): Seen<'_>,
     ptrs: bool,
 ) {
     fed.scanned += 1;
-    fed.bytes += e.message.len() as u64;
+    fed.bytes += message.len() as u64;
     if runner.counts_by_time() {
-        runner.add_count(&mut fed.part, runner.time_key(e.timestamp), 1);
+        runner.add_count(&mut fed.part, runner.time_key(timestamp), 1);
         return;
     }
     let (group, stream, _, _) = &src.streams[k];
-    let mut r = insights::record_for(
-        runner.projection(),
-        &src.account,
-        group,
-        stream,
-        e.timestamp,
-        e.ingestion,
-        &e.message,
-    );
+    let build = |p: &insights::Projection| {
+        insights::record_for(
+            p,
+            &src.account,
+            group,
+            stream,
+            timestamp,
+            ingestion,
+            message,
+        )
+    };
+    // Most events fail a leading filter: those are built with its fields only.
+    let prefiltered = match runner.prefilter() {
+        Some(p) if !runner.passes(build(p)) => return,
+        Some(_) => true,
+        None => false,
+    };
+    let mut r = build(runner.projection());
     if ptrs {
-        r.insert("@ptr".into(), format!("{k}:{}", e.seq));
+        r.insert("@ptr".into(), format!("{k}:{seq}"));
     }
-    runner.feed(&mut fed.part, r);
+    if prefiltered {
+        runner.feed_passed(&mut fed.part, r);
+    } else {
+        runner.feed(&mut fed.part, r);
+    }
 }
 
 type Work = (
@@ -2440,67 +2496,114 @@ fn feed_blocks(
     ptrs: bool,
     work: &[Work],
 ) -> Result<Fed, LogsError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, work.len().max(1));
-    let run = |slice: &[Work]| -> Result<Fed, LogsError> {
+    let one = |((k, lo, block), bytes): &Work| -> Result<Fed, LogsError> {
         let mut fed = Fed {
             part: runner.part(),
             scanned: 0,
             bytes: 0,
         };
-        for ((k, lo, block), bytes) in slice {
-            let m = block.meta();
-            if runner.counts_by_time() {
-                let key = runner.time_key(m.min.0);
-                if m.min.0 >= *lo && m.max.0 <= hi && runner.time_key(m.max.0) == key {
-                    runner.add_count(&mut fed.part, key, u64::from(m.count));
-                    fed.scanned += u64::from(m.count);
-                    fed.bytes += m.bytes;
-                    continue;
-                }
-                let (times, _, _, ends) = block.decode_columns(bytes)?;
-                let mut start = 0;
-                for (t, end) in times.iter().zip(&ends) {
-                    if (*lo..=hi).contains(t) {
-                        runner.add_count(&mut fed.part, runner.time_key(*t), 1);
-                        fed.scanned += 1;
-                        fed.bytes += (end - start) as u64;
-                    }
-                    start = *end;
-                }
-                continue;
-            }
-            let b = block.decode(bytes)?;
-            for i in 0..b.len() {
-                if (*lo..=hi).contains(&b.timestamps[i]) {
-                    feed_event(runner, src, &mut fed, *k, &b.event(i), ptrs);
-                }
+        if runner.counts_by_time() {
+            // Only the columns were fetched (see `feed`).
+            let (times, _, _, ends) = block.decode_columns(bytes)?;
+            count_by_time(runner, &mut fed, &times, &ends, (*lo, hi));
+            return Ok(fed);
+        }
+        let b = block.decode(bytes)?;
+        for i in 0..b.len() {
+            if (*lo..=hi).contains(&b.timestamps[i]) {
+                let seen = (b.timestamps[i], b.ingestions[i], b.seqs[i], b.message(i));
+                feed_event(runner, src, &mut fed, *k, seen, ptrs);
             }
         }
         Ok(fed)
     };
-    let per = work.len().div_ceil(threads).max(1);
-    if threads == 1 {
-        return run(work);
-    }
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = work.chunks(per).map(|c| sc.spawn(move || run(c))).collect();
-        let mut all = Fed {
-            part: runner.part(),
-            scanned: 0,
-            bytes: 0,
-        };
-        for h in handles {
-            let got = h
-                .join()
-                .map_err(|_| LogsError::Storage("an insights reader panicked".into()))??;
-            all.scanned += got.scanned;
-            all.bytes += got.bytes;
-            runner.merge(&mut all.part, got.part);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, work.len().max(1));
+    // Threads take blocks in turn from a shared counter (blocks differ in
+    // cost), and the parts are merged in block order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || -> Result<Vec<(usize, Fed)>, LogsError> {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(w) = work.get(i) else {
+                return Ok(out);
+            };
+            out.push((i, one(w)?));
         }
-        Ok(all)
-    })
+    };
+    let mut parts = if threads == 1 {
+        run()?
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads).map(|_| sc.spawn(run)).collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(
+                    h.join()
+                        .map_err(|_| LogsError::Storage("an insights reader panicked".into()))??,
+                );
+            }
+            Ok::<_, LogsError>(all)
+        })?
+    };
+    parts.sort_by_key(|(i, _)| *i);
+    let mut all = Fed {
+        part: runner.part(),
+        scanned: 0,
+        bytes: 0,
+    };
+    for (_, got) in parts {
+        all.scanned += got.scanned;
+        all.bytes += got.bytes;
+        runner.merge(&mut all.part, got.part);
+    }
+    Ok(all)
+}
+
+/// Counts a block's events by time key from its (sorted) timestamps. Keys
+/// never decrease with time, so each key's run is found by galloping and
+/// bisection: a few key evaluations per bin, not one per event.
+fn count_by_time(
+    runner: &insights::Runner,
+    fed: &mut Fed,
+    times: &[i64],
+    ends: &[usize],
+    (lo, hi): (i64, i64),
+) {
+    let from = times.partition_point(|t| *t < lo);
+    let to = times.partition_point(|t| *t <= hi);
+    let mut i = from;
+    while i < to {
+        let key = runner.time_key(times[i]);
+        // Invariant: times[last] has `key`; times[end] (if < to) has not.
+        let (mut last, mut step) = (i, 1);
+        let mut end = loop {
+            let probe = last + step;
+            if probe >= to {
+                break to;
+            }
+            if runner.time_key(times[probe]) != key {
+                break probe;
+            }
+            last = probe;
+            step *= 2;
+        };
+        while end - last > 1 {
+            let mid = last + (end - last) / 2;
+            if runner.time_key(times[mid]) == key {
+                last = mid;
+            } else {
+                end = mid;
+            }
+        }
+        runner.add_count(&mut fed.part, key, (end - i) as u64);
+        fed.scanned += (end - i) as u64;
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        fed.bytes += (ends[end - 1] - start) as u64;
+        i = end;
+    }
 }
 
 /// Signs the provisional `@ptr`s (`{stream index}:{sequence}`) of rows.
@@ -2673,8 +2776,8 @@ async fn previous_records(
                 ));
             }
         };
-        for b in &blocks {
-            let bytes = logs.fetch_block(b).await?;
+        let all: Vec<_> = blocks.iter().collect();
+        for (b, bytes) in blocks.iter().zip(logs.fetch_blocks(&all, false).await?) {
             let block = b.decode(&bytes)?;
             for i in 0..block.len() {
                 push(block.timestamps[i], block.ingestions[i], block.message(i));
@@ -3897,5 +4000,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, all, "a query's own rows are kept");
+    }
+
+    /// Galloping over a block's times counts exactly what one key per event
+    /// counts, bytes included, and keeps to the query's range.
+    #[test]
+    fn counting_by_time_gallops_to_the_per_event_answer() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for q in [
+            "stats count(*) by bin(1m)",
+            "stats count(*) as n by datefloor(@timestamp, 1h), bin(5m)",
+        ] {
+            let query = insights::Query::parse(q).unwrap();
+            let range = (1_704_067_260_000, 1_704_078_000_000);
+            let runner = insights::Runner::new(&query, range, 0);
+            assert!(runner.counts_by_time());
+            let mut times: Vec<i64> = (0..5000)
+                .map(|_| 1_704_067_200_000 + rng.gen_range(0..12_000_000))
+                .collect();
+            times.sort();
+            let mut end = 0;
+            let ends: Vec<usize> = times
+                .iter()
+                .map(|t| {
+                    end += (*t % 7) as usize + 1;
+                    end
+                })
+                .collect();
+            let mut fed = Fed {
+                part: runner.part(),
+                scanned: 0,
+                bytes: 0,
+            };
+            count_by_time(&runner, &mut fed, &times, &ends, range);
+            let mut one = runner.part();
+            let (mut scanned, mut bytes) = (0, 0);
+            for t in &times {
+                if (range.0..=range.1).contains(t) {
+                    runner.add_count(&mut one, runner.time_key(*t), 1);
+                    scanned += 1;
+                    bytes += (t % 7) as u64 + 1;
+                }
+            }
+            assert_eq!((fed.scanned, fed.bytes), (scanned, bytes));
+            assert_eq!(
+                runner.finish(fed.part, 10_000, &[]).rows,
+                runner.finish(one, 10_000, &[]).rows
+            );
+        }
     }
 }
