@@ -1951,7 +1951,7 @@ pub fn record_for(
     let trimmed = message.trim();
     if p.discovered() && trimmed.starts_with('{') {
         let mut found = Vec::new();
-        match skim(trimmed.as_bytes(), p, &mut found) {
+        match skim(trimmed, p, &mut found) {
             // Like `record`: fields only from a message that is one object.
             Some(true) => {
                 for (k, v) in found {
@@ -1983,12 +1983,12 @@ enum Stop {
 /// `found` filled; `Some(false)`: not one JSON object; `None`: the text has
 /// what only the full parser decides (control characters, `\u` escapes,
 /// escaped keys, exponents, deep nesting), so [`record`] must read it.
-fn skim(doc: &[u8], p: &Projection, found: &mut Vec<(String, Option<String>)>) -> Option<bool> {
-    // A whole-text fold (no early exit) compiles to vector code.
-    if doc.iter().fold(false, |any, &b| any | (b < 0x20)) {
+fn skim(text: &str, p: &Projection, found: &mut Vec<(String, Option<String>)>) -> Option<bool> {
+    let doc = text.as_bytes();
+    if has_control(doc) {
         return None;
     }
-    let mut sk = Skim { doc, pos: 0 };
+    let mut sk = Skim { text, doc, pos: 0 };
     match sk.object_members(p, found) {
         Ok(()) if sk.pos == doc.len() => Some(true),
         Ok(()) | Err(Stop::Invalid) => Some(false),
@@ -1996,12 +1996,49 @@ fn skim(doc: &[u8], p: &Projection, found: &mut Vec<(String, Option<String>)>) -
     }
 }
 
+/// Whether a text has control characters; in blocks of 64 bytes whose
+/// check compiles to vector code.
+fn has_control(doc: &[u8]) -> bool {
+    doc.chunks(64)
+        .any(|c| c.iter().fold(0u8, |acc, &b| acc | u8::from(b < 0x20)) != 0)
+}
+
+/// The first `"` or `\\` in `s`: eight bytes at a time (keys and most
+/// values are short), then a vector search for long strings.
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        if i >= 64 {
+            return memchr::memchr2(b'"', b'\\', &s[i..]).map(|p| p + i);
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(word);
+        // A zero byte of x ^ c marks c; the lowest mark is exact.
+        let (q, b) = (x ^ (u64::from(b'"') * ONES), x ^ (u64::from(b'\\') * ONES));
+        let marks = (q.wrapping_sub(ONES) & !q & HIGH) | (b.wrapping_sub(ONES) & !b & HIGH);
+        if marks != 0 {
+            return Some(i + (marks.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| p + i)
+}
+
 struct Skim<'a> {
+    /// The text, and its bytes: tokens start and end at ASCII bytes, so
+    /// slices between them are always whole characters.
+    text: &'a str,
     doc: &'a [u8],
     pos: usize,
 }
 
-impl Skim<'_> {
+impl<'a> Skim<'a> {
     fn peek(&self) -> Option<u8> {
         self.doc.get(self.pos).copied()
     }
@@ -2026,21 +2063,9 @@ impl Skim<'_> {
     fn string(&mut self) -> Result<bool, Stop> {
         self.eat(b'"')?;
         let mut escaped = false;
-        // Keys and most values are short: a plain loop finds their end
-        // before a vector search would have started.
-        for (n, &b) in self.doc[self.pos..].iter().take(24).enumerate() {
-            match b {
-                b'"' => {
-                    self.pos += n + 1;
-                    return Ok(false);
-                }
-                b'\\' => break,
-                _ => {}
-            }
-        }
         loop {
             let rest = self.doc.get(self.pos..).ok_or(Stop::Invalid)?;
-            let at = memchr::memchr2(b'"', b'\\', rest).ok_or(Stop::Invalid)?;
+            let at = quote_or_backslash(rest).ok_or(Stop::Invalid)?;
             self.pos += at;
             if self.doc[self.pos] == b'"' {
                 self.pos += 1;
@@ -2173,6 +2198,20 @@ impl Skim<'_> {
         p: &Projection,
         found: &mut Vec<(String, Option<String>)>,
     ) -> Result<(), Stop> {
+        self.members(|name, raw| {
+            if p.wants(name) || p.holds(name) {
+                let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| Stop::Unsure)?;
+                flatten_wanted(name, &v, p, found);
+            }
+            Ok(())
+        })
+    }
+
+    /// The top-level object: `member(name, raw value text)` for each member.
+    fn members(
+        &mut self,
+        mut member: impl FnMut(&str, &'a str) -> Result<(), Stop>,
+    ) -> Result<(), Stop> {
         self.eat(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -2185,8 +2224,8 @@ impl Skim<'_> {
                 return Err(Stop::Unsure);
             }
             // Input is UTF-8 and the key ends at a quote, so this holds.
-            let key =
-                std::str::from_utf8(&self.doc[key_at..self.pos - 1]).map_err(|_| Stop::Invalid)?;
+            let text: &'a str = self.text;
+            let key = text.get(key_at..self.pos - 1).ok_or(Stop::Invalid)?;
             self.ws();
             self.eat(b':')?;
             self.ws();
@@ -2197,12 +2236,8 @@ impl Skim<'_> {
             } else {
                 std::borrow::Cow::Borrowed(key)
             };
-            if p.wants(&name) || p.holds(&name) {
-                let raw = std::str::from_utf8(&self.doc[value_at..self.pos])
-                    .map_err(|_| Stop::Invalid)?;
-                let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| Stop::Unsure)?;
-                flatten_wanted(&name, &v, p, found);
-            }
+            let raw = text.get(value_at..self.pos).ok_or(Stop::Invalid)?;
+            member(&name, raw)?;
             self.ws();
             match self.peek() {
                 Some(b',') => {
@@ -2248,6 +2283,94 @@ fn flatten_wanted(
     }
 }
 
+/// Leading filters that are only `field op number` comparisons of top-level
+/// JSON members, joined by `and`: decided from the raw members of most
+/// messages, without building a record.
+#[derive(Debug, Clone)]
+struct RawFilter {
+    tests: Vec<(String, std::cmp::Ordering, bool, f64)>,
+}
+
+impl RawFilter {
+    /// From a conjunction of comparisons, if that is all it is.
+    fn of(e: &Expr, tests: &mut Vec<(String, std::cmp::Ordering, bool, f64)>) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match e {
+            Expr::And(a, b) => Self::of(a, tests) && Self::of(b, tests),
+            Expr::Binary(op, a, b) => match (&**a, &**b) {
+                (Expr::Field(f), Expr::Num(n))
+                    if !f.starts_with('@') && !f.contains('.') && n.is_finite() =>
+                {
+                    // (ordering, whether it must equal or must differ)
+                    let (ord, want) = match *op {
+                        "=" => (Equal, true),
+                        "!=" => (Equal, false),
+                        "<" => (Less, true),
+                        ">" => (Greater, true),
+                        "<=" => (Greater, false),
+                        ">=" => (Less, false),
+                        _ => return false,
+                    };
+                    tests.push((f.clone(), ord, want, *n));
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// `Some(pass)` when the raw message decides the filters; `None` when
+    /// only a record does (a value that is not a plain number, say).
+    fn decide(&self, message: &str) -> Option<bool> {
+        let text = message.trim();
+        let doc = text.as_bytes();
+        if !doc.starts_with(b"{") {
+            // No discovered fields (outside Lambda groups, which the caller
+            // leaves to records): every comparison is absent.
+            return Some(false);
+        }
+        if has_control(doc) {
+            return None;
+        }
+        let mut values: Vec<Option<&str>> = vec![None; self.tests.len()];
+        let mut sk = Skim { text, doc, pos: 0 };
+        let scanned = sk.members(|name, raw| {
+            for (slot, (field, ..)) in values.iter_mut().zip(&self.tests) {
+                if field == name {
+                    // The last of duplicate members wins, as in a record.
+                    *slot = Some(raw);
+                }
+            }
+            Ok(())
+        });
+        match scanned {
+            Ok(()) if sk.pos == doc.len() => {}
+            // Not one JSON object: no discovered fields, so every
+            // comparison is absent and the filter drops the event.
+            Ok(()) | Err(Stop::Invalid) => return Some(false),
+            Err(Stop::Unsure) => return None,
+        }
+        let mut pass = true;
+        for (raw, (_, ord, want, n)) in values.into_iter().zip(&self.tests) {
+            let x = match raw {
+                None | Some("null") => return Some(false),
+                Some(raw) => {
+                    let text = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                        Some(inner) if !inner.contains('\\') => inner,
+                        Some(_) => return None,
+                        None => raw,
+                    };
+                    num(text)?
+                }
+            };
+            let o = x.partial_cmp(n)?;
+            pass &= (o == *ord) == *want;
+        }
+        Some(pass)
+    }
+}
+
 /// A query fed events in batches — on several threads, each with its own
 /// [`Part`], merged in the order the events were read — then finished into
 /// the outcome [`run`] gives. Commands up to the first that needs every
@@ -2264,6 +2387,7 @@ pub struct Runner {
     /// whole only if it passes.
     lead: usize,
     prefilter: Option<Projection>,
+    raw_filter: Option<RawFilter>,
     /// `stats count(*) … by bin(…)` (or `datefloor(@timestamp, …)`, or
     /// `@timestamp`) right away: counts need only event times, and a block
     /// within one key needs only its directory entry.
@@ -2343,6 +2467,15 @@ impl Runner {
                 Projection::of(names)
             })
             .filter(|p| p.names.len() < projection.names.len());
+        let raw_filter = {
+            let mut tests = Vec::new();
+            let all = lead > 0
+                && q.commands[..lead].iter().all(|c| match c {
+                    Command::Filter(e) => RawFilter::of(e, &mut tests),
+                    _ => false,
+                });
+            all.then_some(RawFilter { tests })
+        };
         Runner {
             commands: q.commands.clone(),
             split,
@@ -2350,6 +2483,7 @@ impl Runner {
             projection,
             lead,
             prefilter,
+            raw_filter,
             by_time,
         }
     }
@@ -2408,6 +2542,14 @@ impl Runner {
     /// is one: build records with it for [`Runner::passes`] first.
     pub fn prefilter(&self) -> Option<&Projection> {
         self.prefilter.as_ref()
+    }
+
+    /// Whether the leading filters keep an event, decided from its raw
+    /// message when that is enough (`None`: build a record and ask
+    /// [`Runner::passes`]). Not for `/aws/lambda/` groups, whose records
+    /// discover more than the message's own JSON.
+    pub fn passes_raw(&self, message: &str) -> Option<bool> {
+        self.raw_filter.as_ref()?.decide(message)
     }
 
     /// Whether a record (built with [`Runner::prefilter`]) passes the
@@ -4853,6 +4995,62 @@ mod runner_tests {
             let mut full = record("1", "g", "s", 5, 6, &text);
             full.retain(|k, _| p.wants(k));
             proptest::prop_assert_eq!(record_for(&p, "1", "g", "s", 5, 6, &text), full, "{}", text);
+        }
+    }
+
+    /// A raw decision, when there is one, is the decision of a record.
+    #[test]
+    fn raw_filter_decisions_equal_record_decisions() {
+        let messages = [
+            r#"{"status":500,"x":1}"#,
+            r#"{"status":"500"}"#,
+            r#"{"status":" 502 "}"#,
+            r#"{"status":200}"#,
+            r#"{"status":null}"#,
+            r#"{"status":500,"status":null}"#,
+            r#"{"status":null,"status":503}"#,
+            r#"{"status":true}"#,
+            r#"{"status":"abc"}"#,
+            r#"{"status":[500]}"#,
+            r#"{"status":5e2}"#,
+            r#"{"status":"5\u0030"}"#,
+            r#"{"x":1}"#,
+            r#"{"status":500"#,
+            r#"{"status":500} trailing"#,
+            "plain 500",
+            r#"  {"status":-0, "latency": 12.5}  "#,
+            r#"{"status":600,"latency":"7"}"#,
+        ];
+        for q in [
+            "filter status >= 500 | stats count(*)",
+            "filter status != 0 and latency < 10 | stats count(*)",
+            "filter status = 500 | stats count(*)",
+            "filter status <= 500 | filter latency > 1 | stats count(*)",
+        ] {
+            let runner = Runner::new(&Query::parse(q).unwrap(), (0, 1), 0);
+            assert!(runner.raw_filter.is_some(), "{q}");
+            let p = runner.prefilter().unwrap().clone();
+            let mut decided = 0;
+            for m in messages {
+                let by_record = runner.passes(record_for(&p, "1", "g", "s", 1, 1, m));
+                if let Some(raw) = runner.passes_raw(m) {
+                    decided += 1;
+                    assert_eq!(raw, by_record, "{q}: {m}");
+                }
+            }
+            assert!(decided >= 10, "{q}: only {decided} decided raw");
+        }
+        let q = Query::parse("filter status like /5/ | stats count(*)").unwrap();
+        assert!(Runner::new(&q, (0, 1), 0).raw_filter.is_none());
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds what a byte loop finds.
+        #[test]
+        fn quote_search_matches_a_byte_loop(s in "[a-z\"\\\\ é]{0,150}") {
+            let b = s.as_bytes();
+            let want = b.iter().position(|&c| c == b'"' || c == b'\\');
+            proptest::prop_assert_eq!(quote_or_backslash(b), want);
         }
     }
 }

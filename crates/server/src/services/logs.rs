@@ -2465,11 +2465,19 @@ fn feed_event(
             message,
         )
     };
-    // Most events fail a leading filter: those are built with its fields only.
-    let prefiltered = match runner.prefilter() {
-        Some(p) if !runner.passes(build(p)) => return,
-        Some(_) => true,
-        None => false,
+    // Most events fail a leading filter: decided from the raw message when
+    // that is enough, else on a record of the filter's fields only.
+    let raw = if group.starts_with("/aws/lambda/") {
+        None
+    } else {
+        runner.passes_raw(message)
+    };
+    let prefiltered = match (raw, runner.prefilter()) {
+        (Some(false), _) => return,
+        (Some(true), _) => true,
+        (None, Some(p)) if !runner.passes(build(p)) => return,
+        (None, Some(_)) => true,
+        (None, None) => false,
     };
     let mut r = build(runner.projection());
     if ptrs {
