@@ -23,6 +23,9 @@ export TRAILWATCH_ROOT_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID TRAILWATCH_ROOT_SECRET_A
 export TRAILWATCH_ACCOUNT_ID=123456789012 TRAILWATCH_LOG=warn
 bench="$target/trailwatch-bench"
 endpoint=http://127.0.0.1:24660
+for bin in "$target/trailwatch" "$bench"; do
+  [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p trailwatch -p trailwatch-bench"; exit 1; }
+done
 
 start_server() {
   rm -f "$work/ready"
@@ -30,6 +33,7 @@ start_server() {
     --ready-file "$work/ready" >>"$work/server.log" 2>&1 &
   tw_pid=$!
   for _ in $(seq 3000); do [ -s "$work/ready" ] && break; sleep 0.1; done
+  [ -s "$work/ready" ] || { echo "server did not start"; cat "$work/server.log"; exit 1; }
 }
 
 # Median wall time of 3 runs (after one untimed) of a command, in seconds.

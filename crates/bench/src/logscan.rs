@@ -366,6 +366,9 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 .await?;
             let v: serde_json::Value = serde_json::from_slice(&answer)?;
             let id = field(&v, "queryId").context("no queryId")?.to_owned();
+            // Polls back off from 2 ms to 50 ms, as a client would: every
+            // poll is a signed, audited call the server answers meanwhile.
+            let mut wait = Duration::from_millis(2);
             loop {
                 let answer = client
                     .call(
@@ -384,7 +387,8 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
                         break;
                     }
                     Some("Running" | "Scheduled") => {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 3 / 2).min(Duration::from_millis(50));
                     }
                     other => bail!("query ended {other:?}"),
                 }

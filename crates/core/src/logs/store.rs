@@ -198,6 +198,16 @@ impl PlannedBlock {
         blocks::decode_block(bytes, &self.block.meta).map_err(|m| corrupt(&self.block, m))
     }
 
+    /// Decodes the fetched block, its text into `scratch` (reused).
+    pub fn decode_into<'a>(
+        &self,
+        bytes: &[u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<blocks::BlockView<'a>, LogsError> {
+        blocks::decode_block_into(bytes, &self.block.meta, scratch)
+            .map_err(|m| corrupt(&self.block, m))
+    }
+
     /// Decodes the columns (times, lengths: no text) of the fetched block or
     /// of its fetched columns alone.
     pub fn decode_columns(&self, bytes: &[u8]) -> Result<blocks::Columns, LogsError> {
@@ -2339,5 +2349,80 @@ mod tests {
                 assert_eq!((t2, &*m2), (*t, &**m));
             }
         }
+    }
+
+    /// A segment of the first format (one zstd body) is rewritten in the
+    /// block format at open: its events stay readable, exactly once, and the
+    /// old object goes.
+    #[tokio::test]
+    async fn version_1_segments_are_rewritten_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+        let store = open(dir.path(), clock.clone()).await;
+        let s = stream(&store, "s");
+        store
+            .put_events(
+                &group(None),
+                &s,
+                &[(NOW - 2000, "one".into()), (NOW - 1000, "two é".into())],
+            )
+            .await
+            .unwrap();
+        store.maintain().await.unwrap();
+        let before = store
+            .events_between(&s.id, i64::MIN, i64::MAX, i64::MIN)
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+        let (path, _) = segment_infos(store.catalog.as_ref())
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        drop(store);
+        // The same events, as the first format wrote them.
+        let mut body = Vec::new();
+        put_varint(&mut body, before.len() as u64);
+        for (t, ingestion, seq, message) in &before {
+            put_ivarint(&mut body, *t);
+            put_ivarint(&mut body, *ingestion);
+            put_varint(&mut body, *seq);
+            put_str(&mut body, message);
+        }
+        let mut v1 = b"TWLS\x01".to_vec();
+        v1.extend(zstd::bulk::compress(&body, 3).unwrap());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend(crc.to_le_bytes());
+        let file = dir.path().join("objects").join(&path);
+        std::fs::write(&file, v1).unwrap();
+        let store = open(dir.path(), clock).await;
+        let after = store
+            .events_between(&s.id, i64::MIN, i64::MAX, i64::MIN)
+            .await
+            .unwrap();
+        assert_eq!(after, before);
+        let paths: Vec<String> = segment_infos(store.catalog.as_ref())
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(paths, [format!("{}.v2.twl", path.trim_end_matches(".twl"))]);
+        assert!(!file.exists());
+        // A second open finds nothing left to rewrite.
+        store.shutdown().await.unwrap();
+        drop(store);
+        let dir_path = dir.path().to_owned();
+        let store = open(
+            &dir_path,
+            Arc::new(ManualClock::new(Timestamp::from_millis(NOW))),
+        )
+        .await;
+        assert_eq!(
+            store
+                .events_between(&s.id, i64::MIN, i64::MAX, i64::MIN)
+                .await
+                .unwrap(),
+            before
+        );
     }
 }

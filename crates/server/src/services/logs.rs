@@ -2504,7 +2504,7 @@ fn feed_blocks(
     ptrs: bool,
     work: &[Work],
 ) -> Result<Fed, LogsError> {
-    let one = |((k, lo, block), bytes): &Work| -> Result<Fed, LogsError> {
+    let one = |((k, lo, block), bytes): &Work, scratch: &mut Vec<u8>| -> Result<Fed, LogsError> {
         let mut fed = Fed {
             part: runner.part(),
             scanned: 0,
@@ -2516,7 +2516,7 @@ fn feed_blocks(
             count_by_time(runner, &mut fed, &times, &ends, (*lo, hi));
             return Ok(fed);
         }
-        let b = block.decode(bytes)?;
+        let b = block.decode_into(bytes, scratch)?;
         for i in 0..b.len() {
             if (*lo..=hi).contains(&b.timestamps[i]) {
                 let seen = (b.timestamps[i], b.ingestions[i], b.seqs[i], b.message(i));
@@ -2533,12 +2533,13 @@ fn feed_blocks(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let run = || -> Result<Vec<(usize, Fed)>, LogsError> {
         let mut out = Vec::new();
+        let mut scratch = Vec::new();
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(w) = work.get(i) else {
                 return Ok(out);
             };
-            out.push((i, one(w)?));
+            out.push((i, one(w, &mut scratch)?));
         }
     };
     let mut parts = if threads == 1 {
