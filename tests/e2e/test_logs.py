@@ -804,20 +804,21 @@ def test_insights_queries_survive_a_restart(tmp_path):
 
 
 def test_insights_partial_results_while_running(tmp_path):
-    """A query over segment blocks reads them 16 at a time; between batches
+    """A query over segment blocks reads them 32 at a time; between batches
     GetQueryResults shows Running with the rows and statistics so far. The
-    hidden delay pauses before the query and after each batch."""
+    hidden delay pauses before the query and after each batch. (The query
+    reads messages: a bare count would be answered from block directories.)"""
     srv = Server(str(tmp_path / "data"))
     srv.start()
     base = (now_ms() // HOUR - 1) * HOUR
     try:
         logs = srv.client("logs")
         logs.create_log_group(logGroupName="many")
-        # 20 streams: a flush writes one segment (one block) per stream.
-        for s in range(20):
+        # 40 streams: a flush writes one segment (one block) per stream.
+        for s in range(40):
             logs.create_log_stream(logGroupName="many", logStreamName=f"s{s:02}")
             logs.put_log_events(logGroupName="many", logStreamName=f"s{s:02}", logEvents=[
-                {"timestamp": base + s * 1000 + i, "message": f"stream {s} event {i}"} for i in range(5)])
+                {"timestamp": base + s * 7000 + i, "message": f"stream {s} event {i}"} for i in range(5)])
     finally:
         assert srv.stop() == 0  # a graceful stop flushes every event into segments
     srv.extra_env = {"TRAILWATCH_INSIGHTS_DELAY_MS": "2500"}
@@ -825,19 +826,37 @@ def test_insights_partial_results_while_running(tmp_path):
     try:
         logs = srv.client("logs")
         qid = logs.start_query(logGroupName="many", startTime=base // 1000, endTime=base // 1000 + 3600,
-                               queryString="stats count(*) as n")["queryId"]
+                               queryString='filter @message like "event" | stats count(*) as n')["queryId"]
         time.sleep(3.5)  # past the first pause and the first batch, inside the second pause
         out = logs.get_query_results(queryId=qid)
         assert out["status"] == "Running"
-        assert [{c["field"]: c["value"] for c in r} for r in out["results"]] == [{"n": "80"}]
-        assert out["statistics"]["recordsScanned"] == 80.0
+        assert [{c["field"]: c["value"] for c in r} for r in out["results"]] == [{"n": "160"}]
+        assert out["statistics"]["recordsScanned"] == 160.0
         deadline = time.time() + 15
         while out["status"] == "Running" and time.time() < deadline:
             time.sleep(0.2)
             out = logs.get_query_results(queryId=qid)
         assert out["status"] == "Complete"
-        assert [{c["field"]: c["value"] for c in r} for r in out["results"]] == [{"n": "100"}]
-        assert (out["statistics"]["recordsScanned"], out["statistics"]["recordsMatched"]) == (100.0, 100.0)
+        assert [{c["field"]: c["value"] for c in r} for r in out["results"]] == [{"n": "200"}]
+        assert (out["statistics"]["recordsScanned"], out["statistics"]["recordsMatched"]) == (200.0, 200.0)
+        # Counting by time over blocks: from their directory entries (blocks
+        # within one minute) and timestamps, against counts made here.
+        qid = logs.start_query(logGroupName="many", startTime=base // 1000, endTime=base // 1000 + 3600,
+                               queryString="stats count(*) as n by bin(1m) as m")["queryId"]
+        deadline = time.time() + 15
+        out = logs.get_query_results(queryId=qid)
+        while out["status"] == "Running" and time.time() < deadline:
+            time.sleep(0.2)
+            out = logs.get_query_results(queryId=qid)
+        want = {}
+        for s in range(40):
+            for i in range(5):
+                minute = (base + s * 7000 + i) // 60_000 * 60_000
+                want[minute] = want.get(minute, 0) + 1
+        expected = [{"m": time.strftime("%Y-%m-%d %H:%M:%S.000", time.gmtime(m / 1000)), "n": str(n)}
+                    for m, n in sorted(want.items())]
+        assert [{c["field"]: c["value"] for c in r} for r in out["results"]] == expected
+        assert out["statistics"]["recordsScanned"] == 200.0
     finally:
         srv.stop()
     assert not srv.unexpected_log_lines(), srv.unexpected_log_lines()
