@@ -476,6 +476,12 @@ pub fn decode_block(bytes: &[u8], m: &BlockMeta) -> Result<Block, String> {
     })
 }
 
+/// Message `i` of a block's text (its bounds were checked at decode).
+fn message_at<'t>(text: &'t str, ends: &[usize], i: usize) -> &'t str {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    text.get(start..ends[i]).unwrap_or_default()
+}
+
 /// A decoded block whose text lives in a caller's buffer, reused from block
 /// to block (no fresh 2 MB allocation, no page faults, per block).
 #[derive(Debug)]
@@ -505,8 +511,7 @@ impl BlockView<'_> {
 
     /// Message `i` (bounds were checked at decode).
     pub fn message(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        self.text.get(start..self.ends[i]).unwrap_or_default()
+        message_at(self.text, &self.ends, i)
     }
 }
 
@@ -575,8 +580,7 @@ impl Block {
 
     /// Message `i` (bounds were checked at decode).
     pub fn message(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        self.text.get(start..self.ends[i]).unwrap_or_default()
+        message_at(&self.text, &self.ends, i)
     }
 
     /// Key of event `i`.
