@@ -4,6 +4,7 @@
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
+//! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
 //! - [`tags`]: resource tags in the catalog.
@@ -13,6 +14,7 @@
 
 pub mod audit;
 pub mod dashboards;
+pub mod evaluation;
 pub mod identity;
 pub mod logs;
 pub mod metrics;
