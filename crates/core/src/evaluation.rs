@@ -224,6 +224,30 @@ fn premature(buckets: &[Bucket], n: usize, m: usize) -> bool {
     j + 1 >= m && !first[..j].iter().any(|b| matches!(b, Bucket::Good(_)))
 }
 
+/// The sample count a `pP` datapoint needs when
+/// `EvaluateLowSampleCountPercentile = ignore` (§7.2): 10/(1 − q) for
+/// q = P/100 ≥ 0.5, else 10/q (p99 needs 1,000 samples).
+pub fn low_sample_minimum(percentile: f64) -> f64 {
+    let q = percentile / 100.0;
+    if q >= 0.5 {
+        10.0 / (1.0 - q)
+    } else {
+        10.0 / q
+    }
+}
+
+/// Whether a percentile alarm that ignores low sample counts keeps its
+/// state: a datapoint of the decision set (the N newest real ones) has fewer
+/// samples than [`low_sample_minimum`].
+pub fn too_few_samples(buckets: &[Bucket], rule: &Rule, percentile: f64) -> bool {
+    let minimum = low_sample_minimum(percentile);
+    buckets
+        .iter()
+        .filter_map(Bucket::point)
+        .take(rule.periods)
+        .any(|p| p.sample_count < minimum)
+}
+
 /// A number as Java's `Double.toString` prints it (§7.5): `2.0`,
 /// `99.7027322404378`, `1.0E-4`, `1.0E7`.
 pub fn java_double(v: f64) -> String {
@@ -635,5 +659,29 @@ mod tests {
                 "recentDatapoints":[2.0],"threshold":0.0,
                 "evaluatedDatapoints":[{"timestamp":"2024-01-01T12:02:00.000+0000","sampleCount":1.0,"value":2.0}]})
         );
+    }
+
+    #[test]
+    fn low_sample_counts_keep_percentile_alarms() {
+        assert_eq!(low_sample_minimum(99.0).round(), 1000.0);
+        assert_eq!(low_sample_minimum(50.0), 20.0);
+        assert_eq!(low_sample_minimum(10.0), 100.0);
+        let mut b = range("0 X X X");
+        let r = rule(3, 3, TreatMissing::Missing);
+        for bucket in &mut b {
+            if let Bucket::Breaching(p) | Bucket::Good(p) = bucket {
+                p.sample_count = 1000.0;
+            }
+        }
+        assert!(!too_few_samples(&b, &r, 99.0));
+        // The oldest point is outside the decision set: its count does not matter.
+        if let Bucket::Good(p) = &mut b[3] {
+            p.sample_count = 5.0;
+        }
+        assert!(!too_few_samples(&b, &r, 99.0));
+        if let Bucket::Breaching(p) = &mut b[1] {
+            p.sample_count = 999.0;
+        }
+        assert!(too_few_samples(&b, &r, 99.0));
     }
 }
