@@ -3,6 +3,7 @@
 //! - [`identity`]: accounts, access keys and the principals they stand for.
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
+//! - [`anomaly`]: the anomaly detection band model (trailwatch's own).
 //! - [`composite`]: composite alarm rules: grammar, limits, evaluation.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
@@ -13,6 +14,7 @@
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
 
+pub mod anomaly;
 pub mod audit;
 pub mod composite;
 pub mod dashboards;
