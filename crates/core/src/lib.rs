@@ -9,6 +9,7 @@
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
+//! - [`suppression`]: composite alarm action suppression.
 //! - [`tags`]: resource tags in the catalog.
 //!
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
@@ -22,5 +23,6 @@ pub mod evaluation;
 pub mod identity;
 pub mod logs;
 pub mod metrics;
+pub mod suppression;
 pub mod tags;
 pub mod token;
