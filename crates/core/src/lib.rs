@@ -9,6 +9,8 @@
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
+//! - [`sns`]: the SNS subset: topics and http(s) subscriptions in the catalog,
+//!   message envelopes and their SignatureVersion 2 signatures.
 //! - [`suppression`]: composite alarm action suppression.
 //! - [`tags`]: resource tags in the catalog.
 //!
@@ -23,6 +25,7 @@ pub mod evaluation;
 pub mod identity;
 pub mod logs;
 pub mod metrics;
+pub mod sns;
 pub mod suppression;
 pub mod tags;
 pub mod token;
