@@ -76,6 +76,15 @@ struct ServeArgs {
         env = "TRAILWATCH_LIVE_TAIL_TIMEOUT_SECS"
     )]
     live_tail_timeout_secs: u64,
+    /// Milliseconds to wait before each retry of a failed SNS delivery,
+    /// comma-separated (one retry per entry).
+    #[arg(
+        long,
+        default_value = "1000,2000,4000",
+        env = "TRAILWATCH_SNS_RETRY_DELAYS_MS",
+        value_delimiter = ','
+    )]
+    sns_retry_delays_ms: Vec<u64>,
     /// Write the bound address to this file once listening (for tests and
     /// supervisors; useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
@@ -126,6 +135,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.flush_interval = std::time::Duration::from_secs(args.flush_interval_secs.max(1));
     config.live_tail_timeout = std::time::Duration::from_secs(args.live_tail_timeout_secs.max(1));
     config.insights_delay = std::time::Duration::from_millis(args.insights_delay_ms);
+    config.sns_retry_delays = args
+        .sns_retry_delays_ms
+        .iter()
+        .map(|ms| std::time::Duration::from_millis(*ms))
+        .collect();
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;
@@ -137,6 +151,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", args.listen))?;
     let local = listener.local_addr().context("read bound address")?;
     let endpoint = format!("http://{local}");
+    // SNS messages name URLs on this listener (certificate, confirm, unsubscribe).
+    app.sns.set_endpoint(&endpoint);
     if source == CredentialSource::Generated {
         // Printed once, on first start; the file in the data directory keeps them.
         println!(

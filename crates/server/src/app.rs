@@ -12,6 +12,7 @@ use trailwatch_core::logs::definitions::QueryDefinitions;
 use trailwatch_core::logs::queries::QueryHistory;
 use trailwatch_core::logs::LogStore;
 use trailwatch_core::metrics::MetricStore;
+use trailwatch_core::sns::Topics;
 use trailwatch_core::tags::Tags;
 use trailwatch_core::token::TokenCodec;
 use trailwatch_types::Clock;
@@ -42,6 +43,9 @@ pub struct AppConfig {
     /// blocks it reads, so end-to-end tests can catch a query while it is
     /// Running, with partial results. Zero (no pause) outside tests.
     pub insights_delay: Duration,
+    /// Pauses between SNS delivery attempts: one retry after each, then the
+    /// message counts as failed. Tests shorten them.
+    pub sns_retry_delays: Vec<Duration>,
 }
 
 impl AppConfig {
@@ -58,6 +62,7 @@ impl AppConfig {
             prune_interval: Duration::from_secs(3600),
             live_tail_timeout: Duration::from_secs(3 * 3600),
             insights_delay: Duration::ZERO,
+            sns_retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
         }
     }
 }
@@ -112,6 +117,10 @@ pub struct App {
     pub dashboards: Dashboards,
     /// Resource tags (in the catalog).
     pub tags: Tags,
+    /// SNS topics and subscriptions (in the catalog).
+    pub topics: Topics,
+    /// SNS signing key, endpoint and background deliveries.
+    pub sns: crate::services::SnsRuntime,
     /// Pagination tokens of operations served from the catalog.
     pub tokens: TokenCodec,
     /// Wakes the background worker when enough records wait to be flushed.
@@ -207,6 +216,13 @@ impl App {
         let tags = Tags::new(audit.catalog());
         let query_history = QueryHistory::new(audit.catalog(), audit.objects());
         let query_definitions = QueryDefinitions::new(audit.catalog());
+        let http = reqwest::Client::new();
+        let sns = crate::services::SnsRuntime::new(
+            config.data_dir.clone(),
+            config.sns_retry_delays.clone(),
+            http.clone(),
+        );
+        let topics = Topics::new(audit.catalog());
         let app = Arc::new(App {
             config,
             clock,
@@ -214,12 +230,14 @@ impl App {
             audit,
             metrics,
             logs: Arc::new(logs),
-            http: reqwest::Client::new(),
+            http,
             queries: Default::default(),
             query_history,
             query_definitions,
             dashboards,
             tags,
+            topics,
+            sns,
             tokens,
             flush_wanted: tokio::sync::Notify::new(),
         });

@@ -53,7 +53,14 @@ pub struct OutgoingResponse {
 
 /// Builds the axum router serving every service at `/`.
 pub fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new().fallback(axum_entry).with_state(app)
+    axum::Router::new()
+        // Receivers fetch the SNS signing certificate without credentials.
+        .route(
+            services::SNS_CERTIFICATE_PATH,
+            axum::routing::get(services::sns_certificate),
+        )
+        .fallback(axum_entry)
+        .with_state(app)
 }
 
 async fn axum_entry(
@@ -563,6 +570,10 @@ async fn finish_with(
         Ok(outcome) => outcome.stream.take(),
         Err(_) => None,
     };
+    let after_commit = match &mut result {
+        Ok(outcome) => outcome.after_commit.take(),
+        Err(_) => None,
+    };
     let raw_body = match (&stream, raw_body) {
         (Some(_), _) => Some(services::RawBody {
             content_type: "application/vnd.amazon.eventstream",
@@ -647,6 +658,9 @@ async fn finish_with(
             match app.audit.commit(&record, &changes).await {
                 Ok(()) => {
                     app.recorded();
+                    if let Some(after) = after_commit {
+                        after.run();
+                    }
                     rendered
                 }
                 Err(err) => {

@@ -15,6 +15,7 @@ mod cloudwatch;
 mod dashboards;
 mod logs;
 mod resources;
+mod sns;
 mod sts;
 mod tagging;
 
@@ -24,6 +25,9 @@ pub(crate) use cloudwatch::{fast_put_request, put_metric_data_typed, put_paramet
 pub(crate) use logs::{prune_queries, resume_queries};
 pub use logs::{Queries, StoredQuery};
 pub(crate) use resources::resources_for;
+pub use sns::{
+    certificate as sns_certificate, SnsRuntime, CERTIFICATE_PATH as SNS_CERTIFICATE_PATH,
+};
 
 /// Per-request facts a handler may use.
 #[derive(Debug)]
@@ -62,6 +66,30 @@ pub struct Outcome {
     /// Held until the record and `changes` are committed: a name check and
     /// the creation it allowed are one step (CreateLogGroup).
     pub hold: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Run once the record and `changes` are durable, never on failure: effects
+    /// outside the server (SNS deliveries) must not announce a lost change.
+    pub after_commit: Option<AfterCommit>,
+}
+
+/// Work that runs after a call's commit (see [`Outcome::after_commit`]).
+pub struct AfterCommit(Box<dyn FnOnce() + Send>);
+
+impl AfterCommit {
+    /// Wraps `f`.
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    /// Runs it.
+    pub fn run(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterCommit")
+    }
 }
 
 /// A response body that is not a protocol envelope.
@@ -157,6 +185,19 @@ pub async fn dispatch(
         (Service::CloudWatch, "ListTagsForResource") => {
             tagging::list_tags_for_resource(app, cx, input)
         }
+        (Service::Sns, "CreateTopic") => sns::create_topic(app, cx, input),
+        (Service::Sns, "DeleteTopic") => sns::delete_topic(app, cx, input),
+        (Service::Sns, "ListTopics") => sns::list_topics(app, cx, input),
+        (Service::Sns, "GetTopicAttributes") => sns::get_topic_attributes(app, cx, input),
+        (Service::Sns, "SetTopicAttributes") => sns::set_topic_attributes(app, cx, input),
+        (Service::Sns, "Subscribe") => sns::subscribe(app, cx, input),
+        (Service::Sns, "ConfirmSubscription") => sns::confirm_subscription(app, cx, input),
+        (Service::Sns, "Unsubscribe") => sns::unsubscribe(app, cx, input),
+        (Service::Sns, "ListSubscriptions") => sns::list_subscriptions(app, cx, input),
+        (Service::Sns, "ListSubscriptionsByTopic") => {
+            sns::list_subscriptions_by_topic(app, cx, input)
+        }
+        (Service::Sns, "Publish") => sns::publish(app, cx, input),
         (Service::Logs, _) if logs::implemented(op) => logs::dispatch(app, cx, op, input).await,
         _ => Err(ApiError::not_implemented(op)),
     }
