@@ -346,10 +346,12 @@ pub(super) fn subscribe(
         .topics
         .subscribe(&arn, &cx.principal.account_id, protocol, endpoint)
         .map_err(map_error)?;
-    let shown = if return_arn {
+    // AWS answers a pending Subscribe with the words "pending confirmation",
+    // while listings show `PendingConfirmation`.
+    let shown = if return_arn || entry.subscription.confirmed {
         entry.arn()
     } else {
-        entry.listed_arn()
+        "pending confirmation".to_owned()
     };
     let output = Value::structure([("SubscriptionArn", Value::String(shown))]);
     let mut outcome = Outcome::write(output, changes);
