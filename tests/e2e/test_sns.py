@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -248,3 +249,33 @@ def test_failed_deliveries_are_retried_and_counted(tmp_path):
     finally:
         srv.stop()
     assert not srv.unexpected_log_lines()
+
+
+def test_subscribe_url_confirms_without_credentials(server, receiver):
+    sns = server.client("sns")
+    arn = sns.create_topic(Name="byurl")["TopicArn"]
+    sns.subscribe(TopicArn=arn, Protocol="http", Endpoint=receiver.url)
+    _, body = receiver.next()
+    confirmation = json.loads(body)
+    url = confirmation["SubscribeURL"]
+    assert url.startswith(server.endpoint + "/?")
+
+    # A wrong token is refused, in the SNS error envelope.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace(confirmation["Token"], "0" * 16), timeout=10)
+    assert e.value.code == 400
+    assert b"<Code>InvalidParameter</Code>" in e.value.read()
+    # Other operations still need credentials.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(server.endpoint + "/?Action=ListTopics&Version=2010-03-31", timeout=10)
+    assert e.value.code == 403
+
+    answer = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert "<ConfirmSubscriptionResult><SubscriptionArn>" + arn + ":" in answer
+    (sub,) = sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
+    assert sub["SubscriptionArn"].startswith(arn + ":")
+
+    sns.publish(TopicArn=arn, Message="after url confirmation")
+    headers, body = receiver.next()
+    assert json.loads(body)["Message"] == "after url confirmation"
+    assert headers["x-amz-sns-subscription-arn"] == sub["SubscriptionArn"]

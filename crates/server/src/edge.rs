@@ -239,9 +239,17 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
     let (route, decoded_body) = route;
 
     // Authentication, in the order of spec §11.11.
-    let principal = match authenticate(app, &signed, &claim, route.service) {
-        Ok(p) => p,
-        Err(err) => {
+    let authenticated = authenticate(app, &signed, &claim, route.service);
+    // The SubscribeURL of an SNS confirmation is opened without credentials, as
+    // at AWS: the token it carries is the proof.
+    let anonymous = match (&authenticated, &claim) {
+        (Err(_), Err(AuthFailure::Missing)) => anonymous_confirmation(&route),
+        _ => None,
+    };
+    let principal = match (authenticated, anonymous.clone()) {
+        (Ok(p), _) => p,
+        (Err(_), Some(p)) => p,
+        (Err(err), None) => {
             let who = Caller::from_claim(claim.as_ref().ok(), None);
             let Route {
                 protocol,
@@ -263,7 +271,11 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
             .await;
         }
     };
-    let who = Caller::from_claim(claim.as_ref().ok(), Some(principal.clone()));
+    let who = match anonymous {
+        // Recorded with an unknown identity, never as the topic's owner.
+        Some(_) => Caller::from_claim(None, None),
+        None => Caller::from_claim(claim.as_ref().ok(), Some(principal.clone())),
+    };
     let region = who
         .region
         .clone()
@@ -336,6 +348,19 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
         result,
     )
     .await
+}
+
+/// An unsigned SNS ConfirmSubscription naming a topic: handled for the topic's
+/// account, since the token is checked against that topic's subscriptions.
+fn anonymous_confirmation(route: &Route) -> Option<Principal> {
+    if route.service != Service::Sns || route.operation != "ConfirmSubscription" {
+        return None;
+    }
+    let topic_arn = trailwatch_protocol::query::param(&route.params, "TopicArn")?;
+    let topic = trailwatch_core::sns::TopicArn::parse(topic_arn, "TopicArn").ok()?;
+    let mut principal = Principal::root(&topic.account, "");
+    principal.arn = "anonymous".to_owned();
+    Some(principal)
 }
 
 fn authenticate(

@@ -11,9 +11,11 @@
 //! GetTopicAttributes as `TrailwatchDeliveriesFailed`; the count lives in
 //! memory and restarts at zero.
 //!
-//! The SubscribeURL points at this server's ConfirmSubscription, but the edge
-//! authenticates every API call, so a plain GET of it is refused: receivers
-//! confirm with a signed ConfirmSubscription call.
+//! The SubscribeURL is this server's ConfirmSubscription as an awsQuery GET
+//! (with `Version`, so it routes unsigned); the edge lets that one operation
+//! through without credentials, as AWS does, because the token is the proof.
+//! The UnsubscribeURL needs a signed call: without AuthenticateOnUnsubscribe
+//! support, an anonymous unsubscribe could not be told from abuse.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -524,7 +526,7 @@ pub(super) fn publish(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<
                 let subscription_arn = target.arn();
                 let envelope = Envelope {
                     unsubscribe_url: Some(format!(
-                        "{}/?Action=Unsubscribe&SubscriptionArn={}",
+                        "{}/?Action=Unsubscribe&Version=2010-03-31&SubscriptionArn={}",
                         runtime.endpoint(),
                         encode(&subscription_arn)
                     )),
@@ -567,7 +569,7 @@ fn send_confirmation(
     let topic_arn = entry.topic.arn();
     let token = entry.subscription.token.clone();
     let subscribe_url = format!(
-        "{}/?Action=ConfirmSubscription&TopicArn={}&Token={}",
+        "{}/?Action=ConfirmSubscription&Version=2010-03-31&TopicArn={}&Token={}",
         runtime.endpoint(),
         encode(&topic_arn),
         token
