@@ -279,3 +279,37 @@ def test_subscribe_url_confirms_without_credentials(server, receiver):
     headers, body = receiver.next()
     assert json.loads(body)["Message"] == "after url confirmation"
     assert headers["x-amz-sns-subscription-arn"] == sub["SubscriptionArn"]
+
+
+def test_topics_subscriptions_and_key_survive_restart(tmp_path, receiver):
+    srv = Server(str(tmp_path / "data"))
+    srv.start()
+    try:
+        sns = srv.client("sns")
+        arn = sns.create_topic(Name="durable", Attributes={"DisplayName": "D"})["TopicArn"]
+        sns.subscribe(TopicArn=arn, Protocol="http", Endpoint=receiver.url)
+        first = json.loads(receiver.next()[1])
+        sns.confirm_subscription(TopicArn=arn, Token=first["Token"])
+        cert_before = urllib.request.urlopen(first["SigningCertURL"], timeout=10).read()
+        events = srv.client("cloudtrail").lookup_events(
+            LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": "durable"}]
+        )["Events"]
+        assert {"CreateTopic", "Subscribe", "ConfirmSubscription"} <= {e["EventName"] for e in events}
+    finally:
+        srv.stop()
+    srv.start()
+    try:
+        sns = srv.client("sns")
+        assert [t["TopicArn"] for t in sns.list_topics()["Topics"]] == [arn]
+        assert sns.get_topic_attributes(TopicArn=arn)["Attributes"]["DisplayName"] == "D"
+        (sub,) = sns.list_subscriptions()["Subscriptions"]
+        assert sub["SubscriptionArn"].startswith(arn + ":")
+        sns.publish(TopicArn=arn, Message="after restart")
+        note = json.loads(receiver.next()[1])
+        assert note["Message"] == "after restart"
+        cert_after = urllib.request.urlopen(note["SigningCertURL"], timeout=10).read()
+        assert cert_after == cert_before
+        verify(note, NOTIFICATION_FIELDS)
+    finally:
+        srv.stop()
+    assert not srv.unexpected_log_lines()

@@ -109,7 +109,28 @@ pub(crate) fn resources_for(
                 ));
             }
         }
-        Service::Sns | Service::Sts | Service::Iam | Service::Events => {}
+        Service::Sns => {
+            // CreateTopic names the topic; the others carry its ARN, a
+            // subscription's ARN being the topic's plus an id.
+            let topic = match (operation, input.get("Name").and_then(Value::as_str)) {
+                ("CreateTopic", Some(name)) => {
+                    Some(format!("arn:aws:sns:{region}:{account}:{name}"))
+                }
+                _ => input
+                    .get("TopicArn")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        let arn = input.get("SubscriptionArn").and_then(Value::as_str)?;
+                        arn.rsplit_once(':').map(|(topic, _)| topic.to_owned())
+                    }),
+            };
+            if let Some(arn) = topic.filter(|a| a.starts_with("arn:aws:sns:")) {
+                let name = arn.rsplit(':').next().unwrap_or_default().to_owned();
+                out.push(resource(arn, "AWS::SNS::Topic", &name));
+            }
+        }
+        Service::Sts | Service::Iam | Service::Events => {}
     }
     out
 }
@@ -154,5 +175,30 @@ mod tests {
         let r = resources_for(Service::CloudTrail, "CreateTrail", &input, "1", "r");
         assert_eq!(r[0].arn, "arn:aws:cloudtrail:r:1:trail/audit");
         assert!(resources_for(Service::CloudTrail, "LookupEvents", &input, "1", "r").is_empty());
+        let r = resources_for(Service::Sns, "CreateTopic", &input_named("ops"), "1", "r");
+        assert_eq!(
+            (
+                r[0].arn.as_str(),
+                r[0].resource_type.as_str(),
+                r[0].name.as_str()
+            ),
+            (
+                "arn:aws:sns:r:1:ops",
+                "AWS::SNS::Topic",
+                "arn:aws:sns:r:1:ops"
+            )
+        );
+        let input = Value::structure([(
+            "SubscriptionArn",
+            Value::string("arn:aws:sns:r:111122223333:ops:1f2e"),
+        )]);
+        let r = resources_for(Service::Sns, "Unsubscribe", &input, "1", "r");
+        assert_eq!(r[0].arn, "arn:aws:sns:r:111122223333:ops");
+        let input = Value::structure([("SubscriptionArn", Value::string("pending"))]);
+        assert!(resources_for(Service::Sns, "Unsubscribe", &input, "1", "r").is_empty());
+    }
+
+    fn input_named(name: &str) -> Value {
+        Value::structure([("Name", Value::string(name))])
     }
 }

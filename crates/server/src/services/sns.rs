@@ -383,10 +383,15 @@ pub(super) fn confirm_subscription(
 
 pub(super) fn unsubscribe(
     app: &App,
-    _cx: &CallContext<'_>,
+    cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
     let arn = required(input, "SubscriptionArn")?;
+    // Only the topic's account may remove its subscriptions.
+    if let Ok((topic, _)) = trailwatch_core::sns::parse_subscription_arn(arn) {
+        let topic_only = Value::structure([("TopicArn", Value::String(topic.arn()))]);
+        topic_arn(cx, &topic_only, "TopicArn")?;
+    }
     let changes = app.topics.unsubscribe_changes(arn).map_err(map_error)?;
     Ok(no_output(changes))
 }
