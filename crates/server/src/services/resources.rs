@@ -182,11 +182,7 @@ mod tests {
                 r[0].resource_type.as_str(),
                 r[0].name.as_str()
             ),
-            (
-                "arn:aws:sns:r:1:ops",
-                "AWS::SNS::Topic",
-                "arn:aws:sns:r:1:ops"
-            )
+            ("arn:aws:sns:r:1:ops", "AWS::SNS::Topic", "ops")
         );
         let input = Value::structure([(
             "SubscriptionArn",
