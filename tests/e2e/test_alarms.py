@@ -109,6 +109,25 @@ def test_put_describe_update_delete(server, protocol):
 
 
 @pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
+def test_window_warm_up_and_action_configuration_are_echoed(server, protocol):
+    cw = server.client("cloudwatch", protocol=protocol)
+    put(cw, "wall", EvaluationWindow={"WallClockWindow": {"Timezone": "Europe/Paris"}},
+        WarmUpConfiguration={"WarmUpPeriodDurationInMinutes": 30, "OnlyStartEvaluatingAfterWarmUpPeriodEnds": True},
+        ActionConfiguration={"AlarmTagsPropagation": {"Enabled": True, "IncludedTagKeys": ["team"]}})
+    put(cw, "sliding", EvaluationWindow={"SlidingWindow": {}})
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    wall = alarms["wall"]
+    assert wall["EvaluationWindow"] == {"WallClockWindow": {"Timezone": "Europe/Paris"}}
+    assert wall["WarmUpConfiguration"] == {"WarmUpPeriodDurationInMinutes": 30, "OnlyStartEvaluatingAfterWarmUpPeriodEnds": True}
+    assert wall["ActionConfiguration"] == {"AlarmTagsPropagation": {"Enabled": True, "IncludedTagKeys": ["team"]}}
+    assert (wall["StateValue"], wall["EvaluationState"]) == ("INSUFFICIENT_DATA", "IN_WARM_UP")
+    # awsQuery has no way to send an empty structure: botocore sends nothing.
+    if protocol != "query":
+        assert alarms["sliding"]["EvaluationWindow"] == {"SlidingWindow": {}}
+    assert "EvaluationState" not in alarms["sliding"]
+
+
+@pytest.mark.parametrize("protocol", CLOUDWATCH_PROTOCOLS)
 def test_describe_filters_and_paging(server, protocol):
     cw = server.client("cloudwatch", protocol=protocol)
     for i in range(7):
@@ -253,6 +272,9 @@ VALIDATION_CASES = [
     (dict(Namespace=None), "MissingParameter", "The parameter Namespace is required."),
     (dict(AlarmActions=["not-an-arn"]), "InvalidParameterValue", "The value not-an-arn for parameter AlarmActions.member.1 is invalid."),
     (dict(ExtendedStatistic="TM(5%:95%)", Statistic=None), "InvalidParameterValue", None),
+    (dict(WarmUpConfiguration={"WarmUpPeriodDurationInMinutes": 0}), "ValidationError", None),
+    (dict(MetricName=None, Namespace=None, Statistic=None, Period=None,
+          EvaluationCriteria={"PromQLCriteria": {"Query": "up == 0"}}), "InvalidParameterValue", "PromQL alarms are not supported."),
     (dict(MetricName=None, Namespace=None, Statistic=None, Period=None, Metrics=[
         {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "App", "MetricName": "M"}, "Period": 60, "Stat": "Sum"}},
         {"Id": "e1", "Expression": "m1 * 2"}]), "ValidationError", "Exactly one element of the metrics list should return data."),

@@ -188,8 +188,55 @@ pub struct PutMetricAlarmInput {
     pub metrics: Option<Vec<QueryInput>>,
     /// `ThresholdMetricId`.
     pub threshold_metric_id: Option<String>,
-    /// Whether `EvaluationCriteria` (PromQL) was sent.
+    /// Whether `EvaluationCriteria` or `EvaluationInterval` (PromQL) was sent.
     pub evaluation_criteria: bool,
+    /// `EvaluationWindow` as decoded: `(WallClockWindow present, its Timezone,
+    /// SlidingWindow present)`.
+    pub evaluation_window: Option<(bool, Option<String>, bool)>,
+    /// `WarmUpConfiguration`: `(WarmUpPeriodDurationInMinutes,
+    /// OnlyStartEvaluatingAfterWarmUpPeriodEnds)`.
+    pub warm_up: Option<(Option<i64>, Option<bool>)>,
+    /// `ActionConfiguration`.
+    pub action_configuration: Option<ActionConfiguration>,
+}
+
+/// `EvaluationWindow`: which range each evaluation reads (stored and echoed [TW]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvaluationWindow {
+    /// `SlidingWindow` (AWS's default).
+    Sliding,
+    /// `WallClockWindow`, aligned to the period in `timezone`.
+    WallClock {
+        /// `Timezone`.
+        timezone: Option<String>,
+    },
+}
+
+/// `WarmUpConfiguration` (§7.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmUp {
+    /// `WarmUpPeriodDurationInMinutes`, 1–2880.
+    pub minutes: i64,
+    /// `OnlyStartEvaluatingAfterWarmUpPeriodEnds`.
+    pub only_start_after: Option<bool>,
+}
+
+/// `ActionConfiguration` (stored and echoed [TW]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ActionConfiguration {
+    /// `AlarmTagsPropagation`, when given.
+    pub tags_propagation: Option<TagsPropagation>,
+}
+
+/// `AlarmTagsPropagation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TagsPropagation {
+    /// `Enabled`.
+    pub enabled: Option<bool>,
+    /// `IncludedTagKeys` (1–50 when given).
+    pub included_tag_keys: Option<Vec<String>>,
+    /// `ExcludedTagKeys` (1–50 when given).
+    pub excluded_tag_keys: Option<Vec<String>>,
 }
 
 /// One `Metrics` entry as decoded.
@@ -273,6 +320,15 @@ pub struct AlarmConfig {
     pub treat_missing_data: Option<String>,
     /// `EvaluateLowSampleCountPercentile` as given (absent means `evaluate`).
     pub evaluate_low_sample_count_percentile: Option<String>,
+    /// `EvaluationWindow`.
+    #[serde(default)]
+    pub evaluation_window: Option<EvaluationWindow>,
+    /// `WarmUpConfiguration`.
+    #[serde(default)]
+    pub warm_up: Option<WarmUp>,
+    /// `ActionConfiguration`.
+    #[serde(default)]
+    pub action_configuration: Option<ActionConfiguration>,
 }
 
 impl AlarmConfig {
@@ -810,6 +866,71 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
             ));
         }
     }
+    config.evaluation_window = match &input.evaluation_window {
+        None => None,
+        Some((true, _, true)) | Some((false, _, false)) => {
+            return Err(AlarmError::InvalidParameterCombination(
+                "Exactly one of EvaluationWindow.WallClockWindow or EvaluationWindow.SlidingWindow must be specified.".to_owned(),
+            ))
+        }
+        Some((true, timezone, false)) => {
+            if let Some(tz) = timezone {
+                check_length(tz, "evaluationWindow.wallClockWindow.timezone", 1, 50)?;
+            }
+            Some(EvaluationWindow::WallClock {
+                timezone: timezone.clone(),
+            })
+        }
+        Some((false, _, true)) => Some(EvaluationWindow::Sliding),
+    };
+    config.warm_up = match input.warm_up {
+        None => None,
+        Some((None, _)) => {
+            return Err(missing("WarmUpConfiguration.WarmUpPeriodDurationInMinutes"))
+        }
+        Some((Some(minutes), only_start_after)) => {
+            if !(1..=2880).contains(&minutes) {
+                return Err(constraint(
+                    &minutes.to_string(),
+                    "warmUpConfiguration.warmUpPeriodDurationInMinutes",
+                    if minutes < 1 {
+                        "Member must have value greater than or equal to 1"
+                    } else {
+                        "Member must have value less than or equal to 2880"
+                    },
+                ));
+            }
+            Some(WarmUp {
+                minutes,
+                only_start_after,
+            })
+        }
+    };
+    if let Some(tags) = input
+        .action_configuration
+        .as_ref()
+        .and_then(|a| a.tags_propagation.as_ref())
+    {
+        for (member, keys) in [
+            ("includedTagKeys", &tags.included_tag_keys),
+            ("excludedTagKeys", &tags.excluded_tag_keys),
+        ] {
+            if let Some(keys) = keys {
+                if keys.is_empty() || keys.len() > 50 {
+                    return Err(constraint(
+                        &format!("[{}]", keys.join(", ")),
+                        &format!("actionConfiguration.alarmTagsPropagation.{member}"),
+                        if keys.is_empty() {
+                            "Member must have length greater than or equal to 1"
+                        } else {
+                            "Member must have length less than or equal to 50"
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    config.action_configuration = input.action_configuration.clone();
     config.evaluation_periods = evaluation_periods;
     config.datapoints_to_alarm = input.datapoints_to_alarm;
     config.threshold_metric_id = input.threshold_metric_id.clone();
@@ -1033,7 +1154,7 @@ pub fn alarm_history_json(alarm: &MetricAlarm) -> serde_json::Value {
         o.insert("metricName".into(), json!(n));
     }
     if let Some(s) = &c.statistic {
-        o.insert("statistic".into(), json!(s.to_ascii_uppercase()));
+        o.insert("statistic".into(), json!(s));
     }
     if let Some(s) = &c.extended_statistic {
         o.insert("extendedStatistic".into(), json!(s));
@@ -1228,6 +1349,7 @@ impl Alarms {
         let existing = self.get(scope.account, scope.region, &config.name)?;
         let name = config.name.clone();
         let created = existing.is_none();
+        let warm_up = config.warm_up.is_some();
         let (alarm, summary, data) = match existing {
             None => {
                 let alarm = MetricAlarm {
@@ -1240,7 +1362,8 @@ impl Alarms {
                     state_reason_data: None,
                     state_updated_ms: now,
                     state_transitioned_ms: now,
-                    evaluation_state: None,
+                    // The engine clears this when the warm-up ends (§7.1).
+                    evaluation_state: warm_up.then(|| "IN_WARM_UP".to_owned()),
                 };
                 let data = json!({"version": "1.0", "type": "Create", "createdAlarm": alarm_history_json(&alarm)});
                 (
@@ -1631,6 +1754,13 @@ mod tests {
             ("band operator on a metric", Box::new(|i| { i.threshold = None; i.comparison_operator = Some("LessThanLowerThreshold".into()); i.threshold_metric_id = Some("ad1".into()) }), "InvalidParameterCombination", "ThresholdMetricId requires the Metrics parameter."),
             ("treat missing foo", Box::new(|i| i.treat_missing_data = Some("foo".into())), "InvalidParameterValue", "The parameter TreatMissingData must be a value in the set [breaching, notBreaching, ignore, missing]."),
             ("low sample foo", Box::new(|i| i.evaluate_low_sample_count_percentile = Some("foo".into())), "InvalidParameterValue", "The parameter EvaluateLowSampleCountPercentile"),
+            ("two windows", Box::new(|i| i.evaluation_window = Some((true, None, true))), "InvalidParameterCombination", "Exactly one of EvaluationWindow.WallClockWindow"),
+            ("no window", Box::new(|i| i.evaluation_window = Some((false, None, false))), "InvalidParameterCombination", "Exactly one of EvaluationWindow"),
+            ("long timezone", Box::new(|i| i.evaluation_window = Some((true, Some("z".repeat(51)), false))), "Validation", "1 validation error detected"),
+            ("warm-up 0", Box::new(|i| i.warm_up = Some((Some(0), None))), "Validation", "1 validation error detected: Value '0' at 'warmUpConfiguration.warmUpPeriodDurationInMinutes'"),
+            ("warm-up 2881", Box::new(|i| i.warm_up = Some((Some(2881), None))), "Validation", "1 validation error detected: Value '2881'"),
+            ("warm-up without minutes", Box::new(|i| i.warm_up = Some((None, Some(true)))), "MissingParameter", "The parameter WarmUpConfiguration.WarmUpPeriodDurationInMinutes is required."),
+            ("no included keys", Box::new(|i| i.action_configuration = Some(ActionConfiguration { tags_propagation: Some(TagsPropagation { included_tag_keys: Some(vec![]), ..TagsPropagation::default() }) })), "Validation", "1 validation error detected: Value '[]' at 'actionConfiguration.alarmTagsPropagation.includedTagKeys'"),
         ]
     }
 
@@ -1903,6 +2033,25 @@ mod tests {
         assert_eq!(config.datapoints(), 2);
         assert_eq!(validate_put(&math()).unwrap().effective_period(), Some(60));
         assert_eq!(validate_put(&band()).unwrap().threshold, None);
+        let config = validate_put(&PutMetricAlarmInput {
+            evaluation_window: Some((true, Some("Europe/Paris".into()), false)),
+            warm_up: Some((Some(30), Some(true))),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            config.evaluation_window,
+            Some(EvaluationWindow::WallClock {
+                timezone: Some("Europe/Paris".into())
+            })
+        );
+        assert_eq!(
+            config.warm_up,
+            Some(WarmUp {
+                minutes: 30,
+                only_start_after: Some(true)
+            })
+        );
     }
 
     fn scope(now_ms: i64) -> Scope<'static> {

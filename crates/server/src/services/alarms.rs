@@ -5,9 +5,10 @@
 //! with the call's audit record. Evaluation is not done here.
 
 use trailwatch_core::alarms::{
-    alarm_arn, check_alarm_types, check_state, constraint, validate_put, AlarmError,
-    DescribeFilter, HistoryFilter, HistoryItem, MetricAlarm, MetricFilter, MetricStatInput,
-    PutMetricAlarmInput, QueryInput, Scope, HISTORY_TYPES,
+    alarm_arn, check_alarm_types, check_state, constraint, validate_put, ActionConfiguration,
+    AlarmError, DescribeFilter, EvaluationWindow, HistoryFilter, HistoryItem, MetricAlarm,
+    MetricFilter, MetricStatInput, PutMetricAlarmInput, QueryInput, Scope, TagsPropagation,
+    HISTORY_TYPES,
 };
 use trailwatch_core::tags::{validate, Tags};
 use trailwatch_core::token::filters_hash;
@@ -169,7 +170,37 @@ fn put_input(input: &Value) -> Result<PutMetricAlarmInput, ApiError> {
         evaluate_low_sample_count_percentile: text(input.get("EvaluateLowSampleCountPercentile")),
         metrics,
         threshold_metric_id: text(input.get("ThresholdMetricId")),
-        evaluation_criteria: input.get("EvaluationCriteria").is_some(),
+        evaluation_criteria: input.get("EvaluationCriteria").is_some()
+            || input.get("EvaluationInterval").is_some(),
+        evaluation_window: input.get("EvaluationWindow").map(|w| {
+            let wall = w.get("WallClockWindow");
+            (
+                wall.is_some(),
+                wall.and_then(|c| text(c.get("Timezone"))),
+                w.get("SlidingWindow").is_some(),
+            )
+        }),
+        warm_up: input.get("WarmUpConfiguration").map(|w| {
+            (
+                w.get("WarmUpPeriodDurationInMinutes")
+                    .and_then(Value::as_i64),
+                w.get("OnlyStartEvaluatingAfterWarmUpPeriodEnds")
+                    .and_then(Value::as_bool),
+            )
+        }),
+        action_configuration: input
+            .get("ActionConfiguration")
+            .map(|a| ActionConfiguration {
+                tags_propagation: a.get("AlarmTagsPropagation").map(|t| TagsPropagation {
+                    enabled: t.get("Enabled").and_then(Value::as_bool),
+                    included_tag_keys: t
+                        .get("IncludedTagKeys")
+                        .map(|_| t.strings("IncludedTagKeys")),
+                    excluded_tag_keys: t
+                        .get("ExcludedTagKeys")
+                        .map(|_| t.strings("ExcludedTagKeys")),
+                }),
+            }),
     })
 }
 
@@ -211,6 +242,33 @@ fn time(ms: i64) -> Value {
 
 fn opt(s: &Option<String>) -> Value {
     s.as_ref().map_or(Value::Null, Value::string)
+}
+
+fn evaluation_window_value(w: &EvaluationWindow) -> Value {
+    match w {
+        EvaluationWindow::Sliding => Value::structure([("SlidingWindow", Value::empty_struct())]),
+        EvaluationWindow::WallClock { timezone } => Value::structure([(
+            "WallClockWindow",
+            Value::structure([("Timezone", opt(timezone))]),
+        )]),
+    }
+}
+
+fn action_configuration_value(a: &ActionConfiguration) -> Value {
+    let propagation = a.tags_propagation.as_ref().map_or(Value::Null, |t| {
+        Value::structure([
+            ("Enabled", t.enabled.map_or(Value::Null, Value::Bool)),
+            (
+                "IncludedTagKeys",
+                t.included_tag_keys.as_deref().map_or(Value::Null, strings),
+            ),
+            (
+                "ExcludedTagKeys",
+                t.excluded_tag_keys.as_deref().map_or(Value::Null, strings),
+            ),
+        ])
+    });
+    Value::structure([("AlarmTagsPropagation", propagation)])
 }
 
 /// One `MetricAlarm` output structure, members in model order.
@@ -295,6 +353,30 @@ fn metric_alarm_value(alarm: &MetricAlarm) -> Value {
         (
             "StateTransitionedTimestamp",
             time(alarm.state_transitioned_ms),
+        ),
+        (
+            "EvaluationWindow",
+            c.evaluation_window
+                .as_ref()
+                .map_or(Value::Null, evaluation_window_value),
+        ),
+        (
+            "WarmUpConfiguration",
+            c.warm_up.as_ref().map_or(Value::Null, |w| {
+                Value::structure([
+                    ("WarmUpPeriodDurationInMinutes", Value::Int(w.minutes)),
+                    (
+                        "OnlyStartEvaluatingAfterWarmUpPeriodEnds",
+                        w.only_start_after.map_or(Value::Null, Value::Bool),
+                    ),
+                ])
+            }),
+        ),
+        (
+            "ActionConfiguration",
+            c.action_configuration
+                .as_ref()
+                .map_or(Value::Null, action_configuration_value),
         ),
     ])
 }
