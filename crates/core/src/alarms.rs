@@ -424,6 +424,174 @@ fn check_length(value: &str, member: &str, min: usize, max: usize) -> Result<(),
     Ok(())
 }
 
+/// The model constraints of PutMetricAlarm, checked before any service rule
+/// and reported together, the way AWS's request framework does (§1.3).
+#[derive(Default)]
+struct Violations(Vec<String>);
+
+impl Violations {
+    fn push(&mut self, value: &str, member: &str, rule: &str) {
+        self.0.push(format!(
+            "Value '{value}' at '{member}' failed to satisfy constraint: {rule}"
+        ));
+    }
+
+    fn length(&mut self, value: &str, member: &str, min: usize, max: usize) {
+        let n = value.chars().count();
+        if n < min {
+            self.push(
+                value,
+                member,
+                &format!("Member must have length greater than or equal to {min}"),
+            );
+        } else if n > max {
+            self.push(
+                value,
+                member,
+                &format!("Member must have length less than or equal to {max}"),
+            );
+        }
+    }
+
+    fn count(&mut self, items: &[String], member: &str, min: usize, max: usize) {
+        let value = format!("[{}]", items.join(", "));
+        if items.len() < min {
+            self.push(
+                &value,
+                member,
+                &format!("Member must have length greater than or equal to {min}"),
+            );
+        } else if items.len() > max {
+            self.push(
+                &value,
+                member,
+                &format!("Member must have length less than or equal to {max}"),
+            );
+        }
+    }
+
+    fn range(&mut self, value: i64, member: &str, min: i64, max: Option<i64>) {
+        if value < min {
+            self.push(
+                &value.to_string(),
+                member,
+                &format!("Member must have value greater than or equal to {min}"),
+            );
+        } else if let Some(max) = max.filter(|m| value > *m) {
+            self.push(
+                &value.to_string(),
+                member,
+                &format!("Member must have value less than or equal to {max}"),
+            );
+        }
+    }
+
+    fn one_of(&mut self, value: &str, member: &str, allowed: &[&str]) {
+        if !allowed.contains(&value) {
+            self.push(
+                value,
+                member,
+                &format!(
+                    "Member must satisfy enum value set: [{}]",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn into_result(self) -> Result<(), AlarmError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(AlarmError::Validation(format!(
+                "1 validation error detected: {}",
+                self.0[0]
+            ))),
+            n => Err(AlarmError::Validation(format!(
+                "{n} validation errors detected: {}",
+                self.0.join("; ")
+            ))),
+        }
+    }
+}
+
+fn model_constraints(input: &PutMetricAlarmInput) -> Result<(), AlarmError> {
+    let mut v = Violations::default();
+    if let Some(name) = &input.alarm_name {
+        v.length(name, "alarmName", 1, 255);
+    }
+    if let Some(d) = &input.alarm_description {
+        v.length(d, "alarmDescription", 0, 1024);
+    }
+    for (actions, member) in [
+        (&input.ok_actions, "oKActions"),
+        (&input.alarm_actions, "alarmActions"),
+        (&input.insufficient_data_actions, "insufficientDataActions"),
+    ] {
+        v.count(actions, member, 0, 5);
+    }
+    if let Some(m) = &input.metric_name {
+        v.length(m, "metricName", 1, 255);
+    }
+    if let Some(n) = &input.namespace {
+        v.length(n, "namespace", 1, 255);
+    }
+    if let Some(s) = &input.statistic {
+        v.one_of(
+            s,
+            "statistic",
+            &["SampleCount", "Average", "Sum", "Minimum", "Maximum"],
+        );
+    }
+    if let Some(n) = input.evaluation_periods {
+        v.range(n, "evaluationPeriods", 1, None);
+    }
+    if let Some(n) = input.datapoints_to_alarm {
+        v.range(n, "datapointsToAlarm", 1, None);
+    }
+    if let Some(o) = &input.comparison_operator {
+        let all: Vec<&str> = STATIC_OPERATORS
+            .iter()
+            .chain(&BAND_OPERATORS)
+            .copied()
+            .collect();
+        v.one_of(o, "comparisonOperator", &all);
+    }
+    if let Some(id) = &input.threshold_metric_id {
+        v.length(id, "thresholdMetricId", 1, 255);
+    }
+    if let Some((_, Some(tz), _)) = &input.evaluation_window {
+        v.length(tz, "evaluationWindow.wallClockWindow.timezone", 1, 50);
+    }
+    if let Some((Some(minutes), _)) = input.warm_up {
+        v.range(
+            minutes,
+            "warmUpConfiguration.warmUpPeriodDurationInMinutes",
+            1,
+            Some(2880),
+        );
+    }
+    if let Some(tags) = input
+        .action_configuration
+        .as_ref()
+        .and_then(|a| a.tags_propagation.as_ref())
+    {
+        for (member, keys) in [
+            ("includedTagKeys", &tags.included_tag_keys),
+            ("excludedTagKeys", &tags.excluded_tag_keys),
+        ] {
+            if let Some(keys) = keys {
+                v.count(
+                    keys,
+                    &format!("actionConfiguration.alarmTagsPropagation.{member}"),
+                    1,
+                    50,
+                );
+            }
+        }
+    }
+    v.into_result()
+}
+
 fn check_period(period: i64, parameter: &str) -> Result<(), AlarmError> {
     if period <= 0 || !(matches!(period, 10 | 20 | 30) || period % 60 == 0) {
         return Err(AlarmError::InvalidParameterValue(format!(
@@ -495,13 +663,6 @@ fn check_unit(unit: &Option<String>, parameter: &str) -> Result<(), AlarmError> 
 }
 
 fn check_actions(actions: &[String], parameter: &str) -> Result<(), AlarmError> {
-    if actions.len() > 5 {
-        return Err(constraint(
-            &format!("[{}]", actions.join(", ")),
-            &crate::alarms::lower_first(parameter),
-            "Member must have length less than or equal to 5",
-        ));
-    }
     for (i, arn) in actions.iter().enumerate() {
         if arn.is_empty() || arn.chars().count() > 1024 || !arn.starts_with("arn:") {
             return Err(AlarmError::InvalidParameterValue(format!(
@@ -671,15 +832,12 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
         .alarm_name
         .clone()
         .ok_or_else(|| missing("AlarmName"))?;
-    check_length(&name, "alarmName", 1, 255)?;
+    model_constraints(input)?;
     if name.chars().any(|c| c.is_ascii_control()) {
         return Err(AlarmError::InvalidParameterValue(format!(
             "The value {} for parameter AlarmName is invalid: it contains control characters.",
             name.escape_debug()
         )));
-    }
-    if let Some(d) = &input.alarm_description {
-        check_length(d, "alarmDescription", 0, 1024)?;
     }
     check_actions(&input.ok_actions, "OKActions")?;
     check_actions(&input.alarm_actions, "AlarmActions")?;
@@ -707,23 +865,16 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
     };
     let period;
     if let Some(metric_name) = &input.metric_name {
-        check_length(metric_name, "metricName", 1, 255)?;
         let namespace = input
             .namespace
             .clone()
             .ok_or_else(|| missing("Namespace"))?;
-        check_length(&namespace, "namespace", 1, 255)?;
         match (&input.statistic, &input.extended_statistic) {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(AlarmError::InvalidParameterCombination(
                     "Exactly one of Statistic or ExtendedStatistic must be specified.".to_owned(),
                 ))
             }
-            (Some(s), None) if !STATISTICS.contains(&s.as_str()) => return Err(constraint(
-                s,
-                "statistic",
-                "Member must satisfy enum value set: [Maximum, SampleCount, Sum, Minimum, Average]",
-            )),
             (None, Some(e)) if !valid_alarm_extended_statistic(e) => {
                 return Err(AlarmError::InvalidParameterValue(format!(
                     "The value {e} for parameter ExtendedStatistic is invalid."
@@ -779,21 +930,7 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
     let evaluation_periods = input
         .evaluation_periods
         .ok_or_else(|| missing("EvaluationPeriods"))?;
-    if evaluation_periods < 1 {
-        return Err(constraint(
-            &evaluation_periods.to_string(),
-            "evaluationPeriods",
-            "Member must have value greater than or equal to 1",
-        ));
-    }
     if let Some(m) = input.datapoints_to_alarm {
-        if m < 1 {
-            return Err(constraint(
-                &m.to_string(),
-                "datapointsToAlarm",
-                "Member must have value greater than or equal to 1",
-            ));
-        }
         if m > evaluation_periods {
             return Err(AlarmError::Validation(
                 "DatapointsToAlarm must be less than or equal to EvaluationPeriods.".to_owned(),
@@ -815,14 +952,8 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
         .comparison_operator
         .clone()
         .ok_or_else(|| missing("ComparisonOperator"))?;
+    // The model constraints above admit only the seven operators.
     let is_band = BAND_OPERATORS.contains(&operator.as_str());
-    if !is_band && !STATIC_OPERATORS.contains(&operator.as_str()) {
-        return Err(constraint(
-            &operator,
-            "comparisonOperator",
-            "Member must satisfy enum value set: [GreaterThanOrEqualToThreshold, GreaterThanThreshold, LessThanThreshold, LessThanOrEqualToThreshold, LessThanLowerOrGreaterThanUpperThreshold, LessThanLowerThreshold, GreaterThanUpperThreshold]",
-        ));
-    }
     if is_band {
         if input.threshold.is_some() {
             return Err(AlarmError::InvalidParameterCombination(
@@ -866,6 +997,7 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
             ));
         }
     }
+    // Lengths and ranges were checked with the other model constraints.
     config.evaluation_window = match &input.evaluation_window {
         None => None,
         Some((true, _, true)) | Some((false, _, false)) => {
@@ -873,14 +1005,9 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
                 "Exactly one of EvaluationWindow.WallClockWindow or EvaluationWindow.SlidingWindow must be specified.".to_owned(),
             ))
         }
-        Some((true, timezone, false)) => {
-            if let Some(tz) = timezone {
-                check_length(tz, "evaluationWindow.wallClockWindow.timezone", 1, 50)?;
-            }
-            Some(EvaluationWindow::WallClock {
-                timezone: timezone.clone(),
-            })
-        }
+        Some((true, timezone, false)) => Some(EvaluationWindow::WallClock {
+            timezone: timezone.clone(),
+        }),
         Some((false, _, true)) => Some(EvaluationWindow::Sliding),
     };
     config.warm_up = match input.warm_up {
@@ -888,48 +1015,11 @@ pub fn validate_put(input: &PutMetricAlarmInput) -> Result<AlarmConfig, AlarmErr
         Some((None, _)) => {
             return Err(missing("WarmUpConfiguration.WarmUpPeriodDurationInMinutes"))
         }
-        Some((Some(minutes), only_start_after)) => {
-            if !(1..=2880).contains(&minutes) {
-                return Err(constraint(
-                    &minutes.to_string(),
-                    "warmUpConfiguration.warmUpPeriodDurationInMinutes",
-                    if minutes < 1 {
-                        "Member must have value greater than or equal to 1"
-                    } else {
-                        "Member must have value less than or equal to 2880"
-                    },
-                ));
-            }
-            Some(WarmUp {
-                minutes,
-                only_start_after,
-            })
-        }
+        Some((Some(minutes), only_start_after)) => Some(WarmUp {
+            minutes,
+            only_start_after,
+        }),
     };
-    if let Some(tags) = input
-        .action_configuration
-        .as_ref()
-        .and_then(|a| a.tags_propagation.as_ref())
-    {
-        for (member, keys) in [
-            ("includedTagKeys", &tags.included_tag_keys),
-            ("excludedTagKeys", &tags.excluded_tag_keys),
-        ] {
-            if let Some(keys) = keys {
-                if keys.is_empty() || keys.len() > 50 {
-                    return Err(constraint(
-                        &format!("[{}]", keys.join(", ")),
-                        &format!("actionConfiguration.alarmTagsPropagation.{member}"),
-                        if keys.is_empty() {
-                            "Member must have length greater than or equal to 1"
-                        } else {
-                            "Member must have length less than or equal to 50"
-                        },
-                    ));
-                }
-            }
-        }
-    }
     config.action_configuration = input.action_configuration.clone();
     config.evaluation_periods = evaluation_periods;
     config.datapoints_to_alarm = input.datapoints_to_alarm;
@@ -1996,6 +2086,21 @@ mod tests {
                 assert!(err.to_string().starts_with(want_message), "{case}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn model_constraints_are_reported_together() {
+        let err = validate_put(&PutMetricAlarmInput {
+            evaluation_periods: Some(0),
+            comparison_operator: Some("Above".into()),
+            statistic: None,
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "2 validation errors detected: Value '0' at 'evaluationPeriods' failed to satisfy constraint: Member must have value greater than or equal to 1; Value 'Above' at 'comparisonOperator' failed to satisfy constraint: Member must satisfy enum value set: [GreaterThanOrEqualToThreshold, GreaterThanThreshold, LessThanThreshold, LessThanOrEqualToThreshold, LessThanLowerOrGreaterThanUpperThreshold, LessThanLowerThreshold, GreaterThanUpperThreshold]"
+        );
     }
 
     #[test]
