@@ -36,6 +36,9 @@ const TABLE: &str = "alarms";
 const HISTORY_TABLE: &str = "alarm_history";
 /// How long history items are kept (§7.8: 14 days).
 pub const HISTORY_RETENTION_MS: i64 = 14 * 24 * 3600 * 1000;
+/// Width of the time buckets a write prunes: 10^7 ms (about 2.8 hours), the
+/// span of keys sharing their first 8 of 15 timestamp digits.
+const PRUNE_BUCKET_MS: i64 = 10_000_000;
 /// Reason of a new alarm (§7.1).
 pub const INITIAL_REASON: &str = "Unchecked: Initial alarm creation";
 
@@ -1411,21 +1414,64 @@ impl Alarms {
     }
 
     /// Deletions of the account's history items older than the retention.
+    ///
+    /// A write looks only at the two time buckets of [`PRUNE_BUCKET_MS`] around
+    /// the cutoff, so its cost does not grow with the history; items of older
+    /// buckets (left when no write happened for a whole bucket) are hidden by
+    /// [`Alarms::history`] and removed by [`Alarms::sweep_history_changes`].
     fn expired_history(&self, scope: &Scope<'_>) -> Result<Vec<CatalogOp>, AlarmError> {
         let cutoff = scope.now.millis() - HISTORY_RETENTION_MS;
-        let prefix = format!("{}/{}/", scope.account, scope.region);
-        let rows = self.catalog.list(HISTORY_TABLE, &prefix).map_err(storage)?;
+        let bucket = cutoff.max(0) / PRUNE_BUCKET_MS;
+        let buckets = if bucket == 0 {
+            vec![0]
+        } else {
+            vec![bucket - 1, bucket]
+        };
+        let mut ops = Vec::new();
+        for b in buckets {
+            // 15-digit keys whose first 8 digits are the bucket number.
+            let prefix = format!("{}/{}/{:08}", scope.account, scope.region, b);
+            ops.extend(self.expired_under(&prefix, scope, cutoff)?);
+        }
+        Ok(ops)
+    }
+
+    fn expired_under(
+        &self,
+        prefix: &str,
+        scope: &Scope<'_>,
+        cutoff: i64,
+    ) -> Result<Vec<CatalogOp>, AlarmError> {
+        let base = format!("{}/{}/", scope.account, scope.region).len();
+        let rows = self.catalog.list(HISTORY_TABLE, prefix).map_err(storage)?;
         Ok(rows
             .into_iter()
             .take_while(|(k, _)| {
-                k[prefix.len()..]
-                    .split('/')
-                    .next()
+                k.get(base..)
+                    .and_then(|rest| rest.split('/').next())
                     .and_then(|t| t.parse::<i64>().ok())
                     .is_some_and(|t| t < cutoff)
             })
             .map(|(k, _)| CatalogOp::delete(HISTORY_TABLE, k))
             .collect())
+    }
+
+    /// Deletions of every expired history item of the account and region: the
+    /// full sweep a retention worker runs, whatever the age of the items.
+    pub fn sweep_history_changes(
+        &self,
+        account: &str,
+        region: &str,
+        now: Timestamp,
+    ) -> Result<Vec<CatalogOp>, AlarmError> {
+        let scope = Scope {
+            account,
+            region,
+            request_id: "",
+            now,
+        };
+        let cutoff = now.millis() - HISTORY_RETENTION_MS;
+        self.expired_under(&format!("{account}/{region}/"), &scope, cutoff)
     }
 
     /// PutMetricAlarm: the changes that create or replace the alarm, with its
@@ -1651,8 +1697,21 @@ impl Alarms {
             return Ok((Vec::new(), false));
         }
         let prefix = filter.prefix.as_deref().unwrap_or_default();
+        // Named alarms are read directly rather than found in a full listing.
+        let candidates = if filter.names.is_empty() {
+            self.list(account, region, prefix)?
+        } else {
+            let mut names = filter.names.clone();
+            names.sort();
+            names.dedup();
+            let mut found = Vec::with_capacity(names.len());
+            for name in &names {
+                found.extend(self.get(account, region, name)?);
+            }
+            found
+        };
         let mut out = Vec::new();
-        for alarm in self.list(account, region, prefix)? {
+        for alarm in candidates {
             if after.is_some_and(|a| alarm.config.name.as_str() <= a) || !filter.matches(&alarm) {
                 continue;
             }
@@ -2455,12 +2514,45 @@ mod tests {
         })
         .unwrap();
         let (ops, _) = alarms.put_changes(&scope(later), config).unwrap();
-        assert!(
+        let history_ops = |ops: &[CatalogOp]| {
             ops.iter()
                 .filter(|o| format!("{o:?}").contains("alarm_history"))
                 .count()
-                > 5,
-            "expired items are pruned"
+        };
+        // Seven items are older than 14 days; the write adds one of its own.
+        assert_eq!(history_ops(&ops), 8, "expired items are pruned");
+        assert_eq!(
+            history_ops(
+                &alarms
+                    .sweep_history_changes(
+                        "111122223333",
+                        "us-east-1",
+                        Timestamp::from_millis(later)
+                    )
+                    .unwrap()
+            ),
+            7
+        );
+        // Far later, a write's bounded prune misses old buckets; the sweep does not.
+        let much_later = later + 10 * PRUNE_BUCKET_MS;
+        let config = validate_put(&PutMetricAlarmInput {
+            alarm_name: Some("d".into()),
+            ..base()
+        })
+        .unwrap();
+        let (ops, _) = alarms.put_changes(&scope(much_later), config).unwrap();
+        assert_eq!(history_ops(&ops), 1);
+        assert_eq!(
+            history_ops(
+                &alarms
+                    .sweep_history_changes(
+                        "111122223333",
+                        "us-east-1",
+                        Timestamp::from_millis(much_later)
+                    )
+                    .unwrap()
+            ),
+            8
         );
     }
 
