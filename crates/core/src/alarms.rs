@@ -1391,6 +1391,22 @@ impl Alarms {
             .collect()
     }
 
+    /// Every alarm of every account and region, with its account and region:
+    /// what an evaluation engine schedules from.
+    pub fn every_alarm(&self) -> Result<Vec<(String, String, MetricAlarm)>, AlarmError> {
+        self.catalog
+            .list(TABLE, "")
+            .map_err(storage)?
+            .iter()
+            .map(|(k, v)| {
+                let mut parts = k.splitn(3, '/');
+                let account = parts.next().unwrap_or_default().to_owned();
+                let region = parts.next().unwrap_or_default().to_owned();
+                Ok((account, region, decode_alarm(v)?))
+            })
+            .collect()
+    }
+
     fn put_op(scope: &Scope<'_>, alarm: &MetricAlarm) -> CatalogOp {
         CatalogOp::put(
             TABLE,
@@ -2257,6 +2273,16 @@ mod tests {
             ("INSUFFICIENT_DATA", INITIAL_REASON)
         );
         assert_eq!(a.arn, "arn:aws:cloudwatch:us-east-1:111122223333:alarm:a");
+        let every = alarms.every_alarm().unwrap();
+        assert_eq!(every.len(), 4);
+        assert_eq!(
+            (
+                every[0].0.as_str(),
+                every[0].1.as_str(),
+                every[0].2.config.name.as_str()
+            ),
+            ("111122223333", "us-east-1", "a")
+        );
 
         let all = DescribeFilter::default();
         let (page, more) = alarms
