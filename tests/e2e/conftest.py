@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import boto3
+import botocore.loaders
 import botocore.session
 import pytest
 from botocore.config import Config
@@ -149,7 +150,10 @@ def force_protocol(session, service, protocol):
     path, the way the wire fixtures were captured (fixtures/wire/README.md)."""
     key = (service, protocol)
     if key not in _FORCED_MODELS:
-        loader = session.get_component("data_loader")
+        # A loader of its own: the session's loader caches what it loads, so
+        # reading the model through it would hand this very session the
+        # unforced model (the first client of each protocol spoke JSON).
+        loader = botocore.loaders.create_loader()
         api_version = loader.determine_latest_version(service, "service-2")
         model = copy.deepcopy(loader.load_service_model(service, "service-2", api_version))
         model["metadata"]["protocol"] = protocol

@@ -1,6 +1,8 @@
 //! Domain services of trailwatch, free of HTTP and wire formats.
 //!
 //! - [`identity`]: accounts, access keys and the principals they stand for.
+//! - [`alarms`]: CloudWatch metric alarms: PutMetricAlarm validation, the
+//!   stored alarm record and its history, the Describe filters.
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
 //! - [`anomaly`]: the anomaly detection band model (trailwatch's own).
@@ -17,6 +19,7 @@
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
 
+pub mod alarms;
 pub mod anomaly;
 pub mod audit;
 pub mod composite;

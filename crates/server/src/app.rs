@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use trailwatch_core::alarms::Alarms;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::identity::KeyRing;
@@ -115,6 +116,8 @@ pub struct App {
     pub query_definitions: QueryDefinitions,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
+    /// CloudWatch metric alarms and their history (in the catalog).
+    pub alarms: Alarms,
     /// Resource tags (in the catalog).
     pub tags: Tags,
     /// SNS topics and subscriptions (in the catalog).
@@ -213,6 +216,7 @@ impl App {
         .await
         .map_err(|e| StartError::Logs(e.to_string()))?;
         let dashboards = Dashboards::new(audit.catalog());
+        let alarms = Alarms::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
         let query_history = QueryHistory::new(audit.catalog(), audit.objects());
         let query_definitions = QueryDefinitions::new(audit.catalog());
@@ -235,6 +239,7 @@ impl App {
             query_history,
             query_definitions,
             dashboards,
+            alarms,
             tags,
             topics,
             sns,

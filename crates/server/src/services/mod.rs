@@ -10,6 +10,7 @@ use trailwatch_types::Timestamp;
 use crate::app::App;
 use crate::generated::operations;
 
+mod alarms;
 mod cloudtrail;
 mod cloudwatch;
 mod dashboards;
@@ -180,6 +181,22 @@ pub async fn dispatch(
         (Service::CloudWatch, "GetDashboard") => dashboards::get_dashboard(app, cx, input),
         (Service::CloudWatch, "ListDashboards") => dashboards::list_dashboards(app, cx, input),
         (Service::CloudWatch, "DeleteDashboards") => dashboards::delete_dashboards(app, cx, input),
+        (Service::CloudWatch, "PutMetricAlarm") => alarms::put_metric_alarm(app, cx, input),
+        (Service::CloudWatch, "DescribeAlarms") => alarms::describe_alarms(app, cx, input),
+        (Service::CloudWatch, "DescribeAlarmsForMetric") => {
+            alarms::describe_alarms_for_metric(app, cx, input)
+        }
+        (Service::CloudWatch, "DeleteAlarms") => alarms::delete_alarms(app, cx, input),
+        (Service::CloudWatch, "SetAlarmState") => alarms::set_alarm_state(app, cx, input),
+        (Service::CloudWatch, "EnableAlarmActions") => {
+            alarms::set_alarm_actions(app, cx, input, true)
+        }
+        (Service::CloudWatch, "DisableAlarmActions") => {
+            alarms::set_alarm_actions(app, cx, input, false)
+        }
+        (Service::CloudWatch, "DescribeAlarmHistory") => {
+            alarms::describe_alarm_history(app, cx, input)
+        }
         (Service::CloudWatch, "TagResource") => tagging::tag_resource(app, cx, input),
         (Service::CloudWatch, "UntagResource") => tagging::untag_resource(app, cx, input),
         (Service::CloudWatch, "ListTagsForResource") => {

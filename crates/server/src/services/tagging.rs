@@ -64,12 +64,20 @@ fn existing_resource(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<S
             Err(e) => Err(map_error(TagError::Storage(e.to_string()))),
         };
     }
+    let alarm_prefix = format!("arn:aws:cloudwatch:{}:{account}:alarm:", cx.region);
+    if let Some(name) = arn.strip_prefix(&alarm_prefix) {
+        return match app.alarms.get(account, cx.region, name) {
+            Ok(Some(_)) => Ok(arn.to_owned()),
+            Ok(None) => Err(not_found()),
+            Err(e) => Err(map_error(TagError::Storage(e.to_string()))),
+        };
+    }
     if !arn.starts_with("arn:") {
         return Err(map_error(TagError::InvalidParameterValue(format!(
             "The value {arn} for parameter ResourceARN is invalid."
         ))));
     }
-    // Alarms and other CloudWatch resources do not exist yet.
+    // Other CloudWatch resources (insight rules, metric streams) do not exist yet.
     Err(not_found())
 }
 

@@ -1,0 +1,673 @@
+//! CloudWatch metric alarm APIs (`spec/cloudwatch.md` §7.1, §7.7–7.9):
+//! PutMetricAlarm, DescribeAlarms, DescribeAlarmsForMetric, DeleteAlarms,
+//! SetAlarmState, Enable/DisableAlarmActions and DescribeAlarmHistory. Wire
+//! values in, `trailwatch_core::alarms` calls, wire values out; changes commit
+//! with the call's audit record. Evaluation is not done here.
+
+use trailwatch_core::alarms::{
+    alarm_arn, check_alarm_types, check_state, constraint, validate_put, ActionConfiguration,
+    AlarmError, DescribeFilter, EvaluationWindow, HistoryFilter, HistoryItem, MetricAlarm,
+    MetricFilter, MetricStatInput, PutMetricAlarmInput, QueryInput, Scope, TagsPropagation,
+    HISTORY_TYPES,
+};
+use trailwatch_core::tags::{validate, Tags};
+use trailwatch_core::token::filters_hash;
+use trailwatch_protocol::{ApiError, Value};
+use trailwatch_types::Timestamp;
+
+use super::tagging::tag_list;
+use super::{CallContext, Outcome};
+use crate::app::App;
+
+/// Tokens older than this are refused, as other catalog listings do.
+const TOKEN_MAX_AGE_SECS: i64 = 24 * 3600;
+
+fn map_error(err: AlarmError) -> ApiError {
+    match err {
+        AlarmError::Validation(m) => {
+            ApiError::new("ValidationException", 400, m).with_query_code("ValidationError")
+        }
+        AlarmError::InvalidParameterValue(m) => {
+            ApiError::new("InvalidParameterValueException", 400, m)
+                .with_query_code("InvalidParameterValue")
+        }
+        AlarmError::InvalidParameterCombination(m) => {
+            ApiError::new("InvalidParameterCombinationException", 400, m)
+                .with_query_code("InvalidParameterCombination")
+        }
+        AlarmError::MissingParameter(m) => {
+            ApiError::new("MissingRequiredParameterException", 400, m)
+                .with_query_code("MissingParameter")
+        }
+        AlarmError::InvalidNextToken(m) => ApiError::new("InvalidNextToken", 400, m),
+        AlarmError::NotFound(m) => {
+            ApiError::new("ResourceNotFound", 404, m).with_query_code("ResourceNotFound")
+        }
+        AlarmError::InvalidFormat(m) => {
+            ApiError::new("InvalidFormatFault", 400, m).with_query_code("InvalidFormat")
+        }
+        AlarmError::Storage(m) => {
+            tracing::error!(error = %m, "alarm storage failed");
+            ApiError::new("InternalServiceFault", 500, "Internal service error.")
+                .with_query_code("InternalServiceError")
+        }
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+fn raw_dimensions(v: Option<&Value>) -> Vec<(Option<String>, Option<String>)> {
+    v.and_then(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| (text(d.get("Name")), text(d.get("Value"))))
+        .collect()
+}
+
+/// An integer member: absent is `None`, anything but an integer is an error.
+fn integer(input: &Value, name: &str) -> Result<Option<i64>, ApiError> {
+    match input.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            map_error(AlarmError::InvalidParameterValue(format!(
+                "The value for parameter {name} is not an integer."
+            )))
+        }),
+    }
+}
+
+fn required(input: &Value, name: &str) -> Result<String, ApiError> {
+    text(input.get(name)).ok_or_else(|| {
+        map_error(AlarmError::MissingParameter(format!(
+            "The parameter {name} is required."
+        )))
+    })
+}
+
+fn scope<'a>(cx: &'a CallContext<'a>) -> Scope<'a> {
+    Scope {
+        account: &cx.principal.account_id,
+        region: cx.region,
+        request_id: cx.request_id,
+        now: cx.now,
+    }
+}
+
+fn max_records(input: &Value) -> Result<usize, ApiError> {
+    match integer(input, "MaxRecords")? {
+        None => Ok(50),
+        Some(n) if (1..=100).contains(&n) => Ok(n as usize),
+        Some(n) => Err(map_error(constraint(
+            &n.to_string(),
+            "maxRecords",
+            if n < 1 {
+                "Member must have value greater than or equal to 1"
+            } else {
+                "Member must have value less than or equal to 100"
+            },
+        ))),
+    }
+}
+
+fn bad_token() -> ApiError {
+    map_error(AlarmError::InvalidNextToken(
+        "The service couldn't process your request because the next token is invalid.".to_owned(),
+    ))
+}
+
+fn put_input(input: &Value) -> Result<PutMetricAlarmInput, ApiError> {
+    let threshold = match input.get("Threshold") {
+        None => None,
+        Some(v) => Some(v.as_f64().ok_or_else(|| {
+            map_error(AlarmError::InvalidParameterValue(
+                "The value for parameter Threshold is not a number.".to_owned(),
+            ))
+        })?),
+    };
+    let metrics = input.get("Metrics").map(|list| {
+        list.as_list()
+            .unwrap_or_default()
+            .iter()
+            .map(|q| QueryInput {
+                id: text(q.get("Id")),
+                metric_stat: q.get("MetricStat").map(|s| MetricStatInput {
+                    namespace: s.get("Metric").and_then(|m| text(m.get("Namespace"))),
+                    metric_name: s.get("Metric").and_then(|m| text(m.get("MetricName"))),
+                    dimensions: raw_dimensions(s.get("Metric").and_then(|m| m.get("Dimensions"))),
+                    period: s.get("Period").and_then(Value::as_i64),
+                    stat: text(s.get("Stat")),
+                    unit: text(s.get("Unit")),
+                }),
+                expression: text(q.get("Expression")),
+                label: text(q.get("Label")),
+                return_data: q.get("ReturnData").and_then(Value::as_bool),
+                period: q.get("Period").and_then(Value::as_i64),
+                account_id: text(q.get("AccountId")),
+            })
+            .collect()
+    });
+    Ok(PutMetricAlarmInput {
+        alarm_name: text(input.get("AlarmName")),
+        alarm_description: text(input.get("AlarmDescription")),
+        actions_enabled: input.get("ActionsEnabled").and_then(Value::as_bool),
+        ok_actions: input.strings("OKActions"),
+        alarm_actions: input.strings("AlarmActions"),
+        insufficient_data_actions: input.strings("InsufficientDataActions"),
+        metric_name: text(input.get("MetricName")),
+        namespace: text(input.get("Namespace")),
+        statistic: text(input.get("Statistic")),
+        extended_statistic: text(input.get("ExtendedStatistic")),
+        dimensions: input.get("Dimensions").map(|d| raw_dimensions(Some(d))),
+        period: integer(input, "Period")?,
+        unit: text(input.get("Unit")),
+        evaluation_periods: integer(input, "EvaluationPeriods")?,
+        datapoints_to_alarm: integer(input, "DatapointsToAlarm")?,
+        threshold,
+        comparison_operator: text(input.get("ComparisonOperator")),
+        treat_missing_data: text(input.get("TreatMissingData")),
+        evaluate_low_sample_count_percentile: text(input.get("EvaluateLowSampleCountPercentile")),
+        metrics,
+        threshold_metric_id: text(input.get("ThresholdMetricId")),
+        evaluation_criteria: input.get("EvaluationCriteria").is_some()
+            || input.get("EvaluationInterval").is_some(),
+        evaluation_window: input.get("EvaluationWindow").map(|w| {
+            let wall = w.get("WallClockWindow");
+            (
+                wall.is_some(),
+                wall.and_then(|c| text(c.get("Timezone"))),
+                w.get("SlidingWindow").is_some(),
+            )
+        }),
+        warm_up: input.get("WarmUpConfiguration").map(|w| {
+            (
+                w.get("WarmUpPeriodDurationInMinutes")
+                    .and_then(Value::as_i64),
+                w.get("OnlyStartEvaluatingAfterWarmUpPeriodEnds")
+                    .and_then(Value::as_bool),
+            )
+        }),
+        action_configuration: input
+            .get("ActionConfiguration")
+            .map(|a| ActionConfiguration {
+                tags_propagation: a.get("AlarmTagsPropagation").map(|t| TagsPropagation {
+                    enabled: t.get("Enabled").and_then(Value::as_bool),
+                    included_tag_keys: t
+                        .get("IncludedTagKeys")
+                        .map(|_| t.strings("IncludedTagKeys")),
+                    excluded_tag_keys: t
+                        .get("ExcludedTagKeys")
+                        .map(|_| t.strings("ExcludedTagKeys")),
+                }),
+            }),
+    })
+}
+
+pub(super) fn put_metric_alarm(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let config = validate_put(&put_input(input)?).map_err(map_error)?;
+    let tags = validate(&tag_list(input.get("Tags")), "Tags").map_err(super::tagging::map_error)?;
+    let scope = scope(cx);
+    let arn = alarm_arn(scope.account, scope.region, &config.name);
+    let (mut changes, created) = app.alarms.put_changes(&scope, config).map_err(map_error)?;
+    // Tags count only when the alarm is created (§7.1).
+    if created {
+        changes.extend(Tags::create_changes(&arn, &tags));
+    }
+    Ok(Outcome::write(Value::empty_struct(), changes))
+}
+
+fn strings(list: &[String]) -> Value {
+    Value::List(list.iter().map(Value::string).collect())
+}
+
+fn dimensions_value(dimensions: &[(String, String)]) -> Value {
+    Value::List(
+        dimensions
+            .iter()
+            .map(|(n, v)| {
+                Value::structure([("Name", Value::string(n)), ("Value", Value::string(v))])
+            })
+            .collect(),
+    )
+}
+
+fn time(ms: i64) -> Value {
+    Value::Timestamp(Timestamp::from_millis(ms))
+}
+
+fn opt(s: &Option<String>) -> Value {
+    s.as_ref().map_or(Value::Null, Value::string)
+}
+
+fn evaluation_window_value(w: &EvaluationWindow) -> Value {
+    match w {
+        EvaluationWindow::Sliding => Value::structure([("SlidingWindow", Value::empty_struct())]),
+        EvaluationWindow::WallClock { timezone } => Value::structure([(
+            "WallClockWindow",
+            Value::structure([("Timezone", opt(timezone))]),
+        )]),
+    }
+}
+
+fn action_configuration_value(a: &ActionConfiguration) -> Value {
+    let propagation = a.tags_propagation.as_ref().map_or(Value::Null, |t| {
+        Value::structure([
+            ("Enabled", t.enabled.map_or(Value::Null, Value::Bool)),
+            (
+                "IncludedTagKeys",
+                t.included_tag_keys.as_deref().map_or(Value::Null, strings),
+            ),
+            (
+                "ExcludedTagKeys",
+                t.excluded_tag_keys.as_deref().map_or(Value::Null, strings),
+            ),
+        ])
+    });
+    Value::structure([("AlarmTagsPropagation", propagation)])
+}
+
+/// One `MetricAlarm` output structure, members in model order.
+fn metric_alarm_value(alarm: &MetricAlarm) -> Value {
+    let c = &alarm.config;
+    let metrics = if c.metrics.is_empty() {
+        Value::Null
+    } else {
+        Value::List(
+            c.metrics
+                .iter()
+                .map(|q| {
+                    let stat = q.metric_stat.as_ref().map_or(Value::Null, |s| {
+                        Value::structure([
+                            (
+                                "Metric",
+                                Value::structure([
+                                    ("Namespace", Value::string(&s.namespace)),
+                                    ("MetricName", Value::string(&s.metric_name)),
+                                    ("Dimensions", dimensions_value(&s.dimensions)),
+                                ]),
+                            ),
+                            ("Period", Value::Int(s.period)),
+                            ("Stat", Value::string(&s.stat)),
+                            ("Unit", opt(&s.unit)),
+                        ])
+                    });
+                    Value::structure([
+                        ("Id", Value::string(&q.id)),
+                        ("MetricStat", stat),
+                        ("Expression", opt(&q.expression)),
+                        ("Label", opt(&q.label)),
+                        ("ReturnData", q.return_data.map_or(Value::Null, Value::Bool)),
+                        ("Period", q.period.map_or(Value::Null, Value::Int)),
+                        ("AccountId", opt(&q.account_id)),
+                    ])
+                })
+                .collect(),
+        )
+    };
+    Value::structure([
+        ("AlarmName", Value::string(&c.name)),
+        ("AlarmArn", Value::string(&alarm.arn)),
+        ("AlarmDescription", opt(&c.description)),
+        (
+            "AlarmConfigurationUpdatedTimestamp",
+            time(alarm.configuration_updated_ms),
+        ),
+        ("ActionsEnabled", Value::Bool(c.actions_enabled)),
+        ("OKActions", strings(&c.ok_actions)),
+        ("AlarmActions", strings(&c.alarm_actions)),
+        (
+            "InsufficientDataActions",
+            strings(&c.insufficient_data_actions),
+        ),
+        ("StateValue", Value::string(&alarm.state_value)),
+        ("StateReason", Value::string(&alarm.state_reason)),
+        ("StateReasonData", opt(&alarm.state_reason_data)),
+        ("StateUpdatedTimestamp", time(alarm.state_updated_ms)),
+        ("MetricName", opt(&c.metric_name)),
+        ("Namespace", opt(&c.namespace)),
+        ("Statistic", opt(&c.statistic)),
+        ("ExtendedStatistic", opt(&c.extended_statistic)),
+        ("Dimensions", dimensions_value(&c.dimensions)),
+        ("Period", c.period.map_or(Value::Null, Value::Int)),
+        ("Unit", opt(&c.unit)),
+        ("EvaluationPeriods", Value::Int(c.evaluation_periods)),
+        (
+            "DatapointsToAlarm",
+            c.datapoints_to_alarm.map_or(Value::Null, Value::Int),
+        ),
+        ("Threshold", c.threshold.map_or(Value::Null, Value::Float)),
+        ("ComparisonOperator", Value::string(&c.comparison_operator)),
+        ("TreatMissingData", opt(&c.treat_missing_data)),
+        (
+            "EvaluateLowSampleCountPercentile",
+            opt(&c.evaluate_low_sample_count_percentile),
+        ),
+        ("Metrics", metrics),
+        ("ThresholdMetricId", opt(&c.threshold_metric_id)),
+        ("EvaluationState", opt(&alarm.evaluation_state)),
+        (
+            "StateTransitionedTimestamp",
+            time(alarm.state_transitioned_ms),
+        ),
+        (
+            "EvaluationWindow",
+            c.evaluation_window
+                .as_ref()
+                .map_or(Value::Null, evaluation_window_value),
+        ),
+        (
+            "WarmUpConfiguration",
+            c.warm_up.as_ref().map_or(Value::Null, |w| {
+                Value::structure([
+                    ("WarmUpPeriodDurationInMinutes", Value::Int(w.minutes)),
+                    (
+                        "OnlyStartEvaluatingAfterWarmUpPeriodEnds",
+                        w.only_start_after.map_or(Value::Null, Value::Bool),
+                    ),
+                ])
+            }),
+        ),
+        (
+            "ActionConfiguration",
+            c.action_configuration
+                .as_ref()
+                .map_or(Value::Null, action_configuration_value),
+        ),
+    ])
+}
+
+pub(super) fn describe_alarms(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let filter = DescribeFilter {
+        names: input.strings("AlarmNames"),
+        prefix: text(input.get("AlarmNamePrefix")),
+        types: input.strings("AlarmTypes"),
+        state: text(input.get("StateValue")),
+        action_prefix: text(input.get("ActionPrefix")),
+        children_of: text(input.get("ChildrenOfAlarmName")),
+        parents_of: text(input.get("ParentsOfAlarmName")),
+    };
+    filter.validate().map_err(map_error)?;
+    let limit = max_records(input)?;
+    let account = &cx.principal.account_id;
+    let mut names = filter.names.clone();
+    names.sort();
+    let mut types = filter.types.clone();
+    types.sort();
+    let filters = filters_hash(&[
+        account,
+        cx.region,
+        "DescribeAlarms",
+        &names.join("\u{0}"),
+        filter.prefix.as_deref().unwrap_or_default(),
+        &types.join("\u{0}"),
+        filter.state.as_deref().unwrap_or_default(),
+        filter.action_prefix.as_deref().unwrap_or_default(),
+        filter.children_of.as_deref().unwrap_or_default(),
+        filter.parents_of.as_deref().unwrap_or_default(),
+        &limit.to_string(),
+    ]);
+    let after: Option<String> = match text(input.get("NextToken")) {
+        Some(token) => Some(
+            app.tokens
+                .open(&token, &filters, cx.now, TOKEN_MAX_AGE_SECS)
+                .ok_or_else(bad_token)?,
+        ),
+        None => None,
+    };
+    let (alarms, more) = app
+        .alarms
+        .describe(account, cx.region, &filter, after.as_deref(), limit)
+        .map_err(map_error)?;
+    let next = match (more, alarms.last()) {
+        (true, Some(last)) => Value::String(app.tokens.issue(&filters, &last.config.name, cx.now)),
+        _ => Value::Null,
+    };
+    Ok(Outcome::read(Value::structure([
+        (
+            "MetricAlarms",
+            Value::List(alarms.iter().map(metric_alarm_value).collect()),
+        ),
+        // Composite alarms do not exist yet; the list is still returned (§7.7).
+        ("CompositeAlarms", Value::List(Vec::new())),
+        ("NextToken", next),
+    ])))
+}
+
+pub(super) fn describe_alarms_for_metric(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let dimensions = raw_dimensions(input.get("Dimensions"))
+        .into_iter()
+        .map(|(n, v)| (n.unwrap_or_default(), v.unwrap_or_default()))
+        .collect();
+    let filter = MetricFilter {
+        metric_name: required(input, "MetricName")?,
+        namespace: required(input, "Namespace")?,
+        dimensions,
+        statistic: text(input.get("Statistic")),
+        extended_statistic: text(input.get("ExtendedStatistic")),
+        period: integer(input, "Period")?,
+        unit: text(input.get("Unit")),
+    };
+    let alarms = app
+        .alarms
+        .list(&cx.principal.account_id, cx.region, "")
+        .map_err(map_error)?;
+    let matching = alarms
+        .iter()
+        .filter(|a| filter.matches(a))
+        .map(metric_alarm_value)
+        .collect();
+    Ok(Outcome::read(Value::structure([(
+        "MetricAlarms",
+        Value::List(matching),
+    )])))
+}
+
+fn alarm_names(input: &Value) -> Result<Vec<String>, ApiError> {
+    if input.get("AlarmNames").is_none() {
+        return Err(map_error(AlarmError::MissingParameter(
+            "The parameter AlarmNames is required.".to_owned(),
+        )));
+    }
+    let names = input.strings("AlarmNames");
+    if names.len() > 100 {
+        return Err(map_error(constraint(
+            &format!("[{}]", names.join(", ")),
+            "alarmNames",
+            "Member must have length less than or equal to 100",
+        )));
+    }
+    Ok(names)
+}
+
+pub(super) fn delete_alarms(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let names = alarm_names(input)?;
+    let scope = scope(cx);
+    let (mut changes, deleted) = app
+        .alarms
+        .delete_changes(&scope, &names)
+        .map_err(map_error)?;
+    // trailwatch answers 404 only when none of the names exists (§7.9).
+    if deleted.is_empty() && !names.is_empty() {
+        return Err(map_error(AlarmError::NotFound(format!(
+            "{} not found",
+            names.join(", ")
+        ))));
+    }
+    // A deleted alarm takes its tags with it (§11).
+    for name in &deleted {
+        changes.extend(Tags::delete_changes(&alarm_arn(
+            scope.account,
+            scope.region,
+            name,
+        )));
+    }
+    Ok(Outcome::write(Value::empty_struct(), changes))
+}
+
+pub(super) fn set_alarm_state(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let name = required(input, "AlarmName")?;
+    let state = required(input, "StateValue")?;
+    let reason = required(input, "StateReason")?;
+    check_state(&state).map_err(map_error)?;
+    if reason.chars().count() > 1023 {
+        return Err(map_error(constraint(
+            &reason,
+            "stateReason",
+            "Member must have length less than or equal to 1023",
+        )));
+    }
+    let data = text(input.get("StateReasonData"));
+    if let Some(d) = &data {
+        if d.chars().count() > 4000 {
+            return Err(map_error(constraint(
+                d,
+                "stateReasonData",
+                "Member must have length less than or equal to 4000",
+            )));
+        }
+        if serde_json::from_str::<serde_json::Value>(d).is_err() {
+            return Err(map_error(AlarmError::InvalidFormat(
+                "StateReasonData was not syntactically valid JSON".to_owned(),
+            )));
+        }
+    }
+    let changes = app
+        .alarms
+        .set_state_changes(&scope(cx), &name, &state, &reason, data.as_deref())
+        .map_err(map_error)?;
+    Ok(Outcome::write(Value::empty_struct(), changes))
+}
+
+pub(super) fn set_alarm_actions(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    enabled: bool,
+) -> Result<Outcome, ApiError> {
+    let names = alarm_names(input)?;
+    let changes = app
+        .alarms
+        .set_actions_changes(&scope(cx), &names, enabled)
+        .map_err(map_error)?;
+    Ok(Outcome::write(Value::empty_struct(), changes))
+}
+
+fn history_value(item: &HistoryItem) -> Value {
+    Value::structure([
+        ("AlarmName", Value::string(&item.alarm_name)),
+        ("AlarmType", Value::string(&item.alarm_type)),
+        ("Timestamp", time(item.timestamp_ms)),
+        ("HistoryItemType", Value::string(&item.item_type)),
+        ("HistorySummary", Value::string(&item.summary)),
+        ("HistoryData", Value::string(&item.data)),
+    ])
+}
+
+fn date(input: &Value, name: &str) -> Result<Option<i64>, ApiError> {
+    match input.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_timestamp().map(|t| Some(t.millis())).ok_or_else(|| {
+            map_error(AlarmError::InvalidParameterValue(format!(
+                "The value for parameter {name} is not a valid timestamp."
+            )))
+        }),
+    }
+}
+
+pub(super) fn describe_alarm_history(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let types = input.strings("AlarmTypes");
+    check_alarm_types(&types).map_err(map_error)?;
+    let item_type = text(input.get("HistoryItemType"));
+    if let Some(t) = &item_type {
+        if !HISTORY_TYPES.contains(&t.as_str()) {
+            return Err(map_error(constraint(
+                t,
+                "historyItemType",
+                "Member must satisfy enum value set: [ConfigurationUpdate, StateUpdate, Action, AlarmContributorStateUpdate, AlarmContributorAction]",
+            )));
+        }
+    }
+    let scan_by = text(input.get("ScanBy"));
+    let ascending = match scan_by.as_deref() {
+        None | Some("TimestampDescending") => false,
+        Some("TimestampAscending") => true,
+        Some(other) => {
+            return Err(map_error(constraint(
+                other,
+                "scanBy",
+                "Member must satisfy enum value set: [TimestampDescending, TimestampAscending]",
+            )))
+        }
+    };
+    let filter = HistoryFilter {
+        alarm_name: text(input.get("AlarmName")),
+        types,
+        item_type,
+        start_ms: date(input, "StartDate")?,
+        end_ms: date(input, "EndDate")?,
+        ascending,
+    };
+    let limit = max_records(input)?;
+    let account = &cx.principal.account_id;
+    let mut sorted_types = filter.types.clone();
+    sorted_types.sort();
+    let filters = filters_hash(&[
+        account,
+        cx.region,
+        "DescribeAlarmHistory",
+        filter.alarm_name.as_deref().unwrap_or_default(),
+        &sorted_types.join("\u{0}"),
+        filter.item_type.as_deref().unwrap_or_default(),
+        &format!(
+            "{:?}/{:?}/{ascending}/{limit}",
+            filter.start_ms, filter.end_ms
+        ),
+    ]);
+    let after: Option<String> = match text(input.get("NextToken")) {
+        Some(token) => Some(
+            app.tokens
+                .open(&token, &filters, cx.now, TOKEN_MAX_AGE_SECS)
+                .ok_or_else(bad_token)?,
+        ),
+        None => None,
+    };
+    let (items, resume) = app
+        .alarms
+        .history(account, cx.region, &filter, cx.now, after.as_deref(), limit)
+        .map_err(map_error)?;
+    let next = resume.map_or(Value::Null, |k| {
+        Value::String(app.tokens.issue(&filters, &k, cx.now))
+    });
+    Ok(Outcome::read(Value::structure([
+        (
+            "AlarmHistoryItems",
+            Value::List(items.iter().map(history_value).collect()),
+        ),
+        ("NextToken", next),
+    ])))
+}
