@@ -8,6 +8,7 @@
 //! - [`anomaly`]: the anomaly detection band model (trailwatch's own).
 //! - [`composite`]: composite alarm rules: grammar, limits, evaluation.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
+//! - [`detectors`]: CloudWatch metric anomaly detectors: validation and catalog storage.
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
@@ -24,6 +25,7 @@ pub mod anomaly;
 pub mod audit;
 pub mod composite;
 pub mod dashboards;
+pub mod detectors;
 pub mod evaluation;
 pub mod identity;
 pub mod logs;
