@@ -8,6 +8,7 @@ use std::time::Duration;
 use trailwatch_core::alarms::Alarms;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
 use trailwatch_core::dashboards::Dashboards;
+use trailwatch_core::detectors::Detectors;
 use trailwatch_core::identity::KeyRing;
 use trailwatch_core::logs::definitions::QueryDefinitions;
 use trailwatch_core::logs::queries::QueryHistory;
@@ -116,6 +117,8 @@ pub struct App {
     pub query_definitions: QueryDefinitions,
     /// CloudWatch dashboards (in the catalog).
     pub dashboards: Dashboards,
+    /// CloudWatch metric anomaly detectors (in the catalog).
+    pub detectors: Detectors,
     /// CloudWatch metric alarms and their history (in the catalog).
     pub alarms: Alarms,
     /// Resource tags (in the catalog).
@@ -216,6 +219,7 @@ impl App {
         .await
         .map_err(|e| StartError::Logs(e.to_string()))?;
         let dashboards = Dashboards::new(audit.catalog());
+        let detectors = Detectors::new(audit.catalog());
         let alarms = Alarms::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
         let query_history = QueryHistory::new(audit.catalog(), audit.objects());
@@ -239,6 +243,7 @@ impl App {
             query_history,
             query_definitions,
             dashboards,
+            detectors,
             alarms,
             tags,
             topics,

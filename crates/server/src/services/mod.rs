@@ -14,6 +14,7 @@ mod alarms;
 mod cloudtrail;
 mod cloudwatch;
 mod dashboards;
+mod detectors;
 mod logs;
 mod resources;
 mod sns;
@@ -181,6 +182,15 @@ pub async fn dispatch(
         (Service::CloudWatch, "GetDashboard") => dashboards::get_dashboard(app, cx, input),
         (Service::CloudWatch, "ListDashboards") => dashboards::list_dashboards(app, cx, input),
         (Service::CloudWatch, "DeleteDashboards") => dashboards::delete_dashboards(app, cx, input),
+        (Service::CloudWatch, "PutAnomalyDetector") => {
+            detectors::put_anomaly_detector(app, cx, input)
+        }
+        (Service::CloudWatch, "DescribeAnomalyDetectors") => {
+            detectors::describe_anomaly_detectors(app, cx, input)
+        }
+        (Service::CloudWatch, "DeleteAnomalyDetector") => {
+            detectors::delete_anomaly_detector(app, cx, input)
+        }
         (Service::CloudWatch, "PutMetricAlarm") => alarms::put_metric_alarm(app, cx, input),
         (Service::CloudWatch, "DescribeAlarms") => alarms::describe_alarms(app, cx, input),
         (Service::CloudWatch, "DescribeAlarmsForMetric") => {
