@@ -157,3 +157,17 @@ def test_put_errors(server, protocol):
     assert "InvalidParameterValue" in error(info)[0]
     assert cw.describe_anomaly_detectors(AnomalyDetectorTypes=["SINGLE_METRIC", "METRIC_MATH"])[
         "AnomalyDetectors"] == []
+
+
+def test_state_value_follows_training_data(server):
+    cw = server.client("cloudwatch", protocol="json")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for name, ages in [("Short", [2, 1]), ("Medium", [40, 1]), ("Long", [24 * 4, 1])]:
+        cw.put_metric_data(Namespace="Train", MetricData=[
+            {"MetricName": name, "Value": 1.0, "Timestamp": now - datetime.timedelta(hours=h)} for h in ages])
+        cw.put_anomaly_detector(Namespace="Train", MetricName=name, Stat="Average")
+    cw.put_anomaly_detector(Namespace="Train", MetricName="Nothing", Stat="Average")
+    states = {d["MetricName"]: d["StateValue"]
+              for d in cw.describe_anomaly_detectors(Namespace="Train")["AnomalyDetectors"]}
+    assert states == {"Short": "PENDING_TRAINING", "Medium": "TRAINED_INSUFFICIENT_DATA",
+                      "Long": "TRAINED", "Nothing": "PENDING_TRAINING"}

@@ -5,7 +5,7 @@
 
 use trailwatch_core::anomaly::{Training, TRAINING_DAYS};
 use trailwatch_core::detectors::{
-    dimensions, target, ConfigurationInput, DescribeFilter, Detector, DetectorError,
+    dimensions, target, validate_put, ConfigurationInput, DescribeFilter, Detector, DetectorError,
     MetricStatInput, PutInput, QueryInput, SingleInput, Target,
 };
 use trailwatch_core::metrics::get::StatisticsQuery;
@@ -119,7 +119,6 @@ pub(super) fn put_anomaly_detector(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let target = target_of(input)?;
     let configuration = input.get("Configuration").map(|c| ConfigurationInput {
         excluded_time_ranges: c
             .get("ExcludedTimeRanges")
@@ -135,23 +134,13 @@ pub(super) fn put_anomaly_detector(
     let periodic_spikes = input
         .get("MetricCharacteristics")
         .map(|m| m.get("PeriodicSpikes").and_then(Value::as_bool));
-    // The identity is already validated; the rest goes through validate_put's parts.
-    let detector = trailwatch_core::detectors::validate_put(&PutInput {
-        math: match &target {
-            Target::Math { .. } => input.get("MetricMathAnomalyDetector").map(math_input),
-            Target::Single(_) => None,
+    let detector = validate_put(&PutInput {
+        legacy: SingleInput {
+            account_id: None,
+            ..single_input(input)
         },
-        single: match &target {
-            Target::Single(_) => Some(match input.get("SingleMetricAnomalyDetector") {
-                Some(s) => single_input(s),
-                None => SingleInput {
-                    account_id: None,
-                    ..single_input(input)
-                },
-            }),
-            Target::Math { .. } => None,
-        },
-        legacy: SingleInput::default(),
+        single: input.get("SingleMetricAnomalyDetector").map(single_input),
+        math: input.get("MetricMathAnomalyDetector").map(math_input),
         configuration,
         periodic_spikes,
     })
