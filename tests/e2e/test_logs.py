@@ -657,6 +657,85 @@ def test_get_query_results_pages(server):
         ("InvalidParameterException", "The specified nextToken is invalid.")
 
 
+def test_insights_dedup_and_the_default_row_cap(server):
+    """dedup keeps the first row of each key; without a limit a query
+    returns at most 10,000 rows while every matched event is counted."""
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="big")
+    logs.create_log_stream(logGroupName="big", logStreamName="s")
+    t = now_ms() - 600_000
+    events = [{"timestamp": t + i, "message": f"user=u{i % 3} n={i}"} for i in range(10_001)]
+    for i in range(0, len(events), 5_000):
+        logs.put_log_events(logGroupName="big", logStreamName="s", logEvents=events[i:i + 5_000])
+
+    def run(query):
+        qid = logs.start_query(logGroupName="big", startTime=t // 1000, endTime=t // 1000 + 60,
+                               queryString=query)["queryId"]
+        out = _finished(logs, qid)
+        assert out["status"] == "Complete", out
+        return [{c["field"]: c["value"] for c in r if c["field"] != "@ptr"} for r in out["results"]], out
+
+    rows, out = run("fields @message")
+    assert len(rows) == 10_000
+    assert (out["statistics"]["recordsMatched"], out["statistics"]["resultCount"]) == (10_001.0, 10_000.0)
+    # Newest first: the last event put leads.
+    assert rows[0] == {"@message": "user=u1 n=10000"}
+    rows, _ = run('parse @message "user=* n=*" as u, n | sort n desc | dedup u | display u, n')
+    assert rows == [{"u": "u1", "n": "10000"}, {"u": "u0", "n": "9999"}, {"u": "u2", "n": "9998"}]
+
+
+def test_retention_deletes_expired_events_as_days_pass(tmp_path, monkeypatch):
+    """A 1-day retention, then the server three days later (hidden clock
+    offset; botocore shifted alike): the events are gone from reads and their
+    segment leaves the disk; a group without retention keeps its events."""
+    import datetime
+    import os
+
+    import botocore.auth
+
+    def segments():
+        found = []
+        for root, _, files in os.walk(tmp_path / "data" / "objects" / "logs"):
+            found += [os.path.join(root, f) for f in files if f.endswith(".twl")]
+        return found
+
+    srv = Server(str(tmp_path / "data"))
+    srv.start()
+    t = now_ms() - 3_600_000
+    try:
+        logs = srv.client("logs")
+        for group in ["short", "kept"]:
+            logs.create_log_group(logGroupName=group)
+            logs.create_log_stream(logGroupName=group, logStreamName="s")
+            logs.put_log_events(logGroupName=group, logStreamName="s",
+                                logEvents=[{"timestamp": t, "message": f"{group} event"}])
+        logs.put_retention_policy(logGroupName="short", retentionInDays=1)
+    finally:
+        assert srv.stop() == 0  # flushed: one segment per stream
+    assert len(segments()) == 2
+    real_now = botocore.auth.get_current_datetime
+    monkeypatch.setattr(botocore.auth, "get_current_datetime",
+                        lambda *a, **k: real_now(*a, **k) + datetime.timedelta(days=3))
+    srv.extra_env = {"TRAILWATCH_CLOCK_OFFSET_SECS": str(3 * 86400), "TRAILWATCH_FLUSH_INTERVAL_SECS": "1"}
+    srv.start()
+    try:
+        logs = srv.client("logs")
+        assert logs.get_log_events(logGroupName="short", logStreamName="s", startFromHead=True)["events"] == []
+        assert logs.filter_log_events(logGroupName="short")["events"] == []
+        stream = logs.describe_log_streams(logGroupName="short")["logStreams"][0]
+        assert stream["storedBytes"] == 0 and "firstEventTimestamp" not in stream
+        deadline = time.time() + 15
+        while len(segments()) > 1 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(segments()) == 1
+        # The segment left is the kept group's: its event still reads.
+        kept = logs.get_log_events(logGroupName="kept", logStreamName="s", startFromHead=True)["events"]
+        assert [e["message"] for e in kept] == ["kept event"]
+    finally:
+        srv.stop()
+    assert not srv.unexpected_log_lines(), srv.unexpected_log_lines()
+
+
 def test_aws_cli_logs(server):
     server.cli("logs", "create-log-group", "--log-group-name", "cli")
     server.cli("logs", "create-log-stream", "--log-group-name", "cli", "--log-stream-name", "s")
@@ -869,6 +948,10 @@ def test_stop_query_cancels_a_running_query(tmp_path):
         logs = srv.client("logs")
         start_s = _seed_insights(logs)
         qid = _start(logs, start_s)
+        other = _start(logs, start_s)
+        # Two queries run at once; stopping one leaves the other to finish.
+        running = [q["queryId"] for q in logs.describe_queries(status="Running")["queries"]]
+        assert sorted(running) == sorted([qid, other])
         assert logs.get_query_results(queryId=qid)["status"] == "Running"
         assert logs.stop_query(queryId=qid)["success"] is True
         out = logs.get_query_results(queryId=qid)
@@ -877,6 +960,8 @@ def test_stop_query_cancels_a_running_query(tmp_path):
         assert (code, message, status) == ("InvalidParameterException", f"Query {qid} is not running", 400)
         time.sleep(3.5)  # the evaluation wakes up, sees Cancelled, and stores nothing
         assert logs.get_query_results(queryId=qid)["status"] == "Cancelled"
+        done = _finished(logs, other)
+        assert done["status"] == "Complete" and _messages(done) == ["first", "second"]
         assert error_of(logs.stop_query, queryId="nope")[0] == "ResourceNotFoundException"
     finally:
         assert srv.stop() == 0
