@@ -104,8 +104,8 @@ fn missing(name: &str) -> AlarmError {
 /// `Metric.Dimensions`: `(Name, Value)`.
 pub type Dimensions = Vec<(String, String)>;
 
-/// `MetricStat` of an alarm's metric-math query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// `MetricStat` of an alarm's (or an anomaly detector's) metric-math query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AlarmMetricStat {
     /// `Metric.Namespace`.
     pub namespace: String,
@@ -121,8 +121,8 @@ pub struct AlarmMetricStat {
     pub unit: Option<String>,
 }
 
-/// One entry of an alarm's `Metrics` array.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// One entry of an alarm's `Metrics` array (or of a detector's queries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AlarmQuery {
     /// `Id`.
     pub id: String,

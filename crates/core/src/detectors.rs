@@ -164,48 +164,11 @@ pub struct SingleMetric {
     pub stat: String,
 }
 
-/// A validated `MetricStat`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricStat {
-    /// `Metric.Namespace`.
-    pub namespace: String,
-    /// `Metric.MetricName`.
-    pub metric_name: String,
-    /// `Metric.Dimensions`.
-    pub dimensions: Vec<(String, String)>,
-    /// `Period`.
-    pub period: i64,
-    /// `Stat`.
-    pub stat: String,
-    /// `Unit`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-}
+/// A validated `MetricStat`: the shape alarms store too.
+pub type MetricStat = crate::alarms::AlarmMetricStat;
 
-/// A validated `MetricDataQuery`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Query {
-    /// `Id`.
-    pub id: String,
-    /// `MetricStat`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metric_stat: Option<MetricStat>,
-    /// `Expression`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expression: Option<String>,
-    /// `Label`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// `ReturnData`, as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub return_data: Option<bool>,
-    /// `Period`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period: Option<i64>,
-    /// `AccountId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
-}
+/// A validated `MetricDataQuery`: the shape alarms store too.
+pub type Query = crate::alarms::AlarmQuery;
 
 /// What a detector watches; its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -202,7 +202,7 @@ pub fn encode_segment(events: &[Event]) -> (Vec<u8>, Vec<BlockMeta>) {
         let mut columns = Vec::with_capacity(n * 8);
         let mut text = Vec::with_capacity(size);
         put_varint(&mut columns, n as u64);
-        // Column after column, so a reader of timestamps stops after the first.
+        // Column after column: like values sit together and compress better.
         let mut prev = 0i64;
         for e in block {
             put_ivarint(&mut columns, e.timestamp.wrapping_sub(prev));
@@ -395,9 +395,9 @@ fn inflate(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 /// A block's columns: timestamps, ingestion times, sequences, message ends.
 pub type Columns = (Vec<i64>, Vec<i64>, Vec<u64>, Vec<usize>);
 
-/// Decodes the columns of a block (`bytes` = its range in the segment),
-/// all of them or only the timestamps.
-fn decode_columns(bytes: &[u8], m: &BlockMeta, all: bool) -> Result<Columns, String> {
+/// Decodes the columns of a block (`bytes` = its range in the segment, or
+/// its columns alone).
+fn decode_columns(bytes: &[u8], m: &BlockMeta) -> Result<Columns, String> {
     let columns = inflate(
         bytes
             .get(..m.columns_len as usize)
@@ -419,9 +419,6 @@ fn decode_columns(bytes: &[u8], m: &BlockMeta, all: bool) -> Result<Columns, Str
         Ok(out)
     };
     let ts = deltas(pos)?;
-    if !all {
-        return Ok((ts, Vec::new(), Vec::new(), Vec::new()));
-    }
     let ing = deltas(pos)?;
     let seqs = deltas(pos)?.into_iter().map(|s| s as u64).collect();
     let mut ends = Vec::with_capacity(n);
@@ -459,7 +456,7 @@ fn check(bytes: &[u8], m: &BlockMeta) -> Result<(), String> {
 /// Decodes a whole block.
 pub fn decode_block(bytes: &[u8], m: &BlockMeta) -> Result<Block, String> {
     check(bytes, m)?;
-    let (timestamps, ingestions, seqs, ends) = decode_columns(bytes, m, true)?;
+    let (timestamps, ingestions, seqs, ends) = decode_columns(bytes, m)?;
     let text = inflate(&bytes[m.columns_len as usize..], m.bytes as usize)?;
     let text = String::from_utf8(text).map_err(|_| "log block text is not UTF-8")?;
     if ends.last().copied().unwrap_or(0) != text.len()
@@ -522,7 +519,7 @@ pub fn decode_block_into<'a>(
     scratch: &'a mut Vec<u8>,
 ) -> Result<BlockView<'a>, String> {
     check(bytes, m)?;
-    let (timestamps, ingestions, seqs, ends) = decode_columns(bytes, m, true)?;
+    let (timestamps, ingestions, seqs, ends) = decode_columns(bytes, m)?;
     let text = &bytes[m.columns_len as usize..];
     let size = text
         .get(..4)
@@ -558,13 +555,7 @@ pub fn decode_block_into<'a>(
 /// columns alone ([`BlockMeta::columns_range`]), checking them.
 pub fn decode_block_columns(bytes: &[u8], m: &BlockMeta) -> Result<Columns, String> {
     check_columns(bytes, m)?;
-    decode_columns(bytes, m, true)
-}
-
-/// Decodes only a block's timestamps, from the block or its columns alone.
-pub fn decode_timestamps(bytes: &[u8], m: &BlockMeta) -> Result<Vec<i64>, String> {
-    check_columns(bytes, m)?;
-    Ok(decode_columns(bytes, m, false)?.0)
+    decode_columns(bytes, m)
 }
 
 impl Block {
@@ -700,7 +691,8 @@ mod tests {
             );
         }
         let c = metas[1].columns_range();
-        let times = decode_timestamps(&bytes[c.start as usize..c.end as usize], &metas[1]).unwrap();
+        let (times, ..) =
+            decode_block_columns(&bytes[c.start as usize..c.end as usize], &metas[1]).unwrap();
         assert_eq!(times, (1000 + 20..1030).collect::<Vec<i64>>());
         assert_eq!(metas[0].min, (1000, 1005, 7));
         assert_eq!(metas[1].max, (1029, 1034, 36));

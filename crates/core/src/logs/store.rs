@@ -235,6 +235,19 @@ struct Scan {
 }
 
 impl Scan {
+    /// Every event with `lo <= timestamp <= hi`, in key order, unpaged.
+    fn everything(lo: i64, hi: i64) -> Scan {
+        Scan {
+            lo,
+            hi,
+            forward: true,
+            after: None,
+            limit: usize::MAX,
+            budget: false,
+            pattern: None,
+        }
+    }
+
     fn admits(&self, k: Key) -> bool {
         k.0 >= self.lo
             && k.0 <= self.hi
@@ -658,15 +671,7 @@ impl LogStore {
         hi: i64,
         cutoff: i64,
     ) -> Result<Vec<(i64, i64, u64, Arc<str>)>, LogsError> {
-        let scan = Scan {
-            lo: lo.max(cutoff),
-            hi,
-            forward: true,
-            after: None,
-            limit: usize::MAX,
-            budget: false,
-            pattern: None,
-        };
+        let scan = Scan::everything(lo.max(cutoff), hi);
         let (blocks, memory) = self.snapshot(&[id], &scan);
         let (events, _) = self.scan(blocks, memory, scan).await?;
         Ok(events
@@ -727,15 +732,7 @@ impl LogStore {
         hi: i64,
         cutoff: i64,
     ) -> (Vec<PlannedBlock>, Vec<(usize, Event)>) {
-        let scan = Scan {
-            lo: lo.max(cutoff),
-            hi,
-            forward: true,
-            after: None,
-            limit: usize::MAX,
-            budget: false,
-            pattern: None,
-        };
+        let scan = Scan::everything(lo.max(cutoff), hi);
         let (mut blocks, memory) = self.snapshot(ids, &scan);
         blocks.sort_by_key(|(i, b)| (*i, b.meta.min));
         let blocks = blocks

@@ -225,7 +225,7 @@ fn strings(list: &[String]) -> Value {
     Value::List(list.iter().map(Value::string).collect())
 }
 
-fn dimensions_value(dimensions: &[(String, String)]) -> Value {
+pub(super) fn dimensions_value(dimensions: &[(String, String)]) -> Value {
     Value::List(
         dimensions
             .iter()
@@ -240,7 +240,7 @@ fn time(ms: i64) -> Value {
     Value::Timestamp(Timestamp::from_millis(ms))
 }
 
-fn opt(s: &Option<String>) -> Value {
+pub(super) fn opt(s: &Option<String>) -> Value {
     s.as_ref().map_or(Value::Null, Value::string)
 }
 
@@ -271,43 +271,48 @@ fn action_configuration_value(a: &ActionConfiguration) -> Value {
     Value::structure([("AlarmTagsPropagation", propagation)])
 }
 
+/// A `Metrics` / `MetricDataQueries` list, members in model order.
+pub(super) fn queries_value(queries: &[trailwatch_core::alarms::AlarmQuery]) -> Value {
+    Value::List(
+        queries
+            .iter()
+            .map(|q| {
+                let stat = q.metric_stat.as_ref().map_or(Value::Null, |s| {
+                    Value::structure([
+                        (
+                            "Metric",
+                            Value::structure([
+                                ("Namespace", Value::string(&s.namespace)),
+                                ("MetricName", Value::string(&s.metric_name)),
+                                ("Dimensions", dimensions_value(&s.dimensions)),
+                            ]),
+                        ),
+                        ("Period", Value::Int(s.period)),
+                        ("Stat", Value::string(&s.stat)),
+                        ("Unit", opt(&s.unit)),
+                    ])
+                });
+                Value::structure([
+                    ("Id", Value::string(&q.id)),
+                    ("MetricStat", stat),
+                    ("Expression", opt(&q.expression)),
+                    ("Label", opt(&q.label)),
+                    ("ReturnData", q.return_data.map_or(Value::Null, Value::Bool)),
+                    ("Period", q.period.map_or(Value::Null, Value::Int)),
+                    ("AccountId", opt(&q.account_id)),
+                ])
+            })
+            .collect(),
+    )
+}
+
 /// One `MetricAlarm` output structure, members in model order.
 fn metric_alarm_value(alarm: &MetricAlarm) -> Value {
     let c = &alarm.config;
     let metrics = if c.metrics.is_empty() {
         Value::Null
     } else {
-        Value::List(
-            c.metrics
-                .iter()
-                .map(|q| {
-                    let stat = q.metric_stat.as_ref().map_or(Value::Null, |s| {
-                        Value::structure([
-                            (
-                                "Metric",
-                                Value::structure([
-                                    ("Namespace", Value::string(&s.namespace)),
-                                    ("MetricName", Value::string(&s.metric_name)),
-                                    ("Dimensions", dimensions_value(&s.dimensions)),
-                                ]),
-                            ),
-                            ("Period", Value::Int(s.period)),
-                            ("Stat", Value::string(&s.stat)),
-                            ("Unit", opt(&s.unit)),
-                        ])
-                    });
-                    Value::structure([
-                        ("Id", Value::string(&q.id)),
-                        ("MetricStat", stat),
-                        ("Expression", opt(&q.expression)),
-                        ("Label", opt(&q.label)),
-                        ("ReturnData", q.return_data.map_or(Value::Null, Value::Bool)),
-                        ("Period", q.period.map_or(Value::Null, Value::Int)),
-                        ("AccountId", opt(&q.account_id)),
-                    ])
-                })
-                .collect(),
-        )
+        queries_value(&c.metrics)
     };
     Value::structure([
         ("AlarmName", Value::string(&c.name)),

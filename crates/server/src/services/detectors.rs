@@ -14,6 +14,7 @@ use trailwatch_core::token::filters_hash;
 use trailwatch_protocol::{ApiError, Value};
 use trailwatch_types::Timestamp;
 
+use super::alarms::{dimensions_value, opt, queries_value};
 use super::{CallContext, Outcome};
 use crate::app::App;
 
@@ -155,21 +156,6 @@ pub(super) fn put_anomaly_detector(
     ))
 }
 
-fn dimensions_value(dimensions: &[(String, String)]) -> Value {
-    Value::List(
-        dimensions
-            .iter()
-            .map(|(n, v)| {
-                Value::structure([("Name", Value::string(n)), ("Value", Value::string(v))])
-            })
-            .collect(),
-    )
-}
-
-fn opt(s: &Option<String>) -> Value {
-    s.as_ref().map_or(Value::Null, Value::string)
-}
-
 /// The detector's training state. Reading the single metric's hourly sample
 /// counts over the last 14 days from the metric store is cheap (at most 336
 /// buckets from the tiers), so single-metric detectors get
@@ -237,40 +223,7 @@ fn detector_value(detector: &Detector, state: &str) -> Value {
         Target::Math { queries } => (
             None,
             Value::Null,
-            Value::structure([(
-                "MetricDataQueries",
-                Value::List(
-                    queries
-                        .iter()
-                        .map(|q| {
-                            let stat = q.metric_stat.as_ref().map_or(Value::Null, |s| {
-                                Value::structure([
-                                    (
-                                        "Metric",
-                                        Value::structure([
-                                            ("Namespace", Value::string(&s.namespace)),
-                                            ("MetricName", Value::string(&s.metric_name)),
-                                            ("Dimensions", dimensions_value(&s.dimensions)),
-                                        ]),
-                                    ),
-                                    ("Period", Value::Int(s.period)),
-                                    ("Stat", Value::string(&s.stat)),
-                                    ("Unit", opt(&s.unit)),
-                                ])
-                            });
-                            Value::structure([
-                                ("Id", Value::string(&q.id)),
-                                ("MetricStat", stat),
-                                ("Expression", opt(&q.expression)),
-                                ("Label", opt(&q.label)),
-                                ("ReturnData", q.return_data.map_or(Value::Null, Value::Bool)),
-                                ("Period", q.period.map_or(Value::Null, Value::Int)),
-                                ("AccountId", opt(&q.account_id)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            )]),
+            Value::structure([("MetricDataQueries", queries_value(queries))]),
         ),
     };
     let configuration = detector.configuration.as_ref().map_or(Value::Null, |c| {
