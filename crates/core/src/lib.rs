@@ -1,6 +1,7 @@
 //! Domain services of trailwatch, free of HTTP and wire formats.
 //!
 //! - [`identity`]: accounts, access keys and the principals they stand for.
+//! - [`actions`]: alarm transitions and the actions they run.
 //! - [`alarms`]: CloudWatch metric alarms: PutMetricAlarm validation, the
 //!   stored alarm record and its history, the Describe filters.
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
@@ -20,6 +21,7 @@
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
 
+pub mod actions;
 pub mod alarms;
 pub mod anomaly;
 pub mod audit;

@@ -121,6 +121,9 @@ pub struct App {
     pub detectors: Detectors,
     /// CloudWatch metric alarms and their history (in the catalog).
     pub alarms: Alarms,
+    /// Held across every read-modify-write of alarm records (API calls and
+    /// the evaluation engine), so no write is lost to a concurrent one.
+    pub alarm_writes: tokio::sync::Mutex<()>,
     /// Resource tags (in the catalog).
     pub tags: Tags,
     /// SNS topics and subscriptions (in the catalog).
@@ -245,6 +248,7 @@ impl App {
             dashboards,
             detectors,
             alarms,
+            alarm_writes: tokio::sync::Mutex::new(()),
             tags,
             topics,
             sns,
