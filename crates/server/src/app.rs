@@ -123,7 +123,7 @@ pub struct App {
     pub alarms: Alarms,
     /// Held across every read-modify-write of alarm records (API calls and
     /// the evaluation engine), so no write is lost to a concurrent one.
-    pub alarm_writes: tokio::sync::Mutex<()>,
+    alarm_writes: Arc<tokio::sync::Mutex<()>>,
     /// Resource tags (in the catalog).
     pub tags: Tags,
     /// SNS topics and subscriptions (in the catalog).
@@ -248,7 +248,7 @@ impl App {
             dashboards,
             detectors,
             alarms,
-            alarm_writes: tokio::sync::Mutex::new(()),
+            alarm_writes: Arc::new(tokio::sync::Mutex::new(())),
             tags,
             topics,
             sns,
@@ -261,6 +261,12 @@ impl App {
             .await
             .map_err(|e| StartError::Logs(e.to_string()))?;
         Ok(app)
+    }
+
+    /// The alarm write lock (see `alarm_writes`), held until the caller's
+    /// changes are committed.
+    pub async fn lock_alarms(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.alarm_writes.clone().lock_owned().await
     }
 
     /// Called after each recorded call: wakes the flusher when enough records

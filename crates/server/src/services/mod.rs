@@ -155,6 +155,19 @@ pub fn unknown_operation(protocol: Protocol, operation: &str) -> ApiError {
     }
 }
 
+/// Runs an alarm-writing handler under the alarm write lock, held until its
+/// changes are committed: the engine and other calls never interleave a
+/// read-modify-write of the same alarm records.
+async fn alarm_write(
+    app: &App,
+    handler: impl FnOnce() -> Result<Outcome, ApiError>,
+) -> Result<Outcome, ApiError> {
+    let hold = app.lock_alarms().await;
+    let mut outcome = handler()?;
+    outcome.hold = Some(hold);
+    Ok(outcome)
+}
+
 /// Routes a decoded request to its handler.
 pub async fn dispatch(
     app: &App,
@@ -191,18 +204,24 @@ pub async fn dispatch(
         (Service::CloudWatch, "DeleteAnomalyDetector") => {
             detectors::delete_anomaly_detector(app, cx, input)
         }
-        (Service::CloudWatch, "PutMetricAlarm") => alarms::put_metric_alarm(app, cx, input),
+        (Service::CloudWatch, "PutMetricAlarm") => {
+            alarm_write(app, || alarms::put_metric_alarm(app, cx, input)).await
+        }
         (Service::CloudWatch, "DescribeAlarms") => alarms::describe_alarms(app, cx, input),
         (Service::CloudWatch, "DescribeAlarmsForMetric") => {
             alarms::describe_alarms_for_metric(app, cx, input)
         }
-        (Service::CloudWatch, "DeleteAlarms") => alarms::delete_alarms(app, cx, input),
-        (Service::CloudWatch, "SetAlarmState") => alarms::set_alarm_state(app, cx, input),
+        (Service::CloudWatch, "DeleteAlarms") => {
+            alarm_write(app, || alarms::delete_alarms(app, cx, input)).await
+        }
+        (Service::CloudWatch, "SetAlarmState") => {
+            alarm_write(app, || alarms::set_alarm_state(app, cx, input)).await
+        }
         (Service::CloudWatch, "EnableAlarmActions") => {
-            alarms::set_alarm_actions(app, cx, input, true)
+            alarm_write(app, || alarms::set_alarm_actions(app, cx, input, true)).await
         }
         (Service::CloudWatch, "DisableAlarmActions") => {
-            alarms::set_alarm_actions(app, cx, input, false)
+            alarm_write(app, || alarms::set_alarm_actions(app, cx, input, false)).await
         }
         (Service::CloudWatch, "DescribeAlarmHistory") => {
             alarms::describe_alarm_history(app, cx, input)
