@@ -143,9 +143,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;
-    let (stop_maintenance, stop_rx) = tokio::sync::watch::channel(false);
-    let maintenance = tokio::spawn(app.clone().run_maintenance(stop_rx));
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -153,6 +150,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let endpoint = format!("http://{local}");
     // SNS messages name URLs on this listener (certificate, confirm, unsubscribe).
     app.sns.set_endpoint(&endpoint);
+    // Maintenance and alarm evaluation start once SNS URLs are known.
+    let (stop_maintenance, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = tokio::spawn(app.clone().run_maintenance(stop_rx));
     if source == CredentialSource::Generated {
         // Printed once, on first start; the file in the data directory keeps them.
         println!(

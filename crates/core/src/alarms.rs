@@ -34,6 +34,9 @@ use crate::metrics::stats::parse_extended;
 
 const TABLE: &str = "alarms";
 const HISTORY_TABLE: &str = "alarm_history";
+/// Alarms per account and region, kept with every create and delete so the
+/// quota check does not list them all.
+const COUNT_TABLE: &str = "alarm_counts";
 /// How long history items are kept (§7.8: 14 days).
 pub const HISTORY_RETENTION_MS: i64 = 14 * 24 * 3600 * 1000;
 /// Width of the time buckets a write prunes: 10^7 ms (about 2.8 hours), the
@@ -1325,6 +1328,19 @@ fn history_data(mut doc: serde_json::Value, alarm_key: &str) -> String {
     text.chars().take(4095).collect()
 }
 
+/// A state an evaluation (or SetAlarmState) gives an alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateWrite {
+    /// `StateValue`.
+    pub state: String,
+    /// `StateReason`.
+    pub reason: String,
+    /// `StateReasonData`.
+    pub reason_data: Option<String>,
+    /// `EvaluationState`.
+    pub evaluation_state: Option<String>,
+}
+
 /// Alarms and their history for every account and region, in the catalog.
 #[derive(Debug, Clone)]
 pub struct Alarms {
@@ -1389,6 +1405,31 @@ impl Alarms {
             .iter()
             .map(|(_, v)| decode_alarm(v))
             .collect()
+    }
+
+    /// How many metric alarms the account has in the region.
+    pub fn count(&self, account: &str, region: &str) -> Result<usize, AlarmError> {
+        let key = format!("{account}/{region}");
+        match self.catalog.get(COUNT_TABLE, &key).map_err(storage)? {
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| AlarmError::Storage(format!("alarm count {key}"))),
+            // Written by an older version: count once; the next write keeps it.
+            None => Ok(self
+                .catalog
+                .list(TABLE, &format!("{account}/{region}/"))
+                .map_err(storage)?
+                .len()),
+        }
+    }
+
+    fn count_op(account: &str, region: &str, count: usize) -> CatalogOp {
+        CatalogOp::put(
+            COUNT_TABLE,
+            format!("{account}/{region}"),
+            count.to_string().into_bytes(),
+        )
     }
 
     /// Every alarm of every account and region, with its account and region:
@@ -1491,12 +1532,13 @@ impl Alarms {
     }
 
     /// PutMetricAlarm: the changes that create or replace the alarm, with its
-    /// ConfigurationUpdate history item, and whether it was created.
+    /// ConfigurationUpdate history item, whether it was created, and the alarm
+    /// as written (which the caller evaluates at once, §7.1).
     pub fn put_changes(
         &self,
         scope: &Scope<'_>,
         config: AlarmConfig,
-    ) -> Result<(Vec<CatalogOp>, bool), AlarmError> {
+    ) -> Result<(Vec<CatalogOp>, bool, MetricAlarm), AlarmError> {
         let now = scope.now.millis();
         let existing = self.get(scope.account, scope.region, &config.name)?;
         let name = config.name.clone();
@@ -1561,9 +1603,13 @@ impl Alarms {
             data,
         };
         let mut ops = self.expired_history(scope)?;
+        if created {
+            let count = self.count(scope.account, scope.region)?;
+            ops.push(Self::count_op(scope.account, scope.region, count + 1));
+        }
         ops.push(Self::put_op(scope, &alarm));
         ops.push(Self::history_op(scope, 0, &item));
-        Ok((ops, created))
+        Ok((ops, created, alarm))
     }
 
     /// DeleteAlarms: deletions of the existing alarms among `names`, each with a
@@ -1599,11 +1645,20 @@ impl Alarms {
             ops.push(Self::history_op(scope, deleted.len(), &item));
             deleted.push(name.clone());
         }
+        if !deleted.is_empty() {
+            let count = self.count(scope.account, scope.region)?;
+            ops.push(Self::count_op(
+                scope.account,
+                scope.region,
+                count.saturating_sub(deleted.len()),
+            ));
+        }
         Ok((ops, deleted))
     }
 
     /// SetAlarmState (§7.9): the state write and, when the value changes, a
-    /// StateUpdate history item. `reason_data` must already be valid JSON.
+    /// StateUpdate history item; returns the alarm as written and the changes.
+    /// `reason_data` must already be valid JSON.
     pub fn set_state_changes(
         &self,
         scope: &Scope<'_>,
@@ -1611,29 +1666,52 @@ impl Alarms {
         state: &str,
         reason: &str,
         reason_data: Option<&str>,
-    ) -> Result<Vec<CatalogOp>, AlarmError> {
+    ) -> Result<(MetricAlarm, MetricAlarm, Vec<CatalogOp>), AlarmError> {
         let old = self
             .get(scope.account, scope.region, name)?
             .ok_or_else(|| AlarmError::NotFound(format!("Alarm {name} not found")))?;
-        let now = scope.now.millis();
-        let transition = old.state_value != state;
+        let write = StateWrite {
+            state: state.to_owned(),
+            reason: reason.to_owned(),
+            reason_data: reason_data.map(str::to_owned),
+            evaluation_state: old.evaluation_state.clone(),
+        };
+        let (alarm, ops) = self.state_changes(scope, &old, &write, scope.now.millis(), 0)?;
+        Ok((old, alarm, ops))
+    }
+
+    /// The changes that give `old` the state of `write` at `at_ms`: the
+    /// record and, when StateValue changes, a StateUpdate history item (keyed
+    /// with `n`, distinct within one batch). Returns the alarm as written.
+    pub fn state_changes(
+        &self,
+        scope: &Scope<'_>,
+        old: &MetricAlarm,
+        write: &StateWrite,
+        at_ms: i64,
+        n: usize,
+    ) -> Result<(MetricAlarm, Vec<CatalogOp>), AlarmError> {
+        let transition = old.state_value != write.state;
         let alarm = MetricAlarm {
-            state_value: state.to_owned(),
-            state_reason: reason.to_owned(),
-            state_reason_data: reason_data.map(str::to_owned),
-            state_updated_ms: now,
+            state_value: write.state.clone(),
+            state_reason: write.reason.clone(),
+            state_reason_data: write.reason_data.clone(),
+            state_updated_ms: at_ms,
             state_transitioned_ms: if transition {
-                now
+                at_ms
             } else {
                 old.state_transitioned_ms
             },
+            evaluation_state: write.evaluation_state.clone(),
             ..old.clone()
         };
         let mut ops = vec![Self::put_op(scope, &alarm)];
         if transition {
-            let mut new_state = json!({"stateValue": state, "stateReason": reason});
-            if let Some(data) =
-                reason_data.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            let mut new_state = json!({"stateValue": write.state, "stateReason": write.reason});
+            if let Some(data) = write
+                .reason_data
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
             {
                 new_state["stateReasonData"] = data;
             }
@@ -1644,17 +1722,22 @@ impl Alarms {
             });
             let item = HistoryItem {
                 v: 1,
-                alarm_name: name.to_owned(),
+                alarm_name: old.config.name.clone(),
                 alarm_type: "MetricAlarm".to_owned(),
-                timestamp_ms: now,
+                timestamp_ms: at_ms,
                 item_type: "StateUpdate".to_owned(),
-                summary: format!("Alarm updated from {} to {state}", old.state_value),
+                summary: format!("Alarm updated from {} to {}", old.state_value, write.state),
                 data: history_data(data, "newState"),
             };
             ops.extend(self.expired_history(scope)?);
-            ops.push(Self::history_op(scope, 0, &item));
+            ops.push(Self::history_op(scope, n, &item));
         }
-        Ok(ops)
+        Ok((alarm, ops))
+    }
+
+    /// A history item's change, keyed with `n` (distinct within one batch).
+    pub fn history_change(scope: &Scope<'_>, n: usize, item: &HistoryItem) -> CatalogOp {
+        Self::history_op(scope, n, item)
     }
 
     /// Enable/DisableAlarmActions (§7.9): unknown names are ignored; each alarm
@@ -2258,7 +2341,7 @@ mod tests {
                 ..base()
             })
             .unwrap();
-            let (ops, created) = alarms
+            let (ops, created, _) = alarms
                 .put_changes(&scope(1_000 + i as i64), config)
                 .unwrap();
             assert!(created);
@@ -2383,7 +2466,8 @@ mod tests {
             .commit(
                 &alarms
                     .set_state_changes(&scope(5_000), "a", "ALARM", "manual", Some(r#"{"x":1}"#))
-                    .unwrap(),
+                    .unwrap()
+                    .2,
             )
             .unwrap();
         let config = validate_put(&PutMetricAlarmInput {
@@ -2392,7 +2476,7 @@ mod tests {
             ..base()
         })
         .unwrap();
-        let (ops, created) = alarms.put_changes(&scope(6_000), config).unwrap();
+        let (ops, created, _) = alarms.put_changes(&scope(6_000), config).unwrap();
         assert!(!created);
         catalog.commit(&ops).unwrap();
         let a = alarms
@@ -2411,7 +2495,8 @@ mod tests {
             .commit(
                 &alarms
                     .set_state_changes(&scope(7_000), "a", "ALARM", "again", None)
-                    .unwrap(),
+                    .unwrap()
+                    .2,
             )
             .unwrap();
         let a = alarms
@@ -2539,7 +2624,7 @@ mod tests {
             ..base()
         })
         .unwrap();
-        let (ops, _) = alarms.put_changes(&scope(later), config).unwrap();
+        let (ops, _, _) = alarms.put_changes(&scope(later), config).unwrap();
         let history_ops = |ops: &[CatalogOp]| {
             ops.iter()
                 .filter(|o| format!("{o:?}").contains("alarm_history"))
@@ -2566,7 +2651,7 @@ mod tests {
             ..base()
         })
         .unwrap();
-        let (ops, _) = alarms.put_changes(&scope(much_later), config).unwrap();
+        let (ops, _, _) = alarms.put_changes(&scope(much_later), config).unwrap();
         assert_eq!(history_ops(&ops), 1);
         assert_eq!(
             history_ops(

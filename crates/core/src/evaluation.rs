@@ -21,6 +21,16 @@ pub enum State {
 }
 
 impl State {
+    /// From the wire name.
+    pub fn parse(s: &str) -> Option<State> {
+        match s {
+            "OK" => Some(State::Ok),
+            "ALARM" => Some(State::Alarm),
+            "INSUFFICIENT_DATA" => Some(State::InsufficientData),
+            _ => None,
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

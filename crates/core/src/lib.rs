@@ -10,6 +10,7 @@
 //! - [`composite`]: composite alarm rules: grammar, limits, evaluation.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
 //! - [`detectors`]: CloudWatch metric anomaly detectors: validation and catalog storage.
+//! - [`engine`]: the alarm evaluation engine: cadences, watermarks, reads, decisions.
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod composite;
 pub mod dashboards;
 pub mod detectors;
+pub mod engine;
 pub mod evaluation;
 pub mod identity;
 pub mod logs;

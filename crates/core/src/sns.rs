@@ -18,6 +18,9 @@
 //! - Table `sns-subscriptions`, key `{account}/{region}/{topic}/{id}`, value JSON
 //!   [`Subscription`]. Topic names hold no `/`, so a topic's subscriptions are
 //!   one key prefix, and an account's in a region another.
+//! - Table `sns-outbox`, key `{epoch_ms:015}/{message_id}/{n}`, value JSON
+//!   [`Delivery`]: every POST from the commit that produced it until it is
+//!   delivered or has failed every attempt, so a restart resumes it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use trailwatch_types::Timestamp;
 
 const TOPICS: &str = "sns-topics";
 const SUBSCRIPTIONS: &str = "sns-subscriptions";
+const OUTBOX: &str = "sns-outbox";
 
 /// Largest Publish message, in bytes (256 KB, `spec/protocols.md` §13).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -374,6 +378,29 @@ impl Topics {
         serde_json::from_slice(bytes).map_err(storage)
     }
 
+    /// Every delivery still in the outbox, oldest first: what a restart resumes.
+    pub fn pending_deliveries(&self) -> Result<Vec<Delivery>, SnsError> {
+        let rows = self.catalog.list(OUTBOX, "").map_err(storage)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (_, bytes) in rows {
+            let delivery: Delivery = Self::decode(&bytes)?;
+            if delivery.v != 1 {
+                return Err(SnsError::Storage(format!(
+                    "outbox record version {}",
+                    delivery.v
+                )));
+            }
+            out.push(delivery);
+        }
+        Ok(out)
+    }
+
+    /// Applies `ops` to the catalog directly (outbox removals, which belong
+    /// to no API call).
+    pub fn commit(&self, ops: &[CatalogOp]) -> Result<(), SnsError> {
+        self.catalog.commit(ops).map_err(storage)
+    }
+
     /// The topic `arn`, if it exists.
     pub fn find(&self, arn: &TopicArn) -> Result<Option<Topic>, SnsError> {
         match self.catalog.get(TOPICS, &arn.key()).map_err(storage)? {
@@ -588,12 +615,80 @@ pub enum MessageType {
 }
 
 impl MessageType {
+    /// From [`MessageType::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SubscriptionConfirmation" => Some(Self::SubscriptionConfirmation),
+            "Notification" => Some(Self::Notification),
+            _ => None,
+        }
+    }
+
     /// The `Type` field and `x-amz-sns-message-type` header value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SubscriptionConfirmation => "SubscriptionConfirmation",
             Self::Notification => "Notification",
         }
+    }
+}
+
+/// One POST to one endpoint, signed and ready, waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Format version (1).
+    pub v: u8,
+    /// Its outbox key.
+    pub key: String,
+    /// The endpoint.
+    pub url: String,
+    /// `x-amz-sns-message-type` ([`MessageType::as_str`]).
+    pub kind: String,
+    /// `x-amz-sns-message-id`.
+    pub message_id: String,
+    /// `x-amz-sns-topic-arn`.
+    pub topic_arn: String,
+    /// `x-amz-sns-subscription-arn` (notifications only, as AWS).
+    pub subscription_arn: Option<String>,
+    /// The signed JSON envelope.
+    pub body: String,
+}
+
+impl Delivery {
+    /// A delivery of `envelope`, signed with `signature`, to `url`; `n`
+    /// tells apart the deliveries of one message.
+    pub fn new(
+        envelope: &Envelope,
+        signature: &str,
+        url: &str,
+        subscription_arn: Option<String>,
+        now: Timestamp,
+        n: usize,
+    ) -> Self {
+        Self {
+            v: 1,
+            key: format!("{:015}/{}/{n}", now.millis().max(0), envelope.message_id),
+            url: url.to_owned(),
+            kind: envelope.kind.as_str().to_owned(),
+            message_id: envelope.message_id.clone(),
+            topic_arn: envelope.topic_arn.clone(),
+            subscription_arn,
+            body: envelope.to_json(signature),
+        }
+    }
+
+    /// The change that puts it in the outbox (committed with its cause).
+    pub fn enqueue(&self) -> CatalogOp {
+        CatalogOp::put(
+            OUTBOX,
+            self.key.clone(),
+            serde_json::to_vec(self).unwrap_or_default(),
+        )
+    }
+
+    /// The change that takes it out once delivered or given up.
+    pub fn done(&self) -> CatalogOp {
+        CatalogOp::delete(OUTBOX, self.key.clone())
     }
 }
 

@@ -87,6 +87,9 @@ pub enum StartError {
     /// The log store could not be opened.
     #[error("open log store: {0}")]
     Logs(String),
+    /// The SNS outbox could not be read.
+    #[error("read sns outbox: {0}")]
+    Sns(String),
     /// The audit log could not be opened.
     #[error("open audit log: {0}")]
     Audit(#[from] trailwatch_core::audit::AuditError),
@@ -228,12 +231,13 @@ impl App {
         let query_history = QueryHistory::new(audit.catalog(), audit.objects());
         let query_definitions = QueryDefinitions::new(audit.catalog());
         let http = reqwest::Client::new();
+        let topics = Topics::new(audit.catalog());
         let sns = crate::services::SnsRuntime::new(
             config.data_dir.clone(),
             config.sns_retry_delays.clone(),
             http.clone(),
+            topics.clone(),
         );
-        let topics = Topics::new(audit.catalog());
         let app = Arc::new(App {
             config,
             clock,
@@ -260,6 +264,8 @@ impl App {
         crate::services::resume_queries(&app)
             .await
             .map_err(|e| StartError::Logs(e.to_string()))?;
+        // Messages committed before the stop and not yet delivered go out now.
+        crate::services::resume_deliveries(&app.sns).map_err(|e| StartError::Sns(e.to_string()))?;
         Ok(app)
     }
 
@@ -281,7 +287,14 @@ impl App {
     }
 
     /// Runs background maintenance (flush to segments, retention) until `stop` fires.
-    pub async fn run_maintenance(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_maintenance(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        // Alarm evaluation keeps its own schedule, beside the maintenance.
+        let evaluations = tokio::spawn(crate::evaluator::run(self.clone(), stop.clone()));
+        self.maintain(stop).await;
+        let _ = evaluations.await;
+    }
+
+    async fn maintain(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut flush_tick = tokio::time::interval(self.config.flush_interval);
         let mut prune_tick = tokio::time::interval(self.config.prune_interval);
         // Export tasks start within a second of their creation being committed.
@@ -303,7 +316,7 @@ impl App {
                     if let Err(err) = self.audit.prune().await {
                         tracing::error!(error = %err, "failed to prune expired audit history");
                     }
-                    if let Err(err) = crate::services::prune_queries(&self).await {
+                    if let Err(err) = crate::services::prune_queries(self).await {
                         tracing::error!(error = %err, "failed to prune expired insights queries");
                     }
                 }

@@ -4,17 +4,20 @@
 //! values in, `trailwatch_core::alarms` calls, wire values out; changes commit
 //! with the call's audit record. Evaluation is not done here.
 
+use trailwatch_core::actions::Transition;
 use trailwatch_core::alarms::{
     alarm_arn, check_alarm_types, check_state, constraint, validate_put, ActionConfiguration,
     AlarmError, DescribeFilter, EvaluationWindow, HistoryFilter, HistoryItem, MetricAlarm,
     MetricFilter, MetricStatInput, PutMetricAlarmInput, QueryInput, Scope, TagsPropagation,
     HISTORY_TYPES,
 };
+use trailwatch_core::engine;
 use trailwatch_core::tags::{validate, Tags};
 use trailwatch_core::token::filters_hash;
 use trailwatch_protocol::{ApiError, Value};
 use trailwatch_types::Timestamp;
 
+use super::actions::run_actions;
 use super::tagging::tag_list;
 use super::{CallContext, Outcome};
 use crate::app::App;
@@ -204,21 +207,81 @@ fn put_input(input: &Value) -> Result<PutMetricAlarmInput, ApiError> {
     })
 }
 
+/// Largest PutMetricAlarm request, decoded (`spec/protocols.md` §13).
+const PUT_ALARM_MAX_BYTES: usize = 120 * 1024;
+
 pub(super) fn put_metric_alarm(
     app: &App,
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
+    let (raw, decoded) = cx.body_bytes;
+    if raw.max(decoded) > PUT_ALARM_MAX_BYTES {
+        return Err(map_error(AlarmError::InvalidParameterValue(format!(
+            "The request payload for PutMetricAlarm must not exceed {PUT_ALARM_MAX_BYTES} bytes."
+        ))));
+    }
     let config = validate_put(&put_input(input)?).map_err(map_error)?;
     let tags = validate(&tag_list(input.get("Tags")), "Tags").map_err(super::tagging::map_error)?;
     let scope = scope(cx);
     let arn = alarm_arn(scope.account, scope.region, &config.name);
-    let (mut changes, created) = app.alarms.put_changes(&scope, config).map_err(map_error)?;
-    // Tags count only when the alarm is created (§7.1).
+    let (mut changes, created, alarm) =
+        app.alarms.put_changes(&scope, config).map_err(map_error)?;
     if created {
+        check_quota(app, &scope)?;
+        // Tags count only when the alarm is created (§7.1).
         changes.extend(Tags::create_changes(&arn, &tags));
     }
-    Ok(Outcome::write(Value::empty_struct(), changes))
+    // A new or updated alarm is evaluated at once (§7.1), at the current
+    // instant of its cadence.
+    let now = cx.now.millis();
+    let t = engine::floor(now, engine::cadence_ms(&alarm.config));
+    let readings = engine::read(&app.metrics, scope.account, scope.region, &alarm, t, cx.now);
+    let mut transitions = Vec::new();
+    if let Some(write) = engine::evaluate(&alarm, readings, t, now) {
+        let (written, ops) = app
+            .alarms
+            .state_changes(&scope, &alarm, &write, now, 1)
+            .map_err(map_error)?;
+        changes.extend(ops);
+        if written.state_value != alarm.state_value {
+            transitions.push(Transition::of_metric_alarm(
+                &written,
+                scope.account,
+                scope.region,
+                &alarm.state_value,
+            ));
+        }
+    }
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    run_actions(
+        app,
+        &mut outcome,
+        &transitions,
+        &format!("{}-actions", cx.request_id),
+        cx.now,
+    );
+    Ok(outcome)
+}
+
+/// Metric alarms one account may have in one region [TW: AWS publishes no
+/// fixed number; this bounds the evaluation work of one tenant].
+pub(super) const ALARM_QUOTA: usize = 200_000;
+
+fn check_quota(app: &App, scope: &Scope<'_>) -> Result<(), ApiError> {
+    let count = app
+        .alarms
+        .count(scope.account, scope.region)
+        .map_err(map_error)?;
+    if count >= ALARM_QUOTA {
+        return Err(ApiError::new(
+            "LimitExceededFault",
+            400,
+            format!("The maximum number of alarms ({ALARM_QUOTA}) has been reached."),
+        )
+        .with_query_code("LimitExceeded"));
+    }
+    Ok(())
 }
 
 fn strings(list: &[String]) -> Value {
@@ -557,11 +620,28 @@ pub(super) fn set_alarm_state(
             )));
         }
     }
-    let changes = app
+    let (old, written, changes) = app
         .alarms
         .set_state_changes(&scope(cx), &name, &state, &reason, data.as_deref())
         .map_err(map_error)?;
-    Ok(Outcome::write(Value::empty_struct(), changes))
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    // Actions run on transitions made by SetAlarmState too (§7.6).
+    if written.state_value != old.state_value {
+        let transition = Transition::of_metric_alarm(
+            &written,
+            cx.principal.account_id.as_str(),
+            cx.region,
+            &old.state_value,
+        );
+        run_actions(
+            app,
+            &mut outcome,
+            &[transition],
+            &format!("{}-actions", cx.request_id),
+            cx.now,
+        );
+    }
+    Ok(outcome)
 }
 
 pub(super) fn set_alarm_actions(

@@ -10,6 +10,7 @@ use trailwatch_types::Timestamp;
 use crate::app::App;
 use crate::generated::operations;
 
+pub(crate) mod actions;
 mod alarms;
 mod cloudtrail;
 mod cloudwatch;
@@ -17,7 +18,7 @@ mod dashboards;
 mod detectors;
 mod logs;
 mod resources;
-mod sns;
+pub(crate) mod sns;
 mod sts;
 mod tagging;
 
@@ -28,7 +29,8 @@ pub(crate) use logs::{prune_queries, resume_queries};
 pub use logs::{Queries, StoredQuery};
 pub(crate) use resources::resources_for;
 pub use sns::{
-    certificate as sns_certificate, SnsRuntime, CERTIFICATE_PATH as SNS_CERTIFICATE_PATH,
+    certificate as sns_certificate, resume_deliveries, SnsRuntime,
+    CERTIFICATE_PATH as SNS_CERTIFICATE_PATH,
 };
 
 /// Per-request facts a handler may use.

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use trailwatch_core::sns::{
-    sns_timestamp, validate_message, validate_subject, validate_topic_name, Envelope,
+    sns_timestamp, validate_message, validate_subject, validate_topic_name, Delivery, Envelope,
     MessageSigner, MessageType, SnsError, SubscriptionEntry, Topic, TopicArn, TopicAttribute,
+    Topics,
 };
 use trailwatch_core::token::filters_hash;
 use trailwatch_protocol::{ApiError, Value};
@@ -55,6 +56,8 @@ struct Inner {
     retry_delays: Vec<Duration>,
     failures: Mutex<HashMap<String, u64>>,
     http: reqwest::Client,
+    /// Where finished deliveries leave the outbox.
+    topics: Topics,
 }
 
 impl SnsRuntime {
@@ -63,6 +66,7 @@ impl SnsRuntime {
         data_dir: std::path::PathBuf,
         retry_delays: Vec<Duration>,
         http: reqwest::Client,
+        topics: Topics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -73,6 +77,7 @@ impl SnsRuntime {
                 retry_delays,
                 failures: Mutex::new(HashMap::new()),
                 http,
+                topics,
             }),
         }
     }
@@ -86,7 +91,8 @@ impl SnsRuntime {
             .set(endpoint.trim_end_matches('/').to_owned());
     }
 
-    fn endpoint(&self) -> &str {
+    /// The listener's base URL (a default until it is bound).
+    pub fn endpoint(&self) -> &str {
         self.inner
             .endpoint
             .get()
@@ -360,10 +366,11 @@ pub(super) fn subscribe(
     // A pending subscription gets a (new) confirmation request, as at AWS.
     if !entry.subscription.confirmed {
         let signer = app.sns.signer().map_err(map_error)?;
+        let delivery = confirmation(&app.sns, &signer, &entry, cx.now);
+        outcome.changes.push(delivery.enqueue());
         let runtime = app.sns.clone();
-        let now = cx.now;
         outcome.after_commit = Some(AfterCommit::new(move || {
-            send_confirmation(runtime, signer, entry, now);
+            tokio::spawn(deliver(runtime, delivery));
         }));
     }
     Ok(outcome)
@@ -510,8 +517,7 @@ pub(super) fn publish(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<
     outcome.response_elements = Some(serde_json::json!({ "messageId": message_id }));
     if !targets.is_empty() {
         let signer = app.sns.signer().map_err(map_error)?;
-        let runtime = app.sns.clone();
-        let base = Envelope {
+        let envelope = Envelope {
             kind: MessageType::Notification,
             message_id,
             topic_arn: arn.arn(),
@@ -521,32 +527,16 @@ pub(super) fn publish(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<
             token: None,
             subscribe_url: None,
             unsubscribe_url: None,
-            signing_cert_url: format!("{}{CERTIFICATE_PATH}", runtime.endpoint()),
+            signing_cert_url: format!("{}{CERTIFICATE_PATH}", app.sns.endpoint()),
             message_attributes: attributes,
         };
+        let deliveries = notifications(&app.sns, &signer, &envelope, &targets, cx.now);
+        outcome
+            .changes
+            .extend(deliveries.iter().map(Delivery::enqueue));
+        let runtime = app.sns.clone();
         outcome.after_commit = Some(AfterCommit::new(move || {
-            // The signature does not cover UnsubscribeURL: sign once.
-            let signature = signer.sign(&base);
-            for target in targets {
-                let subscription_arn = target.arn();
-                let envelope = Envelope {
-                    unsubscribe_url: Some(format!(
-                        "{}/?Action=Unsubscribe&Version=2010-03-31&SubscriptionArn={}",
-                        runtime.endpoint(),
-                        encode(&subscription_arn)
-                    )),
-                    ..base.clone()
-                };
-                let delivery = Delivery {
-                    url: target.subscription.endpoint.clone(),
-                    kind: MessageType::Notification,
-                    message_id: envelope.message_id.clone(),
-                    topic_arn: envelope.topic_arn.clone(),
-                    subscription_arn: Some(subscription_arn),
-                    body: envelope.to_json(&signature),
-                };
-                tokio::spawn(deliver(runtime.clone(), delivery));
-            }
+            spawn_deliveries(&runtime, deliveries)
         }));
     }
     Ok(outcome)
@@ -565,12 +555,66 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn send_confirmation(
-    runtime: SnsRuntime,
-    signer: Arc<MessageSigner>,
-    entry: SubscriptionEntry,
+/// The signed notifications of `envelope` to each of `targets` (confirmed
+/// subscriptions of its topic), ready for the outbox.
+pub(crate) fn notifications(
+    runtime: &SnsRuntime,
+    signer: &MessageSigner,
+    envelope: &Envelope,
+    targets: &[SubscriptionEntry],
     now: trailwatch_types::Timestamp,
-) {
+) -> Vec<Delivery> {
+    // The signature does not cover UnsubscribeURL: sign once.
+    let signature = signer.sign(envelope);
+    targets
+        .iter()
+        .enumerate()
+        .map(|(n, target)| {
+            let subscription_arn = target.arn();
+            let envelope = Envelope {
+                unsubscribe_url: Some(format!(
+                    "{}/?Action=Unsubscribe&Version=2010-03-31&SubscriptionArn={}",
+                    runtime.endpoint(),
+                    encode(&subscription_arn)
+                )),
+                ..envelope.clone()
+            };
+            Delivery::new(
+                &envelope,
+                &signature,
+                &target.subscription.endpoint,
+                Some(subscription_arn),
+                now,
+                n,
+            )
+        })
+        .collect()
+}
+
+/// Starts the POSTs of `deliveries` (already committed to the outbox).
+pub(crate) fn spawn_deliveries(runtime: &SnsRuntime, deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        tokio::spawn(deliver(runtime.clone(), delivery));
+    }
+}
+
+/// Restarts every delivery a stop interrupted (they are still in the outbox).
+pub fn resume_deliveries(runtime: &SnsRuntime) -> Result<usize, SnsError> {
+    let pending = runtime.inner.topics.pending_deliveries()?;
+    let n = pending.len();
+    if n > 0 {
+        tracing::info!(deliveries = n, "resuming sns deliveries");
+    }
+    spawn_deliveries(runtime, pending);
+    Ok(n)
+}
+
+fn confirmation(
+    runtime: &SnsRuntime,
+    signer: &MessageSigner,
+    entry: &SubscriptionEntry,
+    now: trailwatch_types::Timestamp,
+) -> Delivery {
     let topic_arn = entry.topic.arn();
     let token = entry.subscription.token.clone();
     let subscribe_url = format!(
@@ -595,27 +639,14 @@ fn send_confirmation(
         message_attributes: Vec::new(),
     };
     let signature = signer.sign(&envelope);
-    let delivery = Delivery {
-        url: entry.subscription.endpoint.clone(),
-        kind: MessageType::SubscriptionConfirmation,
-        message_id: envelope.message_id.clone(),
-        topic_arn,
-        subscription_arn: None,
-        body: envelope.to_json(&signature),
-    };
-    tokio::spawn(deliver(runtime, delivery));
-}
-
-/// One POST to one endpoint.
-#[derive(Debug)]
-struct Delivery {
-    url: String,
-    kind: MessageType,
-    message_id: String,
-    topic_arn: String,
-    /// Sent as `x-amz-sns-subscription-arn` (notifications only, as AWS).
-    subscription_arn: Option<String>,
-    body: String,
+    Delivery::new(
+        &envelope,
+        &signature,
+        &entry.subscription.endpoint,
+        None,
+        now,
+        0,
+    )
 }
 
 /// How long one POST may take before it counts as failed.
@@ -629,7 +660,7 @@ async fn post_once(runtime: &SnsRuntime, delivery: &Delivery) -> Result<(), Stri
         .timeout(POST_TIMEOUT)
         .header("content-type", "text/plain; charset=UTF-8")
         .header("user-agent", "Amazon Simple Notification Service Agent")
-        .header("x-amz-sns-message-type", delivery.kind.as_str())
+        .header("x-amz-sns-message-type", &delivery.kind)
         .header("x-amz-sns-message-id", &delivery.message_id)
         .header("x-amz-sns-topic-arn", &delivery.topic_arn);
     if let Some(arn) = &delivery.subscription_arn {
@@ -651,11 +682,13 @@ async fn post_once(runtime: &SnsRuntime, delivery: &Delivery) -> Result<(), Stri
 async fn deliver(runtime: SnsRuntime, delivery: Delivery) {
     let attempts = runtime.inner.retry_delays.len() + 1;
     let mut last_error = String::new();
+    let mut delivered = false;
     for attempt in 0..attempts {
         match post_once(&runtime, &delivery).await {
             Ok(()) => {
-                tracing::debug!(topic = %delivery.topic_arn, kind = delivery.kind.as_str(), attempt, "sns message delivered");
-                return;
+                tracing::debug!(topic = %delivery.topic_arn, kind = %delivery.kind, attempt, "sns message delivered");
+                delivered = true;
+                break;
             }
             Err(e) => last_error = e,
         }
@@ -663,14 +696,25 @@ async fn deliver(runtime: SnsRuntime, delivery: Delivery) {
             tokio::time::sleep(*delay).await;
         }
     }
-    runtime.count_failure(&delivery.topic_arn);
-    tracing::warn!(
-        topic = %delivery.topic_arn,
-        kind = delivery.kind.as_str(),
-        attempts,
-        error = %last_error,
-        "failed to deliver sns message"
-    );
+    if !delivered {
+        runtime.count_failure(&delivery.topic_arn);
+        tracing::warn!(
+            topic = %delivery.topic_arn,
+            kind = %delivery.kind,
+            attempts,
+            error = %last_error,
+            "failed to deliver sns message"
+        );
+    }
+    // Delivered or given up: either way it leaves the outbox. Should this
+    // fail, a restart sends it again (at least once, as SNS promises).
+    let topics = runtime.inner.topics.clone();
+    let done = delivery.done();
+    match tokio::task::spawn_blocking(move || topics.commit(&[done])).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "failed to remove a finished sns delivery"),
+        Err(e) => tracing::error!(error = %e, "outbox task failed"),
+    }
 }
 
 /// GET of the signing certificate (PEM), unauthenticated like AWS's.

@@ -1,5 +1,6 @@
 //! Integration tests of the server crate, in process (one test binary).
 #![allow(clippy::unwrap_used)] // test helpers fail loudly by design
 
+mod alarm_engine;
 mod golden;
 mod support;

@@ -1,0 +1,176 @@
+//! The alarm evaluation loop: wakes at each instant of each cadence
+//! (`trailwatch_core::engine`), evaluates the alarms due, and commits their
+//! new states, history items, action messages and the cadence's watermark in
+//! one catalog batch under the alarm write lock. Messages leave after the
+//! commit.
+//!
+//! The heavy part (reading every alarm's buckets) runs on a blocking thread
+//! without the lock; under the lock each changed alarm is read again, and an
+//! alarm that an API call changed meanwhile is evaluated afresh, so no
+//! concurrent write is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use trailwatch_core::actions::Transition;
+use trailwatch_core::alarms::{MetricAlarm, Scope, StateWrite};
+use trailwatch_core::engine::{
+    cadence_ms, due_instants, evaluate, floor, read, watermark, watermark_change, CADENCES,
+};
+use trailwatch_types::Timestamp;
+
+use crate::app::App;
+use crate::services::actions::action_changes;
+use crate::services::sns::spawn_deliveries;
+
+/// Runs evaluations until `stop` fires.
+pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        for cadence in CADENCES {
+            if let Err(err) = run_due(&app, cadence).await {
+                // The watermark did not move: the instant is evaluated again.
+                tracing::error!(error = %err, cadence_ms = cadence, "alarm evaluation failed");
+            }
+        }
+        let now = app.clock.now().millis();
+        let next = CADENCES
+            .iter()
+            .map(|c| floor(now, *c) + c)
+            .min()
+            .unwrap_or(now + 1000);
+        let wait = Duration::from_millis((next - now).clamp(1, 10_000) as u64);
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Evaluates every instant of `cadence` due now, oldest first.
+pub async fn run_due(app: &Arc<App>, cadence: i64) -> Result<usize, String> {
+    let catalog = app.audit.catalog();
+    let mark = watermark(catalog.as_ref(), cadence)?;
+    let (instants, skipped) = due_instants(mark, app.clock.now().millis(), cadence);
+    if skipped > 0 {
+        tracing::warn!(
+            cadence_ms = cadence,
+            skipped,
+            "alarm evaluation instants skipped after a long stop"
+        );
+    }
+    let mut transitions = 0;
+    for t in instants {
+        transitions += tick(app, cadence, t).await?;
+    }
+    Ok(transitions)
+}
+
+type Candidate = (String, String, MetricAlarm, StateWrite);
+
+/// When an evaluation of instant `t` counts as run: now, for a live tick;
+/// the instant itself when catching up.
+fn query_ms(now: i64, t: i64, cadence: i64) -> i64 {
+    if now - t < cadence {
+        now
+    } else {
+        t
+    }
+}
+
+/// Evaluates the alarms of `cadence` at instant `t` and commits the result
+/// with the watermark; returns the number of transitions.
+pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String> {
+    let reader = app.clone();
+    let candidates: Vec<Candidate> = tokio::task::spawn_blocking(move || {
+        let app = reader;
+        let now = app.clock.now();
+        let at = query_ms(now.millis(), t, cadence);
+        let all = app.alarms.every_alarm().map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            all.into_iter()
+                .filter(|(_, _, a)| {
+                    cadence_ms(&a.config) == cadence && a.configuration_updated_ms <= t
+                })
+                .filter_map(|(account, region, alarm)| {
+                    let readings = read(&app.metrics, &account, &region, &alarm, t, now);
+                    evaluate(&alarm, readings, t, at).map(|w| (account, region, alarm, w))
+                })
+                .collect(),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+
+    let _hold = app.lock_alarms().await;
+    let now = app.clock.now();
+    let at = query_ms(now.millis(), t, cadence);
+    let request_id = format!("evaluation-{cadence}-{t}");
+    let mut ops = Vec::new();
+    let mut transitions = Vec::new();
+    for (n, (account, region, snapshot, write)) in candidates.into_iter().enumerate() {
+        let name = snapshot.config.name.clone();
+        let Some(current) = app
+            .alarms
+            .get(&account, &region, &name)
+            .map_err(|e| e.to_string())?
+        else {
+            continue; // deleted meanwhile
+        };
+        let write = if current == snapshot {
+            write
+        } else {
+            // Changed by a call meanwhile: what it is now decides.
+            if current.configuration_updated_ms > t {
+                continue;
+            }
+            let readings = read(&app.metrics, &account, &region, &current, t, now);
+            match evaluate(&current, readings, t, at) {
+                Some(w) => w,
+                None => continue,
+            }
+        };
+        let scope = Scope {
+            account: &account,
+            region: &region,
+            request_id: &request_id,
+            now: Timestamp::from_millis(at),
+        };
+        let (written, changes) = app
+            .alarms
+            .state_changes(&scope, &current, &write, at, n)
+            .map_err(|e| e.to_string())?;
+        ops.extend(changes);
+        if written.state_value != current.state_value {
+            transitions.push(Transition::of_metric_alarm(
+                &written,
+                &account,
+                &region,
+                &current.state_value,
+            ));
+        }
+    }
+    let (action_ops, deliveries) = action_changes(
+        app,
+        &transitions,
+        &format!("{request_id}-actions"),
+        Timestamp::from_millis(at),
+    );
+    ops.extend(action_ops);
+    ops.push(watermark_change(cadence, t));
+    let catalog = app.audit.catalog();
+    tokio::task::spawn_blocking(move || catalog.commit(&ops))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    drop(_hold);
+    if !transitions.is_empty() {
+        tracing::info!(
+            cadence_ms = cadence,
+            instant = t,
+            transitions = transitions.len(),
+            "alarm states changed"
+        );
+    }
+    spawn_deliveries(&app.sns, deliveries);
+    Ok(transitions.len())
+}
