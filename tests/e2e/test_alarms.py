@@ -50,8 +50,18 @@ def test_put_describe_update_delete(server, protocol):
         AlarmActions=["arn:aws:sns:us-east-1:111122223333:ops"], Tags=[{"Key": "team", "Value": "sre"}])
     [alarm] = cw.describe_alarms(AlarmNames=["high-latency"])["MetricAlarms"]
     assert alarm["AlarmArn"] == ARN_PREFIX + "high-latency"
-    assert alarm["StateValue"] == "INSUFFICIENT_DATA"
-    assert alarm["StateReason"] == "Unchecked: Initial alarm creation"
+    # Created in INSUFFICIENT_DATA, then evaluated at once (§7.1): no data,
+    # treated as not breaching, is OK.
+    assert alarm["StateValue"] == "OK"
+    assert alarm["StateReason"] == (
+        "Threshold Crossed: no datapoints were received for 3 periods and "
+        "3 missing datapoints were treated as [NonBreaching]."
+    )
+    history = cw.describe_alarm_history(AlarmName="high-latency")["AlarmHistoryItems"]
+    assert [h["HistorySummary"] for h in history] == [
+        "Alarm updated from INSUFFICIENT_DATA to OK",
+        'Alarm "high-latency" created',
+    ]
     assert alarm["ActionsEnabled"] is True
     assert alarm["OKActions"] == [] and alarm["InsufficientDataActions"] == []
     assert alarm["AlarmActions"] == ["arn:aws:sns:us-east-1:111122223333:ops"]
@@ -63,9 +73,10 @@ def test_put_describe_update_delete(server, protocol):
     assert alarm["AlarmConfigurationUpdatedTimestamp"] == alarm["StateUpdatedTimestamp"]
     assert cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"])["Tags"] == [{"Key": "team", "Value": "sre"}]
 
-    # An update replaces the configuration, keeps the state and ignores Tags.
+    # An update replaces the configuration, keeps the state and ignores Tags
+    # (its re-evaluation finds no data and, ignoring missing data, keeps it).
     cw.set_alarm_state(AlarmName="high-latency", StateValue="ALARM", StateReason="testing")
-    put(cw, "high-latency", Threshold=5.0, Tags=[{"Key": "other", "Value": "x"}])
+    put(cw, "high-latency", Threshold=5.0, TreatMissingData="ignore", Tags=[{"Key": "other", "Value": "x"}])
     [alarm] = cw.describe_alarms(AlarmNames=["high-latency"])["MetricAlarms"]
     assert (alarm["StateValue"], alarm["Threshold"]) == ("ALARM", 5.0)
     assert "DatapointsToAlarm" not in alarm and "AlarmDescription" not in alarm
