@@ -60,7 +60,9 @@ struct CallArgs {
     #[arg(long, default_value = "us-east-1")]
     region: String,
     /// `get-caller-identity` (STS, query), `lookup-events` (CloudTrail, JSON
-    /// 1.1), `put-metric-data` / `get-metric-data` (CloudWatch, CBOR), or the
+    /// 1.1), `put-metric-data` / `get-metric-data` / `put-metric-alarm`
+    /// (CloudWatch, CBOR; alarm `i` of `--bodies` watches series
+    /// `i % --series`), or the
     /// VictoriaMetrics peers `vm-import` / `vm-query-range`.
     #[arg(long, default_value = "get-caller-identity")]
     operation: String,
@@ -250,6 +252,24 @@ fn template(args: &CallArgs, authority: &str) -> anyhow::Result<Template> {
                 }
             }
         }
+        "put-metric-alarm" => Template {
+            method: "POST",
+            path: format!("{CLOUDWATCH_PATH}PutMetricAlarm"),
+            headers: cbor_headers(host),
+            bodies: (0..args.bodies)
+                .map(|i| {
+                    Bytes::from(trailwatch_protocol::cbor::encode(&metrics::alarm_input(
+                        i,
+                        args.series,
+                    )))
+                })
+                .collect(),
+            service: Some("monitoring"),
+            follow: None,
+            values_per_request: 0,
+            bytes_per_request: 0,
+            setup: Vec::new(),
+        },
         "get-metric-data" => {
             let end = Timestamp::from_millis(now().millis() / 60_000 * 60_000);
             let start = Timestamp::from_millis(end.millis() - args.hours * 3_600_000);

@@ -155,6 +155,39 @@ pub(crate) fn put_bodies(
     (inputs, vm)
 }
 
+/// PutMetricAlarm input of alarm `i`: the Average of series `i % series`
+/// over 3 one-minute periods, 2 to alarm, at a threshold that differs from
+/// alarm to alarm (so states differ too).
+pub(crate) fn alarm_input(i: usize, series: usize) -> Value {
+    let s = i % series.max(1);
+    let (metric, host) = series_name(s);
+    let threshold = match s % 5 {
+        0 => 20.0 + (i % 60) as f64,
+        1 => 4e9,
+        2 => 1e7,
+        3 => 200.0,
+        _ => 2.0,
+    };
+    Value::structure([
+        ("AlarmName", Value::String(format!("alarm-{i:06}"))),
+        ("Namespace", Value::string("Bench")),
+        ("MetricName", Value::string(metric)),
+        (
+            "Dimensions",
+            Value::List(vec![Value::structure([
+                ("Name", Value::string("Host")),
+                ("Value", Value::String(host)),
+            ])]),
+        ),
+        ("Statistic", Value::string("Average")),
+        ("Period", Value::Int(60)),
+        ("EvaluationPeriods", Value::Int(3)),
+        ("DatapointsToAlarm", Value::Int(2)),
+        ("Threshold", Value::Float(threshold)),
+        ("ComparisonOperator", Value::string("GreaterThanThreshold")),
+    ])
+}
+
 /// GetMetricData (CBOR) for the first `series` series, `Average` at `period`
 /// over `[start, end)`, with an optional NextToken.
 pub(crate) fn get_data_body(

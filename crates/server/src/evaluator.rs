@@ -80,23 +80,26 @@ fn query_ms(now: i64, t: i64, cadence: i64) -> i64 {
 /// Evaluates the alarms of `cadence` at instant `t` and commits the result
 /// with the watermark; returns the number of transitions.
 pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String> {
+    let started = std::time::Instant::now();
     let reader = app.clone();
-    let candidates: Vec<Candidate> = tokio::task::spawn_blocking(move || {
+    let (candidates, evaluated): (Vec<Candidate>, usize) = tokio::task::spawn_blocking(move || {
         let app = reader;
         let now = app.clock.now();
         let at = query_ms(now.millis(), t, cadence);
         let all = app.alarms.every_alarm().map_err(|e| e.to_string())?;
-        Ok::<_, String>(
-            all.into_iter()
-                .filter(|(_, _, a)| {
-                    cadence_ms(&a.config) == cadence && a.configuration_updated_ms <= t
-                })
-                .filter_map(|(account, region, alarm)| {
-                    let readings = read(&app.metrics, &account, &region, &alarm, t, now);
-                    evaluate(&alarm, readings, t, at).map(|w| (account, region, alarm, w))
-                })
-                .collect(),
-        )
+        let due: Vec<_> = all
+            .into_iter()
+            .filter(|(_, _, a)| cadence_ms(&a.config) == cadence && a.configuration_updated_ms <= t)
+            .collect();
+        let evaluated = due.len();
+        let candidates = due
+            .into_iter()
+            .filter_map(|(account, region, alarm)| {
+                let readings = read(&app.metrics, &account, &region, &alarm, t, now);
+                evaluate(&alarm, readings, t, at).map(|w| (account, region, alarm, w))
+            })
+            .collect();
+        Ok::<_, String>((candidates, evaluated))
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -163,6 +166,14 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     drop(_hold);
+    tracing::debug!(
+        cadence_ms = cadence,
+        instant = t,
+        evaluated,
+        transitions = transitions.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "alarm evaluation tick"
+    );
     if !transitions.is_empty() {
         tracing::info!(
             cadence_ms = cadence,
