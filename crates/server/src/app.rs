@@ -19,6 +19,28 @@ use trailwatch_core::tags::Tags;
 use trailwatch_core::token::TokenCodec;
 use trailwatch_types::Clock;
 
+/// Every alarm with its account and region (see [`App::alarm_snapshot`]).
+pub type AlarmSnapshot = Arc<Vec<(String, String, trailwatch_core::alarms::MetricAlarm)>>;
+
+/// The held alarm write lock. Its release counts as a change of the alarms
+/// unless `changed` is cleared (an evaluation that wrote no alarm).
+#[derive(Debug)]
+pub struct AlarmWrite {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether releasing it invalidates the alarm snapshot.
+    pub changed: bool,
+}
+
+impl Drop for AlarmWrite {
+    fn drop(&mut self) {
+        if self.changed {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// Settings the edge needs.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -127,6 +149,9 @@ pub struct App {
     /// Held across every read-modify-write of alarm records (API calls and
     /// the evaluation engine), so no write is lost to a concurrent one.
     alarm_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Alarm writes released so far (see [`App::alarm_snapshot`]).
+    alarm_generation: Arc<std::sync::atomic::AtomicU64>,
+    alarm_cache: std::sync::Mutex<Option<(u64, AlarmSnapshot)>>,
     /// Resource tags (in the catalog).
     pub tags: Tags,
     /// SNS topics and subscriptions (in the catalog).
@@ -253,6 +278,8 @@ impl App {
             detectors,
             alarms,
             alarm_writes: Arc::new(tokio::sync::Mutex::new(())),
+            alarm_generation: Default::default(),
+            alarm_cache: std::sync::Mutex::new(None),
             tags,
             topics,
             sns,
@@ -270,9 +297,34 @@ impl App {
     }
 
     /// The alarm write lock (see `alarm_writes`), held until the caller's
-    /// changes are committed.
-    pub async fn lock_alarms(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.alarm_writes.clone().lock_owned().await
+    /// changes are committed. Releasing it counts a change of the alarms
+    /// (unless [`AlarmWrite::changed`] was cleared).
+    pub async fn lock_alarms(&self) -> AlarmWrite {
+        AlarmWrite {
+            _guard: self.alarm_writes.clone().lock_owned().await,
+            generation: self.alarm_generation.clone(),
+            changed: true,
+        }
+    }
+
+    /// Every alarm of every account and region, as of the last change: read
+    /// again only after an alarm write was released, so the evaluation loop
+    /// does not decode every alarm record at every instant.
+    pub fn alarm_snapshot(&self) -> Result<AlarmSnapshot, String> {
+        use std::sync::atomic::Ordering;
+        // Read before listing: a write committed after this read bumps the
+        // generation past it, so a stale listing is never kept as current.
+        let generation = self.alarm_generation.load(Ordering::SeqCst);
+        let mut cache = self.alarm_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, snapshot)) = cache.as_ref() {
+            if *seen == generation {
+                return Ok(snapshot.clone());
+            }
+        }
+        let snapshot: AlarmSnapshot =
+            Arc::new(self.alarms.every_alarm().map_err(|e| e.to_string())?);
+        *cache = Some((generation, snapshot.clone()));
+        Ok(snapshot)
     }
 
     /// Called after each recorded call: wakes the flusher when enough records

@@ -86,17 +86,18 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
         let app = reader;
         let now = app.clock.now();
         let at = query_ms(now.millis(), t, cadence);
-        let all = app.alarms.every_alarm().map_err(|e| e.to_string())?;
+        let all = app.alarm_snapshot()?;
         let due: Vec<_> = all
-            .into_iter()
+            .iter()
             .filter(|(_, _, a)| cadence_ms(&a.config) == cadence && a.configuration_updated_ms <= t)
             .collect();
         let evaluated = due.len();
         let candidates = due
             .into_iter()
             .filter_map(|(account, region, alarm)| {
-                let readings = read(&app.metrics, &account, &region, &alarm, t, now);
-                evaluate(&alarm, readings, t, at).map(|w| (account, region, alarm, w))
+                let readings = read(&app.metrics, account, region, alarm, t, now);
+                evaluate(alarm, readings, t, at)
+                    .map(|w| (account.clone(), region.clone(), alarm.clone(), w))
             })
             .collect();
         Ok::<_, String>((candidates, evaluated))
@@ -104,12 +105,13 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
     .await
     .map_err(|e| e.to_string())??;
 
-    let _hold = app.lock_alarms().await;
+    let mut hold = app.lock_alarms().await;
     let now = app.clock.now();
     let at = query_ms(now.millis(), t, cadence);
     let request_id = format!("evaluation-{cadence}-{t}");
     let mut ops = Vec::new();
     let mut transitions = Vec::new();
+    let mut wrote = false;
     for (n, (account, region, snapshot, write)) in candidates.into_iter().enumerate() {
         let name = snapshot.config.name.clone();
         let Some(current) = app
@@ -143,6 +145,7 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
             .state_changes(&scope, &current, &write, at, n)
             .map_err(|e| e.to_string())?;
         ops.extend(changes);
+        wrote = true;
         if written.state_value != current.state_value {
             transitions.push(Transition::of_metric_alarm(
                 &written,
@@ -165,7 +168,9 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    drop(_hold);
+    // Only written alarms make the next instant list them again.
+    hold.changed = wrote;
+    drop(hold);
     tracing::debug!(
         cadence_ms = cadence,
         instant = t,

@@ -391,7 +391,7 @@ fn invalid_token() -> LogsError {
 
 /// A state-changing answer that keeps the name lock until its changes commit.
 fn held(mut outcome: Outcome, hold: tokio::sync::OwnedMutexGuard<()>) -> Outcome {
-    outcome.hold = Some(hold);
+    outcome.hold = Some(super::Hold::Names(hold));
     outcome
 }
 

@@ -69,10 +69,19 @@ pub struct Outcome {
     pub stream: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
     /// Held until the record and `changes` are committed: a name check and
     /// the creation it allowed are one step (CreateLogGroup).
-    pub hold: Option<tokio::sync::OwnedMutexGuard<()>>,
+    pub hold: Option<Hold>,
     /// Run once the record and `changes` are durable, never on failure: effects
     /// outside the server (SNS deliveries) must not announce a lost change.
     pub after_commit: Option<AfterCommit>,
+}
+
+/// A lock a call holds until its commit (see [`Outcome::hold`]).
+#[derive(Debug)]
+pub enum Hold {
+    /// The log group name lock.
+    Names(tokio::sync::OwnedMutexGuard<()>),
+    /// The alarm write lock.
+    Alarms(crate::app::AlarmWrite),
 }
 
 /// Work that runs after a call's commit (see [`Outcome::after_commit`]).
@@ -166,7 +175,7 @@ async fn alarm_write(
 ) -> Result<Outcome, ApiError> {
     let hold = app.lock_alarms().await;
     let mut outcome = handler()?;
-    outcome.hold = Some(hold);
+    outcome.hold = Some(Hold::Alarms(hold));
     Ok(outcome)
 }
 
