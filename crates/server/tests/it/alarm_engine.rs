@@ -261,3 +261,174 @@ async fn transitions_run_actions_into_history_and_the_outbox() {
     assert_eq!(message["Trigger"]["Threshold"], 5.0);
     assert_eq!(message["AWSAccountId"], ACCOUNT);
 }
+
+/// One alarm per (table row, TreatMissingData mode), each on its own metric
+/// holding the row's five minutes, all evaluated by the engine at one
+/// instant: the §7.4 tables (N = 3, R = 5) and the extra vectors.
+#[tokio::test]
+async fn every_row_of_the_missing_data_tables_through_the_engine() {
+    const MODES: [&str; 4] = ["missing", "ignore", "breaching", "notBreaching"];
+    // (M, datapoints oldest -> newest, start state, expected per mode).
+    let rows: Vec<(i64, &str, &str, [&str; 4])> = vec![
+        (
+            3,
+            "0 - X - X",
+            "INSUFFICIENT_DATA",
+            ["OK", "OK", "OK", "OK"],
+        ),
+        (
+            3,
+            "0 - - - -",
+            "INSUFFICIENT_DATA",
+            ["OK", "OK", "OK", "OK"],
+        ),
+        (
+            3,
+            "- - - - -",
+            "OK",
+            ["INSUFFICIENT_DATA", "OK", "ALARM", "OK"],
+        ),
+        (
+            3,
+            "- - - - -",
+            "ALARM",
+            ["INSUFFICIENT_DATA", "ALARM", "ALARM", "OK"],
+        ),
+        (
+            3,
+            "0 X X - X",
+            "INSUFFICIENT_DATA",
+            ["ALARM", "ALARM", "ALARM", "ALARM"],
+        ),
+        (3, "- - X - -", "OK", ["ALARM", "OK", "ALARM", "OK"]),
+        (
+            2,
+            "0 - X - X",
+            "INSUFFICIENT_DATA",
+            ["ALARM", "ALARM", "ALARM", "ALARM"],
+        ),
+        (
+            2,
+            "0 0 X 0 X",
+            "INSUFFICIENT_DATA",
+            ["ALARM", "ALARM", "ALARM", "ALARM"],
+        ),
+        (
+            2,
+            "0 - X - -",
+            "INSUFFICIENT_DATA",
+            ["OK", "OK", "ALARM", "OK"],
+        ),
+        (
+            2,
+            "- - - - 0",
+            "INSUFFICIENT_DATA",
+            ["OK", "OK", "ALARM", "OK"],
+        ),
+        (2, "- - - X -", "OK", ["ALARM", "OK", "ALARM", "OK"]),
+        // The extra vectors (N = M = 3, missing, from OK).
+        (3, "- - - - X", "OK", ["OK", "OK", "ALARM", "OK"]),
+        (3, "- - - X -", "OK", ["OK", "OK", "ALARM", "OK"]),
+        (3, "- - X X X", "OK", ["ALARM", "ALARM", "ALARM", "ALARM"]),
+        (3, "X X X 0 -", "OK", ["OK", "OK", "OK", "OK"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    // The instant under test is 12:10; the rows fill 12:05–12:09.
+    let t = T0 + 10 * MINUTE_MS;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let app = open(dir.path(), clock.clone()).await;
+    let catalog = app.audit.catalog();
+    // Instants before 12:10 are done already.
+    catalog
+        .commit(&[trailwatch_core::engine::watermark_change(
+            MINUTE_MS,
+            t - MINUTE_MS,
+        )])
+        .unwrap();
+    for (r, (m, pattern, start, _)) in rows.iter().enumerate() {
+        let name = format!("row{r:02}");
+        let cells: Vec<&str> = pattern.split_whitespace().collect();
+        for (j, cell) in cells.iter().enumerate() {
+            let minute = t - (5 - j as i64) * MINUTE_MS;
+            let value = match *cell {
+                "X" => 10.0,
+                "0" => 1.0,
+                _ => continue,
+            };
+            app.metrics
+                .put(
+                    ACCOUNT,
+                    REGION,
+                    vec![ValidatedDatum {
+                        metric: MetricId {
+                            namespace: "Rows".into(),
+                            name: name.clone(),
+                            dimensions: Vec::new(),
+                        },
+                        timestamp: Timestamp::from_millis(minute + 1_000),
+                        unit: Unit::parse("None").unwrap(),
+                        storage_resolution: 60,
+                        sample: Sample::Value(value),
+                    }],
+                )
+                .await
+                .unwrap();
+        }
+        for mode in MODES {
+            let config = validate_put(&PutMetricAlarmInput {
+                alarm_name: Some(format!("{name}-{mode}")),
+                metric_name: Some(name.clone()),
+                namespace: Some("Rows".into()),
+                statistic: Some("Average".into()),
+                period: Some(60),
+                evaluation_periods: Some(3),
+                datapoints_to_alarm: Some(*m),
+                threshold: Some(5.0),
+                comparison_operator: Some("GreaterThanThreshold".into()),
+                treat_missing_data: Some(mode.into()),
+                ..Default::default()
+            })
+            .unwrap();
+            let scope = Scope {
+                account: ACCOUNT,
+                region: REGION,
+                request_id: "create",
+                now: Timestamp::from_millis(T0),
+            };
+            let (ops, _, alarm) = app.alarms.put_changes(&scope, config).unwrap();
+            catalog.commit(&ops).unwrap();
+            if *start != "INSUFFICIENT_DATA" {
+                let write = trailwatch_core::alarms::StateWrite {
+                    state: (*start).to_owned(),
+                    reason: "start".into(),
+                    reason_data: None,
+                    evaluation_state: None,
+                };
+                let (_, ops) = app
+                    .alarms
+                    .state_changes(&scope, &alarm, &write, T0, 1)
+                    .unwrap();
+                catalog.commit(&ops).unwrap();
+            }
+        }
+    }
+    clock.set(Timestamp::from_millis(t + 2_000));
+    run_due(&app, MINUTE_MS).await.unwrap();
+    let mut wrong = Vec::new();
+    for (r, (m, pattern, start, expected)) in rows.iter().enumerate() {
+        for (mode, want) in MODES.iter().zip(expected) {
+            let got = app
+                .alarms
+                .get(ACCOUNT, REGION, &format!("row{r:02}-{mode}"))
+                .unwrap()
+                .unwrap()
+                .state_value;
+            if got != *want {
+                wrong.push(format!(
+                    "M={m} `{pattern}` from {start}, {mode}: got {got}, want {want}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
