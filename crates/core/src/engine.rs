@@ -30,7 +30,7 @@ use crate::evaluation::{
     ReasonContext, Rule, State, TreatMissing,
 };
 use crate::metrics::data::{self, DataQueryInput, DataRequest, MetricStatInput};
-use crate::metrics::get::StatisticsQuery;
+use crate::metrics::get::{majority_unit, StatisticsQuery};
 use crate::metrics::model::{Dimension, MetricId, Unit};
 use crate::metrics::stats::{parse_extended, Extended};
 use crate::metrics::MetricStore;
@@ -228,15 +228,8 @@ pub fn read(
         let points = store
             .statistics(account, region, &query)
             .map_err(|e| e.to_string())?;
-        // Several units without a Unit: the unit with the most datapoints
-        // wins, as in GetMetricData (§3.4).
-        let mut units: Vec<Unit> = points.iter().map(|p| p.unit).collect();
-        units.sort();
-        units.dedup();
-        let chosen = units
-            .iter()
-            .max_by_key(|u| points.iter().filter(|p| p.unit == **u).count())
-            .copied();
+        // Several units without a Unit: as GetMetricData (§3.4).
+        let (chosen, _) = majority_unit(&points);
         for p in points.iter().filter(|p| Some(p.unit) == chosen) {
             let (Some(value), Some(i)) = (p.value(&stat), slot(p.timestamp.millis())) else {
                 continue;

@@ -618,15 +618,8 @@ pub fn execute(
             }
         }
         let points = datums(query)?;
-        let mut units: Vec<_> = points.iter().map(|p| p.unit).collect();
-        units.sort();
-        units.dedup();
-        // Several units without a Unit filter: the unit with the most datapoints wins (§3.4).
-        let chosen = units
-            .iter()
-            .max_by_key(|u| points.iter().filter(|p| p.unit == **u).count())
-            .copied();
-        if units.len() > 1 {
+        let (chosen, several) = super::get::majority_unit(&points);
+        if several {
             unit_messages.entry(q.id.clone()).or_default().push((
                 "MultipleUnits".to_owned(),
                 "Metric has data in more than one unit; specify Unit.".to_owned(),

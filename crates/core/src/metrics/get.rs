@@ -69,6 +69,19 @@ pub struct Datapoint {
     pub extended: Vec<(String, f64)>,
 }
 
+/// The unit a query without `Unit` answers in: the unit with the most
+/// datapoints (§3.4); and whether the data had more than one.
+pub fn majority_unit(points: &[Datapoint]) -> (Option<Unit>, bool) {
+    let mut units: Vec<Unit> = points.iter().map(|p| p.unit).collect();
+    units.sort();
+    units.dedup();
+    let chosen = units
+        .iter()
+        .max_by_key(|u| points.iter().filter(|p| p.unit == **u).count())
+        .copied();
+    (chosen, units.len() > 1)
+}
+
 impl Datapoint {
     /// The value of statistic `stat` (basic or extended), when it has one.
     pub fn value(&self, stat: &str) -> Option<f64> {
