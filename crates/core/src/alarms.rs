@@ -411,7 +411,12 @@ pub fn alarm_json_date(ms: i64) -> String {
     )
 }
 
-fn check_length(value: &str, member: &str, min: usize, max: usize) -> Result<(), AlarmError> {
+pub(crate) fn check_length(
+    value: &str,
+    member: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), AlarmError> {
     let n = value.chars().count();
     if n < min {
         return Err(constraint(
@@ -668,7 +673,7 @@ fn check_unit(unit: &Option<String>, parameter: &str) -> Result<(), AlarmError> 
     }
 }
 
-fn check_actions(actions: &[String], parameter: &str) -> Result<(), AlarmError> {
+pub(crate) fn check_actions(actions: &[String], parameter: &str) -> Result<(), AlarmError> {
     for (i, arn) in actions.iter().enumerate() {
         if arn.is_empty() || arn.chars().count() > 1024 || !arn.starts_with("arn:") {
             return Err(AlarmError::InvalidParameterValue(format!(
@@ -1307,7 +1312,7 @@ pub fn alarm_history_json(alarm: &MetricAlarm) -> serde_json::Value {
 
 /// Fits history data in 4095 characters (§7.8) by dropping the alarm object's
 /// largest members when needed.
-fn history_data(mut doc: serde_json::Value, alarm_key: &str) -> String {
+pub(crate) fn history_data(mut doc: serde_json::Value, alarm_key: &str) -> String {
     let text = doc.to_string();
     if text.chars().count() <= 4095 {
         return text;

@@ -7,6 +7,7 @@
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
 //! - [`anomaly`]: the anomaly detection band model (trailwatch's own).
+//! - [`composites`]: composite alarms: validation, records, cascades, suppression.
 //! - [`composite`]: composite alarm rules: grammar, limits, evaluation.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
 //! - [`detectors`]: CloudWatch metric anomaly detectors: validation and catalog storage.
@@ -27,6 +28,7 @@ pub mod alarms;
 pub mod anomaly;
 pub mod audit;
 pub mod composite;
+pub mod composites;
 pub mod dashboards;
 pub mod detectors;
 pub mod engine;

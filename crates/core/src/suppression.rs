@@ -8,7 +8,7 @@
 //! fire on transitions, never on their own.
 
 /// Why a composite's actions are held (`ActionsSuppressedBy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Suppression {
     /// Not held.
     None,
@@ -43,7 +43,7 @@ impl Suppression {
 }
 
 /// A composite's suppression, with whether a transition's actions are owed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Suppressor {
     /// The current hold.
     pub state: Suppression,

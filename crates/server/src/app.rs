@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use trailwatch_core::alarms::Alarms;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
+use trailwatch_core::composites::Composites;
 use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::detectors::Detectors;
 use trailwatch_core::identity::KeyRing;
@@ -146,6 +147,8 @@ pub struct App {
     pub detectors: Detectors,
     /// CloudWatch metric alarms and their history (in the catalog).
     pub alarms: Alarms,
+    /// CloudWatch composite alarms (in the catalog).
+    pub composites: Composites,
     /// Held across every read-modify-write of alarm records (API calls and
     /// the evaluation engine), so no write is lost to a concurrent one.
     alarm_writes: Arc<tokio::sync::Mutex<()>>,
@@ -252,6 +255,7 @@ impl App {
         let dashboards = Dashboards::new(audit.catalog());
         let detectors = Detectors::new(audit.catalog());
         let alarms = Alarms::new(audit.catalog());
+        let composites = Composites::new(audit.catalog());
         let tags = Tags::new(audit.catalog());
         let query_history = QueryHistory::new(audit.catalog(), audit.objects());
         let query_definitions = QueryDefinitions::new(audit.catalog());
@@ -277,6 +281,7 @@ impl App {
             dashboards,
             detectors,
             alarms,
+            composites,
             alarm_writes: Arc::new(tokio::sync::Mutex::new(())),
             alarm_generation: Default::default(),
             alarm_cache: std::sync::Mutex::new(None),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use trailwatch_core::actions::Transition;
 use trailwatch_core::alarms::{MetricAlarm, Scope, StateWrite};
+use trailwatch_core::composites::ChildState;
 use trailwatch_core::engine::{
     cadence_ms, due_instants, evaluate, floor, read, watermark, watermark_change, CADENCES,
 };
@@ -31,6 +32,9 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                 // The watermark did not move: the instant is evaluated again.
                 tracing::error!(error = %err, cadence_ms = cadence, "alarm evaluation failed");
             }
+        }
+        if let Err(err) = expire_suppressions(&app).await {
+            tracing::error!(error = %err, "composite suppression periods failed");
         }
         let now = app.clock.now().millis();
         let next = CADENCES
@@ -155,6 +159,41 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
             ));
         }
     }
+    // Composites naming the alarms that changed follow them (§8.3), in the
+    // same batch.
+    let mut by_scope: std::collections::BTreeMap<(String, String), Vec<(String, ChildState)>> =
+        Default::default();
+    for tr in &transitions {
+        by_scope
+            .entry((tr.account.clone(), tr.region.clone()))
+            .or_default()
+            .push((
+                tr.alarm_name.clone(),
+                ChildState {
+                    arn: tr.alarm_arn.clone(),
+                    state: tr.new_state.clone(),
+                    at_ms: tr.at_ms,
+                },
+            ));
+    }
+    // Their history items are keyed apart from the metric alarms' ones.
+    let cascade_id = format!("{request_id}-composites");
+    let mut n = 0;
+    for ((account, region), changed) in by_scope {
+        let scope = Scope {
+            account: &account,
+            region: &region,
+            request_id: &cascade_id,
+            now: Timestamp::from_millis(at),
+        };
+        let cascade = app
+            .composites
+            .cascade(&scope, &app.alarms, changed, n)
+            .map_err(|e| e.to_string())?;
+        n += cascade.ops.len();
+        ops.extend(cascade.ops);
+        transitions.extend(cascade.transitions);
+    }
     let (action_ops, deliveries) = action_changes(
         app,
         &transitions,
@@ -189,4 +228,42 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
     }
     spawn_deliveries(&app.sns, deliveries);
     Ok(transitions.len())
+}
+
+/// Ends the composite wait and extension periods that expired (§8.4),
+/// running the held actions; returns how many composites changed.
+pub async fn expire_suppressions(app: &Arc<App>) -> Result<usize, String> {
+    let hold = app.lock_alarms().await;
+    let now = app.clock.now();
+    let expired = app
+        .composites
+        .tick(now.millis())
+        .map_err(|e| e.to_string())?;
+    let mut ops = Vec::new();
+    let mut transitions = Vec::new();
+    for (_, _, changes) in expired {
+        ops.extend(changes.ops);
+        transitions.extend(changes.transitions);
+    }
+    if ops.is_empty() {
+        let mut hold = hold;
+        hold.changed = false;
+        return Ok(0);
+    }
+    let written = ops.len();
+    let (action_ops, deliveries) = action_changes(
+        app,
+        &transitions,
+        &format!("suppression-{}", now.millis()),
+        now,
+    );
+    ops.extend(action_ops);
+    let catalog = app.audit.catalog();
+    tokio::task::spawn_blocking(move || catalog.commit(&ops))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    drop(hold);
+    spawn_deliveries(&app.sns, deliveries);
+    Ok(written)
 }

@@ -1,8 +1,10 @@
-//! CloudWatch metric alarm APIs (`spec/cloudwatch.md` §7.1, §7.7–7.9):
-//! PutMetricAlarm, DescribeAlarms, DescribeAlarmsForMetric, DeleteAlarms,
-//! SetAlarmState, Enable/DisableAlarmActions and DescribeAlarmHistory. Wire
-//! values in, `trailwatch_core::alarms` calls, wire values out; changes commit
-//! with the call's audit record. Evaluation is not done here.
+//! CloudWatch alarm APIs (`spec/cloudwatch.md` §7.1, §7.7–7.9, §8):
+//! PutMetricAlarm, PutCompositeAlarm, DescribeAlarms, DescribeAlarmsForMetric,
+//! DeleteAlarms, SetAlarmState, Enable/DisableAlarmActions and
+//! DescribeAlarmHistory. Wire values in, `trailwatch_core::alarms` and
+//! `composites` calls, wire values out; changes, the immediate evaluation of a
+//! Put, composite cascades and action messages commit with the call's audit
+//! record. Scheduled evaluation is `server::evaluator`.
 
 use trailwatch_core::actions::Transition;
 use trailwatch_core::alarms::{
@@ -10,6 +12,9 @@ use trailwatch_core::alarms::{
     AlarmError, DescribeFilter, EvaluationWindow, HistoryFilter, HistoryItem, MetricAlarm,
     MetricFilter, MetricStatInput, PutMetricAlarmInput, QueryInput, Scope, TagsPropagation,
     HISTORY_TYPES,
+};
+use trailwatch_core::composites::{
+    validate_put as validate_composite, ChildState, CompositeAlarm, CompositeInput,
 };
 use trailwatch_core::engine;
 use trailwatch_core::tags::{validate, Tags};
@@ -224,6 +229,17 @@ pub(super) fn put_metric_alarm(
     let config = validate_put(&put_input(input)?).map_err(map_error)?;
     let tags = validate(&tag_list(input.get("Tags")), "Tags").map_err(super::tagging::map_error)?;
     let scope = scope(cx);
+    if app
+        .composites
+        .get(scope.account, scope.region, &config.name)
+        .map_err(map_error)?
+        .is_some()
+    {
+        return Err(map_error(AlarmError::Validation(format!(
+            "An alarm named {} already exists as a composite alarm.",
+            config.name
+        ))));
+    }
     let arn = alarm_arn(scope.account, scope.region, &config.name);
     let (mut changes, created, alarm) =
         app.alarms.put_changes(&scope, config).map_err(map_error)?;
@@ -251,6 +267,12 @@ pub(super) fn put_metric_alarm(
                 scope.region,
                 &alarm.state_value,
             ));
+            let cascade = app
+                .composites
+                .cascade(&scope, &app.alarms, vec![child_state(&written)], 2)
+                .map_err(map_error)?;
+            changes.extend(cascade.ops);
+            transitions.extend(cascade.transitions);
         }
     }
     let mut outcome = Outcome::write(Value::empty_struct(), changes);
@@ -282,6 +304,105 @@ fn check_quota(app: &App, scope: &Scope<'_>) -> Result<(), ApiError> {
         .with_query_code("LimitExceeded"));
     }
     Ok(())
+}
+
+/// A metric alarm's new state as composite rules see it.
+fn child_state(alarm: &MetricAlarm) -> (String, ChildState) {
+    (
+        alarm.config.name.clone(),
+        ChildState {
+            arn: alarm.arn.clone(),
+            state: alarm.state_value.clone(),
+            at_ms: alarm.state_transitioned_ms,
+        },
+    )
+}
+
+pub(super) fn put_composite_alarm(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let config = validate_composite(&CompositeInput {
+        alarm_name: text(input.get("AlarmName")),
+        alarm_description: text(input.get("AlarmDescription")),
+        actions_enabled: input.get("ActionsEnabled").and_then(Value::as_bool),
+        ok_actions: input.strings("OKActions"),
+        alarm_actions: input.strings("AlarmActions"),
+        insufficient_data_actions: input.strings("InsufficientDataActions"),
+        alarm_rule: text(input.get("AlarmRule")),
+        actions_suppressor: text(input.get("ActionsSuppressor")),
+        wait_period: integer(input, "ActionsSuppressorWaitPeriod")?,
+        extension_period: integer(input, "ActionsSuppressorExtensionPeriod")?,
+    })
+    .map_err(map_error)?;
+    let tags = validate(&tag_list(input.get("Tags")), "Tags").map_err(super::tagging::map_error)?;
+    let scope = scope(cx);
+    let arn = alarm_arn(scope.account, scope.region, &config.name);
+    let (changes, created) = app
+        .composites
+        .put_changes(&scope, &app.alarms, config)
+        .map_err(map_error)?;
+    let mut ops = changes.ops;
+    if created {
+        ops.extend(Tags::create_changes(&arn, &tags));
+    }
+    let mut outcome = Outcome::write(Value::empty_struct(), ops);
+    run_actions(
+        app,
+        &mut outcome,
+        &changes.transitions,
+        &format!("{}-actions", cx.request_id),
+        cx.now,
+    );
+    Ok(outcome)
+}
+
+fn composite_alarm_value(c: &CompositeAlarm) -> Value {
+    let k = &c.config;
+    Value::structure([
+        ("ActionsEnabled", Value::Bool(k.actions_enabled)),
+        ("AlarmActions", strings(&k.alarm_actions)),
+        ("AlarmArn", Value::string(&c.arn)),
+        (
+            "AlarmConfigurationUpdatedTimestamp",
+            time(c.configuration_updated_ms),
+        ),
+        ("AlarmDescription", opt(&k.description)),
+        ("AlarmName", Value::string(&k.name)),
+        ("AlarmRule", Value::string(&k.rule)),
+        (
+            "InsufficientDataActions",
+            strings(&k.insufficient_data_actions),
+        ),
+        ("OKActions", strings(&k.ok_actions)),
+        ("StateReason", Value::string(&c.state_reason)),
+        ("StateReasonData", opt(&c.state_reason_data)),
+        ("StateUpdatedTimestamp", time(c.state_updated_ms)),
+        ("StateValue", Value::string(&c.state_value)),
+        ("StateTransitionedTimestamp", time(c.state_transitioned_ms)),
+        (
+            "ActionsSuppressedBy",
+            if k.suppressor.is_some() {
+                Value::string(c.suppressed_by())
+            } else {
+                Value::Null
+            },
+        ),
+        (
+            "ActionsSuppressedReason",
+            c.suppressed_reason().map_or(Value::Null, Value::string),
+        ),
+        ("ActionsSuppressor", opt(&k.suppressor)),
+        (
+            "ActionsSuppressorWaitPeriod",
+            k.wait_period.map_or(Value::Null, Value::Int),
+        ),
+        (
+            "ActionsSuppressorExtensionPeriod",
+            k.extension_period.map_or(Value::Null, Value::Int),
+        ),
+    ])
 }
 
 fn strings(list: &[String]) -> Value {
@@ -491,22 +612,149 @@ pub(super) fn describe_alarms(
         ),
         None => None,
     };
-    let (alarms, more) = app
+    if let Some(parent) = &filter.children_of {
+        return children_of(app, cx, parent);
+    }
+    if let Some(child) = &filter.parents_of {
+        let parents = app
+            .composites
+            .parents_of(account, cx.region, child)
+            .map_err(map_error)?;
+        return Ok(Outcome::read(Value::structure([
+            ("MetricAlarms", Value::List(Vec::new())),
+            (
+                "CompositeAlarms",
+                Value::List(
+                    parents
+                        .iter()
+                        .map(|c| {
+                            Value::structure([
+                                ("AlarmName", Value::string(&c.config.name)),
+                                ("AlarmArn", Value::string(&c.arn)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ])));
+    }
+    let (alarms, metric_more) = app
         .alarms
         .describe(account, cx.region, &filter, after.as_deref(), limit)
         .map_err(map_error)?;
-    let next = match (more, alarms.last()) {
-        (true, Some(last)) => Value::String(app.tokens.issue(&filters, &last.config.name, cx.now)),
+    let composites: Vec<CompositeAlarm> = if filter.types.iter().any(|t| t == "CompositeAlarm") {
+        let prefix = filter.prefix.as_deref().unwrap_or_default();
+        app.composites
+            .list(account, cx.region, prefix)
+            .map_err(map_error)?
+            .into_iter()
+            .filter(|c| after.as_deref().is_none_or(|a| c.config.name.as_str() > a))
+            .filter(|c| composite_matches(&filter, c))
+            .take(limit + 1)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Both kinds page jointly, by name (§7.7): the first `limit` of the merge.
+    let mut names: Vec<&str> = alarms
+        .iter()
+        .map(|a| a.config.name.as_str())
+        .chain(composites.iter().map(|c| c.config.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    let more = metric_more || names.len() > limit;
+    let last = names
+        .get(limit.min(names.len()).saturating_sub(1))
+        .map(|n| n.to_string());
+    let keep = |name: &str| last.as_deref().is_some_and(|l| name <= l);
+    let next = match (more, &last) {
+        (true, Some(last)) => Value::String(app.tokens.issue(&filters, last, cx.now)),
         _ => Value::Null,
     };
     Ok(Outcome::read(Value::structure([
         (
             "MetricAlarms",
-            Value::List(alarms.iter().map(metric_alarm_value).collect()),
+            Value::List(
+                alarms
+                    .iter()
+                    .filter(|a| keep(&a.config.name))
+                    .map(metric_alarm_value)
+                    .collect(),
+            ),
         ),
-        // Composite alarms do not exist yet; the list is still returned (§7.7).
-        ("CompositeAlarms", Value::List(Vec::new())),
+        (
+            "CompositeAlarms",
+            Value::List(
+                composites
+                    .iter()
+                    .filter(|c| keep(&c.config.name))
+                    .map(composite_alarm_value)
+                    .collect(),
+            ),
+        ),
         ("NextToken", next),
+    ])))
+}
+
+/// Whether a composite passes DescribeAlarms' filters.
+fn composite_matches(filter: &DescribeFilter, c: &CompositeAlarm) -> bool {
+    let k = &c.config;
+    (filter.names.is_empty() || filter.names.contains(&k.name))
+        && filter
+            .prefix
+            .as_ref()
+            .is_none_or(|p| k.name.starts_with(p.as_str()))
+        && filter.state.as_ref().is_none_or(|s| &c.state_value == s)
+        && filter.action_prefix.as_ref().is_none_or(|p| {
+            k.ok_actions
+                .iter()
+                .chain(&k.alarm_actions)
+                .chain(&k.insufficient_data_actions)
+                .any(|a| a.starts_with(p.as_str()))
+        })
+}
+
+/// ChildrenOfAlarmName (§7.7): each alarm the composite's rule names, with
+/// only its name, ARN, state and state time.
+fn children_of(app: &App, cx: &CallContext<'_>, parent: &str) -> Result<Outcome, ApiError> {
+    let account = &cx.principal.account_id;
+    let Some(composite) = app
+        .composites
+        .get(account, cx.region, parent)
+        .map_err(map_error)?
+    else {
+        return Err(map_error(AlarmError::NotFound(format!(
+            "Alarm {parent} not found"
+        ))));
+    };
+    let brief = |name: &str, arn: &str, state: &str, at: i64| {
+        Value::structure([
+            ("AlarmName", Value::string(name)),
+            ("AlarmArn", Value::string(arn)),
+            ("StateValue", Value::string(state)),
+            ("StateUpdatedTimestamp", time(at)),
+        ])
+    };
+    let mut metric = Vec::new();
+    let mut composite_children = Vec::new();
+    for name in composite.config.children() {
+        if let Some(a) = app
+            .alarms
+            .get(account, cx.region, &name)
+            .map_err(map_error)?
+        {
+            metric.push(brief(&name, &a.arn, &a.state_value, a.state_updated_ms));
+        } else if let Some(c) = app
+            .composites
+            .get(account, cx.region, &name)
+            .map_err(map_error)?
+        {
+            composite_children.push(brief(&name, &c.arn, &c.state_value, c.state_updated_ms));
+        }
+    }
+    Ok(Outcome::read(Value::structure([
+        ("MetricAlarms", Value::List(metric)),
+        ("CompositeAlarms", Value::List(composite_children)),
     ])))
 }
 
@@ -567,10 +815,55 @@ pub(super) fn delete_alarms(
 ) -> Result<Outcome, ApiError> {
     let names = alarm_names(input)?;
     let scope = scope(cx);
-    let (mut changes, deleted) = app
+    let mut composite_names = Vec::new();
+    for name in &names {
+        if !composite_names.contains(name)
+            && app
+                .composites
+                .get(scope.account, scope.region, name)
+                .map_err(map_error)?
+                .is_some()
+        {
+            composite_names.push(name.clone());
+        }
+    }
+    if composite_names.len() > 1 {
+        return Err(map_error(AlarmError::Validation(
+            "You can delete at most one composite alarm in one DeleteAlarms call.".to_owned(),
+        )));
+    }
+    // An alarm a remaining composite still names cannot go (§7.9).
+    for name in &names {
+        let blocking: Vec<String> = app
+            .composites
+            .parents_of(scope.account, scope.region, name)
+            .map_err(map_error)?
+            .into_iter()
+            .map(|c| c.config.name)
+            .filter(|parent| !names.contains(parent))
+            .collect();
+        if !blocking.is_empty() {
+            return Err(ApiError::new(
+                "ResourceConflictException",
+                409,
+                format!(
+                    "Alarm {name} is referenced by the composite alarms [{}]; delete or update them first.",
+                    blocking.join(", ")
+                ),
+            )
+            .with_query_code("ResourceConflict"));
+        }
+    }
+    let (mut changes, mut deleted) = app
         .alarms
         .delete_changes(&scope, &names)
         .map_err(map_error)?;
+    let (composite_ops, composites_deleted) = app
+        .composites
+        .delete_changes(&scope, &composite_names, deleted.len())
+        .map_err(map_error)?;
+    changes.extend(composite_ops);
+    deleted.extend(composites_deleted);
     // trailwatch answers 404 only when none of the names exists (§7.9).
     if deleted.is_empty() && !names.is_empty() {
         return Err(map_error(AlarmError::NotFound(format!(
@@ -620,27 +913,45 @@ pub(super) fn set_alarm_state(
             )));
         }
     }
-    let (old, written, changes) = app
-        .alarms
-        .set_state_changes(&scope(cx), &name, &state, &reason, data.as_deref())
-        .map_err(map_error)?;
-    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    let scope = scope(cx);
     // Actions run on transitions made by SetAlarmState too (§7.6).
-    if written.state_value != old.state_value {
-        let transition = Transition::of_metric_alarm(
-            &written,
-            cx.principal.account_id.as_str(),
-            cx.region,
-            &old.state_value,
-        );
-        run_actions(
-            app,
-            &mut outcome,
-            &[transition],
-            &format!("{}-actions", cx.request_id),
-            cx.now,
-        );
-    }
+    let (changes, transitions) = match app
+        .composites
+        .set_state_changes(&scope, &app.alarms, &name, &state, &reason, data.as_deref())
+        .map_err(map_error)?
+    {
+        Some(composite) => (composite.ops, composite.transitions),
+        None => {
+            let (old, written, mut changes) = app
+                .alarms
+                .set_state_changes(&scope, &name, &state, &reason, data.as_deref())
+                .map_err(map_error)?;
+            let mut transitions = Vec::new();
+            if written.state_value != old.state_value {
+                transitions.push(Transition::of_metric_alarm(
+                    &written,
+                    scope.account,
+                    scope.region,
+                    &old.state_value,
+                ));
+                let cascade = app
+                    .composites
+                    .cascade(&scope, &app.alarms, vec![child_state(&written)], 1)
+                    .map_err(map_error)?;
+                changes.extend(cascade.ops);
+                transitions.extend(cascade.transitions);
+            }
+            (changes, transitions)
+        }
+    };
+    let mut outcome = Outcome::write(Value::empty_struct(), changes);
+    run_actions(
+        app,
+        &mut outcome,
+        &transitions,
+        &format!("{}-actions", cx.request_id),
+        cx.now,
+    );
     Ok(outcome)
 }
 
@@ -651,10 +962,16 @@ pub(super) fn set_alarm_actions(
     enabled: bool,
 ) -> Result<Outcome, ApiError> {
     let names = alarm_names(input)?;
-    let changes = app
+    let scope = scope(cx);
+    let mut changes = app
         .alarms
-        .set_actions_changes(&scope(cx), &names, enabled)
+        .set_actions_changes(&scope, &names, enabled)
         .map_err(map_error)?;
+    let composite_ops = app
+        .composites
+        .set_actions_changes(&scope, &names, enabled, changes.len())
+        .map_err(map_error)?;
+    changes.extend(composite_ops);
     Ok(Outcome::write(Value::empty_struct(), changes))
 }
 

@@ -225,6 +225,9 @@ pub async fn dispatch(
         (Service::CloudWatch, "DeleteAlarms") => {
             alarm_write(app, || alarms::delete_alarms(app, cx, input)).await
         }
+        (Service::CloudWatch, "PutCompositeAlarm") => {
+            alarm_write(app, || alarms::put_composite_alarm(app, cx, input)).await
+        }
         (Service::CloudWatch, "SetAlarmState") => {
             alarm_write(app, || alarms::set_alarm_state(app, cx, input)).await
         }

@@ -66,9 +66,14 @@ fn existing_resource(app: &App, cx: &CallContext<'_>, input: &Value) -> Result<S
     }
     let alarm_prefix = format!("arn:aws:cloudwatch:{}:{account}:alarm:", cx.region);
     if let Some(name) = arn.strip_prefix(&alarm_prefix) {
-        return match app.alarms.get(account, cx.region, name) {
-            Ok(Some(_)) => Ok(arn.to_owned()),
-            Ok(None) => Err(not_found()),
+        let exists = app
+            .alarms
+            .get(account, cx.region, name)
+            .map(|a| a.is_some())
+            .and_then(|found| Ok(found || app.composites.get(account, cx.region, name)?.is_some()));
+        return match exists {
+            Ok(true) => Ok(arn.to_owned()),
+            Ok(false) => Err(not_found()),
             Err(e) => Err(map_error(TagError::Storage(e.to_string()))),
         };
     }
