@@ -718,15 +718,14 @@ fn composite_matches(filter: &DescribeFilter, c: &CompositeAlarm) -> bool {
 /// only its name, ARN, state and state time.
 fn children_of(app: &App, cx: &CallContext<'_>, parent: &str) -> Result<Outcome, ApiError> {
     let account = &cx.principal.account_id;
-    let Some(composite) = app
+    // A name that is not a composite has no children: empty lists, as for
+    // unknown names elsewhere (§7.7).
+    let children = app
         .composites
         .get(account, cx.region, parent)
         .map_err(map_error)?
-    else {
-        return Err(map_error(AlarmError::NotFound(format!(
-            "Alarm {parent} not found"
-        ))));
-    };
+        .map(|c| c.config.children())
+        .unwrap_or_default();
     let brief = |name: &str, arn: &str, state: &str, at: i64| {
         Value::structure([
             ("AlarmName", Value::string(name)),
@@ -737,7 +736,7 @@ fn children_of(app: &App, cx: &CallContext<'_>, parent: &str) -> Result<Outcome,
     };
     let mut metric = Vec::new();
     let mut composite_children = Vec::new();
-    for name in composite.config.children() {
+    for name in children {
         if let Some(a) = app
             .alarms
             .get(account, cx.region, &name)
