@@ -2,6 +2,7 @@
 CloudWatch protocol: the three Put forms, update, Describe filters and paging,
 Delete, and the modelled errors."""
 import datetime
+import time
 
 import boto3
 import botocore.session
@@ -171,3 +172,99 @@ def test_state_value_follows_training_data(server):
               for d in cw.describe_anomaly_detectors(Namespace="Train")["AnomalyDetectors"]}
     assert states == {"Short": "PENDING_TRAINING", "Medium": "TRAINED_INSUFFICIENT_DATA",
                       "Long": "TRAINED", "Nothing": "PENDING_TRAINING"}
+
+
+def expected_band(training, times, k):
+    """§9.2 computed here, independently of the server: hour-of-week slot
+    means (3 samples or more), else the mean of the last 24 hours; slot
+    residual deviation, else the overall one; floor 1% of |expected|; lower
+    edge clamped at 0 when every training value is non-negative."""
+    import statistics
+
+    def slot(t):
+        return (t // 3600) % 168
+
+    by_slot = {}
+    for t, v in training:
+        by_slot.setdefault(slot(t), []).append(v)
+    last = max(t for t, _ in training)
+    recent = statistics.fmean(v for t, v in training if t > last - 86400)
+    slots = {s: (statistics.fmean(vs), statistics.pstdev(vs)) for s, vs in by_slot.items() if len(vs) >= 3}
+    residuals = [v - (slots[slot(t)][0] if slot(t) in slots else recent) for t, v in training]
+    overall = (sum(r * r for r in residuals) / len(residuals)) ** 0.5
+    out = []
+    for t in times:
+        m, s = slots.get(slot(t), (recent, overall))
+        if s <= 0:
+            s = overall
+        s = max(s, 0.01 * abs(m), 1e-9)
+        lo, hi = m - k * s, m + k * s
+        if all(v >= 0 for _, v in training):
+            lo = max(lo, 0.0)
+        out.append((lo, hi))
+    return out
+
+
+def test_anomaly_band_in_get_metric_data_and_a_band_alarm(server):
+    cw = server.client("cloudwatch", protocol="json")
+    now = int(time.time()) // 3600 * 3600
+    # Four days of hourly values with a daily shape, ending 3 hours ago.
+    training = [(now - h * 3600, 10.0 + (h % 24) + (h % 5) * 0.25) for h in range(4, 4 + 96)]
+    for chunk in range(0, len(training), 500):
+        cw.put_metric_data(Namespace="Band", MetricData=[
+            {"MetricName": "Latency", "Value": v, "Timestamp": datetime.datetime.fromtimestamp(t, datetime.timezone.utc)}
+            for t, v in training[chunk:chunk + 500]])
+    start = now - 3 * 3600
+    out = cw.get_metric_data(
+        MetricDataQueries=[
+            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "Band", "MetricName": "Latency"}, "Period": 3600, "Stat": "Average"}},
+            {"Id": "ad1", "Expression": "ANOMALY_DETECTION_BAND(m1, 2)"},
+        ],
+        StartTime=datetime.datetime.fromtimestamp(start, datetime.timezone.utc),
+        EndTime=datetime.datetime.fromtimestamp(now, datetime.timezone.utc),
+        ScanBy="TimestampAscending",
+    )["MetricDataResults"]
+    bands = [r for r in out if r["Id"] == "ad1"]
+    assert [b["Label"] for b in bands] == ["Latency (upper band)", "Latency (lower band)"]
+    times = [int(t.timestamp()) for t in bands[0]["Timestamps"]]
+    assert times == [start, start + 3600, start + 7200]
+    want = expected_band(training, times, 2.0)
+    for (lo, hi), upper, lower in zip(want, bands[0]["Values"], bands[1]["Values"]):
+        assert upper == pytest.approx(hi, rel=1e-9) and lower == pytest.approx(lo, rel=1e-9)
+    # Under a day of training: the band is empty.
+    short = cw.get_metric_data(
+        MetricDataQueries=[
+            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "Band", "MetricName": "Latency"}, "Period": 3600, "Stat": "Average"}},
+            {"Id": "ad1", "Expression": "ANOMALY_DETECTION_BAND(m1)"},
+        ],
+        StartTime=datetime.datetime.fromtimestamp(now - 95 * 3600, datetime.timezone.utc),
+        EndTime=datetime.datetime.fromtimestamp(now - 94 * 3600, datetime.timezone.utc),
+    )["MetricDataResults"]
+    assert [r["Values"] for r in short if r["Id"] == "ad1"] == [[], []]
+
+    # An alarm on the band: a value far above the upper edge, in the newest
+    # minute bucket, alarms at once.
+    cw.put_metric_data(Namespace="Band", MetricData=[{"MetricName": "Spike", "Value": 5.0,
+        "Timestamp": datetime.datetime.fromtimestamp(t, datetime.timezone.utc)} for t in range(now - 4 * 86400, now - 7200, 600)])
+    cw.put_metric_data(Namespace="Band", MetricData=[{"MetricName": "Spike", "Value": 500.0}])
+    cw.put_metric_alarm(
+        AlarmName="spike-band", ComparisonOperator="GreaterThanUpperThreshold", EvaluationPeriods=1,
+        ThresholdMetricId="ad1", TreatMissingData="ignore",
+        Metrics=[
+            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "Band", "MetricName": "Spike"}, "Period": 60, "Stat": "Maximum"}, "ReturnData": True},
+            {"Id": "ad1", "Expression": "ANOMALY_DETECTION_BAND(m1, 2)", "ReturnData": True},
+        ],
+    )
+    deadline = time.time() + 90
+    while True:
+        alarm = cw.describe_alarms(AlarmNames=["spike-band"])["MetricAlarms"][0]
+        if alarm["StateValue"] == "ALARM" or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert alarm["StateValue"] == "ALARM", alarm["StateReason"]
+    assert alarm["StateReason"].startswith("Thresholds Crossed: 1 out of the last 1 datapoints [500.0 (")
+    # Constant training values: deviation floored at 1 % of 5.0, so 5.0 + 2 x 0.05.
+    assert "was greater than the upper thresholds [5.1" in alarm["StateReason"]
+    # The alarm created the band's detector (§9.2 point 5).
+    detectors = cw.describe_anomaly_detectors(Namespace="Band", MetricName="Spike")["AnomalyDetectors"]
+    assert [(d["SingleMetricAnomalyDetector"]["Stat"], d["StateValue"]) for d in detectors] == [("Maximum", "TRAINED")]

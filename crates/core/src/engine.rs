@@ -26,7 +26,7 @@ use trailwatch_types::Timestamp;
 
 use crate::alarms::{AlarmConfig, MetricAlarm, StateWrite};
 use crate::evaluation::{
-    decide, reason, reason_data, too_few_samples, Bucket, Comparison, Decision, Point,
+    band_reason, decide, reason, reason_data, too_few_samples, Bucket, Comparison, Decision, Point,
     ReasonContext, Rule, State, TreatMissing,
 };
 use crate::metrics::data::{self, DataQueryInput, DataRequest, MetricStatInput};
@@ -291,6 +291,28 @@ pub fn read(
         .iter()
         .filter(|r| Some(r.id.as_str()) != band_id)
         .collect();
+    // The band query answers two series (upper, lower): at each time the
+    // smaller is the lower threshold.
+    let mut band: std::collections::HashMap<i64, (f64, f64)> = Default::default();
+    if band_id.is_some() {
+        let edges: Vec<_> = results
+            .iter()
+            .filter(|r| Some(r.id.as_str()) == band_id)
+            .collect();
+        if let [a, b] = edges.as_slice() {
+            let other: std::collections::HashMap<i64, f64> = b
+                .timestamps
+                .iter()
+                .map(|t| t.millis())
+                .zip(b.values.iter().copied())
+                .collect();
+            for (t, v) in a.timestamps.iter().zip(&a.values) {
+                if let Some(w) = other.get(&t.millis()) {
+                    band.insert(t.millis(), (v.min(*w), v.max(*w)));
+                }
+            }
+        }
+    }
     let [series] = watched.as_slice() else {
         return Err(format!(
             "the alarm's metrics returned {} time series where one is needed",
@@ -302,7 +324,7 @@ pub fn read(
             out[i] = Some(Reading {
                 value: *value,
                 sample_count: 1.0,
-                band: None,
+                band: band.get(&ts.millis()).copied(),
             });
         }
     }
@@ -409,8 +431,17 @@ pub fn evaluate(
         });
     }
     let threshold = c.threshold.unwrap_or(0.0);
-    let comparison = Comparison::parse(&c.comparison_operator).unwrap_or(Comparison::Greater);
-    let text = reason(&buckets, &rule, comparison, threshold, current, state);
+    let text = match Comparison::parse(&c.comparison_operator) {
+        Some(comparison) => reason(&buckets, &rule, comparison, threshold, current, state),
+        None => band_reason(
+            &buckets,
+            &rule,
+            &c.comparison_operator,
+            &|i| readings.get(i).copied().flatten().and_then(|r| r.band),
+            current,
+            state,
+        ),
+    };
     let statistic = c.extended_statistic.as_deref().or(c.statistic.as_deref());
     let single = c.metrics.is_empty();
     let cx = ReasonContext {

@@ -330,10 +330,77 @@ pub fn reason(
     from: State,
     to: State,
 ) -> String {
+    let against = |_: &[usize]| format!("the threshold ({})", java_double(threshold));
+    reason_text(
+        buckets,
+        rule,
+        "Threshold Crossed",
+        comparison.phrase(),
+        &against,
+        from,
+        to,
+    )
+}
+
+/// The state reason of a band alarm [TW] (§7.5): `Thresholds Crossed: 1 out
+/// of the last 1 datapoints [120.0 (01/01/24 12:00:00)] was greater than the
+/// upper thresholds [98.5] (minimum 1 datapoint for OK -> ALARM
+/// transition).` `band(i)` is the band of bucket `i` (newest first).
+pub fn band_reason(
+    buckets: &[Bucket],
+    rule: &Rule,
+    operator: &str,
+    band: &dyn Fn(usize) -> Option<(f64, f64)>,
+    from: State,
+    to: State,
+) -> String {
+    let (phrase, edge) = match operator {
+        "GreaterThanUpperThreshold" => ("greater than", "upper thresholds"),
+        "LessThanLowerThreshold" => ("less than", "lower thresholds"),
+        _ => ("outside", "thresholds"),
+    };
+    let against = |listed: &[usize]| {
+        let values: Vec<String> = listed
+            .iter()
+            .map(|i| match band(*i) {
+                None => "-".to_owned(),
+                Some((lo, hi)) => match operator {
+                    "GreaterThanUpperThreshold" => java_double(hi),
+                    "LessThanLowerThreshold" => java_double(lo),
+                    _ => format!("{} to {}", java_double(lo), java_double(hi)),
+                },
+            })
+            .collect();
+        format!("the {edge} [{}]", values.join(", "))
+    };
+    reason_text(
+        buckets,
+        rule,
+        "Thresholds Crossed",
+        phrase,
+        &against,
+        from,
+        to,
+    )
+}
+
+/// The shared shape of §7.5 reasons; `against(listed)` names what the listed
+/// buckets (indices, newest first) were compared with.
+fn reason_text(
+    buckets: &[Bucket],
+    rule: &Rule,
+    title: &str,
+    phrase: &str,
+    against: &dyn Fn(&[usize]) -> String,
+    from: State,
+    to: State,
+) -> String {
     let n = rule.periods;
-    let real: Vec<&Bucket> = buckets
+    // Real buckets with their positions (newest first).
+    let real: Vec<(usize, &Bucket)> = buckets
         .iter()
-        .filter(|b| !matches!(b, Bucket::Missing))
+        .enumerate()
+        .filter(|(_, b)| !matches!(b, Bucket::Missing))
         .collect();
     if to == State::InsufficientData {
         return format!(
@@ -349,31 +416,36 @@ pub fn reason(
     if real.is_empty() {
         if let Some((label, _)) = filled_as {
             return format!(
-                "Threshold Crossed: no datapoints were received for {} and {} treated as [{label}].",
+                "{title}: no datapoints were received for {} and {} treated as [{label}].",
                 plural(n, "period", "periods"),
                 plural(n, "missing datapoint was", "missing datapoints were"),
             );
         }
     }
     // The decision set: the N newest real points, then filled ones.
-    let mut set: Vec<Option<&Bucket>> = real.iter().take(n).map(|b| Some(*b)).collect();
+    let mut set: Vec<Option<(usize, &Bucket)>> = real.iter().take(n).map(|b| Some(*b)).collect();
     let filled = n.saturating_sub(set.len());
     if filled_as.is_some() {
         set.extend(std::iter::repeat_n(None, filled));
     }
     let alarm = to == State::Alarm;
-    let listed: Vec<String> = set
+    let chosen: Vec<Option<(usize, &Bucket)>> = set
         .iter()
         .filter(|b| match b {
-            Some(Bucket::Breaching(_)) => alarm,
+            Some((_, Bucket::Breaching(_))) => alarm,
             Some(_) => !alarm,
             None => filled_as.is_some_and(|(_, breach)| breach == alarm),
         })
-        .map(|b| match b.and_then(Bucket::point) {
+        .copied()
+        .collect();
+    let listed: Vec<String> = chosen
+        .iter()
+        .map(|b| match b.and_then(|(_, b)| b.point()) {
             Some(p) => format!("{} ({})", java_double(p.value), reason_time(p.timestamp)),
             None => filled_as.map_or("", |(label, _)| label).to_owned(),
         })
         .collect();
+    let positions: Vec<usize> = chosen.iter().flatten().map(|(i, _)| *i).collect();
     let k = listed.len();
     let minimum = if alarm {
         rule.to_alarm
@@ -382,13 +454,13 @@ pub fn reason(
     };
     format!(
         // "out of the last 1 datapoints" is AWS's wording too.
-        "Threshold Crossed: {k} out of the last {} datapoints [{}] {} {}{} the threshold ({}) (minimum {} for {} -> {} transition).",
+        "{title}: {k} out of the last {} datapoints [{}] {} {}{} {} (minimum {} for {} -> {} transition).",
         set.len(),
         listed.join(", "),
         if k == 1 { "was" } else { "were" },
         if alarm { "" } else { "not " },
-        comparison.phrase(),
-        java_double(threshold),
+        phrase,
+        against(&positions),
         plural(minimum, "datapoint", "datapoints"),
         from.as_str(),
         to.as_str(),

@@ -491,6 +491,62 @@ impl math::Context for Evaluation<'_> {
         &self.grid
     }
 
+    fn band(&mut self, id: &str, k: f64) -> Result<MValue, String> {
+        use crate::anomaly::{BandOptions, Model, TRAINING_DAYS};
+        let planned = self
+            .plan
+            .queries
+            .iter()
+            .find(|q| q.id == id)
+            .ok_or_else(|| format!("Unrecognized metric id {id}"))?;
+        let PlannedKind::Stat { query, stat } = &planned.kind else {
+            return Err(format!(
+                "ANOMALY_DETECTION_BAND needs a metric: {id} is an expression"
+            ));
+        };
+        // Training: the same statistic at the same period over the 14 days
+        // before the query start (§9.2) [TW: in UTC, without excluded ranges].
+        let start = query.start.millis();
+        let training_query = StatisticsQuery {
+            start: Timestamp::from_millis(start - TRAINING_DAYS * 86_400_000),
+            end: query.start,
+            empty: false,
+            ..query.clone()
+        };
+        let training: Vec<(i64, f64)> = (self.datums)(&training_query)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|p| Some((p.timestamp.millis(), p.value(stat)?)))
+            .collect();
+        let label = self
+            .stats
+            .get(id)
+            .map_or_else(|| id.to_owned(), |(s, _)| s.label.clone());
+        let mut upper = Series {
+            label: format!("{label} (upper band)"),
+            points: Default::default(),
+        };
+        let mut lower = Series {
+            label: format!("{label} (lower band)"),
+            points: Default::default(),
+        };
+        if let Some(model) = Model::train(&training, &|_| 0) {
+            let options = BandOptions {
+                k,
+                percent: query.unit.is_some_and(|u| u.as_str() == "Percent"),
+            };
+            let step = query.period.max(1) * 1000;
+            let mut t = start;
+            while t < query.end.millis() {
+                let (lo, hi) = model.band(t, 0, &options);
+                upper.points.insert(t, hi);
+                lower.points.insert(t, lo);
+                t += step;
+            }
+        }
+        Ok(MValue::Array(vec![upper, lower]))
+    }
+
     fn search(
         &mut self,
         query: &str,

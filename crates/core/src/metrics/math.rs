@@ -1,7 +1,7 @@
 //! Metric math (`spec/cloudwatch.md` §6.3–6.5): a parser for the expression
 //! language and an evaluator over sparse series on the request's bucket grid.
-//! SEARCH is answered by the [`Context`]; Metrics Insights and
-//! ANOMALY_DETECTION_BAND are not evaluated yet.
+//! SEARCH and ANOMALY_DETECTION_BAND are answered by the [`Context`], which
+//! owns the metric store.
 
 use std::collections::BTreeMap;
 
@@ -276,6 +276,9 @@ pub trait Context {
     fn period(&self, id: &str) -> Option<i64>;
     /// Bucket timestamps of the request grid (epoch ms), ascending.
     fn grid(&self) -> &[i64];
+    /// ANOMALY_DETECTION_BAND of MetricStat query `id`, `k` deviations wide:
+    /// `[upper, lower]` on the query's grid (empty while untrained).
+    fn band(&mut self, id: &str, k: f64) -> Result<MValue, String>;
     /// SEARCH: every matching metric as a series of `stat` at `period`.
     fn search(
         &mut self,
@@ -712,11 +715,26 @@ fn call(name: &str, args: &[Expr], cx: &mut dyn Context) -> Result<MValue, Strin
             };
             Ok(MValue::Array(cx.search(&query, &stat, period)?))
         }
-        "ANOMALY_DETECTION_BAND"
-        | "INSIGHT_RULE_METRIC"
-        | "SERVICE_QUOTA"
-        | "LAMBDA"
-        | "DB_PERF_INSIGHTS" => Err(format!("{name} is not supported by trailwatch yet")),
+        "ANOMALY_DETECTION_BAND" => {
+            arity(1, 2)?;
+            let Expr::Id(id) = &args[0] else {
+                return Err(
+                    "ANOMALY_DETECTION_BAND takes the id of a metric as its first argument"
+                        .to_owned(),
+                );
+            };
+            let k = match args.get(1) {
+                Some(a) => as_scalar(&eval(a, cx)?, "ANOMALY_DETECTION_BAND")?,
+                None => 2.0,
+            };
+            if !k.is_finite() || k < 0.0 {
+                return Err("ANOMALY_DETECTION_BAND needs a band width of 0 or more".to_owned());
+            }
+            cx.band(id, k)
+        }
+        "INSIGHT_RULE_METRIC" | "SERVICE_QUOTA" | "LAMBDA" | "DB_PERF_INSIGHTS" => {
+            Err(format!("{name} is not supported by trailwatch yet"))
+        }
         other => Err(format!("unknown function {other}")),
     }
 }
@@ -845,6 +863,9 @@ mod tests {
         }
         fn search(&mut self, _: &str, _: &str, _: Option<i64>) -> Result<Vec<Series>, String> {
             Err("no search in this test".to_owned())
+        }
+        fn band(&mut self, _: &str, _: f64) -> Result<MValue, String> {
+            Err("no band in this test".to_owned())
         }
     }
 

@@ -248,6 +248,7 @@ pub(super) fn put_metric_alarm(
         // Tags count only when the alarm is created (§7.1).
         changes.extend(Tags::create_changes(&arn, &tags));
     }
+    changes.extend(implicit_detector(app, &scope, &alarm)?);
     // A new or updated alarm is evaluated at once (§7.1), at the current
     // instant of its cadence.
     let now = cx.now.millis();
@@ -284,6 +285,70 @@ pub(super) fn put_metric_alarm(
         cx.now,
     );
     Ok(outcome)
+}
+
+/// An alarm on the band of a metric that has no anomaly detector creates
+/// one, as the console does (§9.2 point 5).
+fn implicit_detector(
+    app: &App,
+    scope: &Scope<'_>,
+    alarm: &MetricAlarm,
+) -> Result<Vec<trailwatch_core::audit::Change>, ApiError> {
+    use trailwatch_core::detectors::{Detector, SingleMetric, Target};
+    let c = &alarm.config;
+    let Some(band) = c
+        .threshold_metric_id
+        .as_deref()
+        .and_then(|id| c.metrics.iter().find(|q| q.id == id))
+        .and_then(|q| q.expression.as_deref())
+    else {
+        return Ok(Vec::new());
+    };
+    // The band's first argument names the watched metric.
+    let argument = band
+        .split_once('(')
+        .map(|(_, rest)| rest.split([',', ')']).next().unwrap_or("").trim())
+        .unwrap_or("");
+    let Some(stat) = c
+        .metrics
+        .iter()
+        .find(|q| q.id == argument)
+        .and_then(|q| q.metric_stat.as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut dimensions = stat.dimensions.clone();
+    dimensions.sort();
+    let target = Target::Single(SingleMetric {
+        account_id: None,
+        namespace: stat.namespace.clone(),
+        metric_name: stat.metric_name.clone(),
+        dimensions,
+        stat: stat.stat.clone(),
+    });
+    let id = target.id();
+    let detector_error = |e: trailwatch_core::detectors::DetectorError| {
+        map_error(AlarmError::Storage(e.to_string()))
+    };
+    let existing = app
+        .detectors
+        .list(scope.account, scope.region)
+        .map_err(detector_error)?;
+    if existing.iter().any(|d| d.id == id) {
+        return Ok(Vec::new());
+    }
+    let detector = Detector {
+        v: 1,
+        id,
+        target,
+        configuration: None,
+        periodic_spikes: None,
+    };
+    // Past the detector quota the alarm is still saved, without a detector.
+    Ok(app
+        .detectors
+        .put_changes(scope.account, scope.region, &detector)
+        .unwrap_or_default())
 }
 
 /// Metric alarms one account may have in one region [TW: AWS publishes no
