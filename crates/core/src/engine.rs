@@ -25,6 +25,7 @@ use trailwatch_storage::{Catalog, CatalogOp};
 use trailwatch_types::Timestamp;
 
 use crate::alarms::{AlarmConfig, MetricAlarm, StateWrite};
+use crate::detectors::{band_training, Detectors};
 use crate::evaluation::{
     band_reason, decide, reason, reason_data, too_few_samples, Bucket, Comparison, Decision, Point,
     ReasonContext, Rule, State, TreatMissing,
@@ -161,9 +162,11 @@ fn rule_of(config: &AlarmConfig) -> Rule {
     }
 }
 
-/// Reads the buckets of `alarm` at instant `t` from `store`.
+/// Reads the buckets of `alarm` at instant `t` from `store`; band alarms
+/// train with the settings of `detectors`.
 pub fn read(
     store: &MetricStore,
+    detectors: &Detectors,
     account: &str,
     region: &str,
     alarm: &MetricAlarm,
@@ -272,7 +275,11 @@ pub fn read(
         max_datapoints: None,
         label_timezone: None,
     };
-    let plan = data::plan(&request, now).map_err(|e| e.to_string())?;
+    let mut plan = data::plan(&request, now).map_err(|e| e.to_string())?;
+    if c.threshold_metric_id.is_some() {
+        let listed = detectors.list(account, region).map_err(|e| e.to_string())?;
+        plan = plan.with_band_training(band_training(&listed));
+    }
     let scope = data::Scope {
         account_id: account,
         region,

@@ -99,7 +99,7 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
         let candidates = due
             .into_iter()
             .filter_map(|(account, region, alarm)| {
-                let readings = read(&app.metrics, account, region, alarm, t, now);
+                let readings = read(&app.metrics, &app.detectors, account, region, alarm, t, now);
                 evaluate(alarm, readings, t, at)
                     .map(|w| (account.clone(), region.clone(), alarm.clone(), w))
             })
@@ -132,7 +132,15 @@ pub async fn tick(app: &Arc<App>, cadence: i64, t: i64) -> Result<usize, String>
             if current.configuration_updated_ms > t {
                 continue;
             }
-            let readings = read(&app.metrics, &account, &region, &current, t, now);
+            let readings = read(
+                &app.metrics,
+                &app.detectors,
+                &account,
+                &region,
+                &current,
+                t,
+                now,
+            );
             match evaluate(&current, readings, t, at) {
                 Some(w) => w,
                 None => continue,

@@ -110,10 +110,46 @@ enum PlannedKind {
     },
 }
 
+/// How an anomaly detector trains the band of one metric and statistic
+/// (§9.2): its `ExcludedTimeRanges` and `MetricTimezone`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandTraining {
+    /// The metric.
+    pub metric: MetricId,
+    /// The statistic.
+    pub stat: String,
+    /// Time ranges left out of training, (start, end) epoch ms.
+    pub excluded: Vec<(i64, i64)>,
+    /// The tz database name training hours are counted in (UTC when absent
+    /// or unknown).
+    pub timezone: Option<String>,
+}
+
+/// The offset of `timezone` from UTC at `t_ms`, in ms (0 for UTC or an
+/// unknown name).
+pub fn timezone_offset_ms(timezone: Option<&str>, t_ms: i64) -> i64 {
+    use chrono::{Offset, TimeZone};
+    let Some(tz) = timezone.and_then(|name| name.parse::<chrono_tz::Tz>().ok()) else {
+        return 0;
+    };
+    match chrono::DateTime::from_timestamp_millis(t_ms) {
+        Some(utc) => {
+            i64::from(
+                tz.offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            ) * 1000
+        }
+        None => 0,
+    }
+}
+
 /// A validated query plan.
 #[derive(Debug, Clone)]
 pub struct DataPlan {
     queries: Vec<Planned>,
+    /// Detector settings of the metrics whose bands the plan may draw.
+    band_training: Vec<BandTraining>,
     start: Timestamp,
     end: Timestamp,
     /// Newest first (the default).
@@ -321,6 +357,7 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
     }
     Ok(DataPlan {
         queries,
+        band_training: Vec::new(),
         start,
         end,
         offset_minutes,
@@ -328,6 +365,14 @@ pub fn plan(request: &DataRequest, now: Timestamp) -> Result<DataPlan, MetricsEr
         max_datapoints,
         fingerprint,
     })
+}
+
+impl DataPlan {
+    /// The plan with the detectors' training settings for its bands.
+    pub fn with_band_training(mut self, training: Vec<BandTraining>) -> Self {
+        self.band_training = training;
+        self
+    }
 }
 
 fn request_fingerprint(r: &DataRequest) -> String {
@@ -505,7 +550,15 @@ impl math::Context for Evaluation<'_> {
             ));
         };
         // Training: the same statistic at the same period over the 14 days
-        // before the query start (§9.2) [TW: in UTC, without excluded ranges].
+        // before the query start, without the detector's excluded ranges,
+        // hours counted in its time zone (§9.2).
+        let settings = self
+            .plan
+            .band_training
+            .iter()
+            .find(|b| b.metric == query.metric && &b.stat == stat);
+        let excluded = settings.map_or(&[][..], |b| b.excluded.as_slice());
+        let timezone = settings.and_then(|b| b.timezone.as_deref());
         let start = query.start.millis();
         let training_query = StatisticsQuery {
             start: Timestamp::from_millis(start - TRAINING_DAYS * 86_400_000),
@@ -517,7 +570,9 @@ impl math::Context for Evaluation<'_> {
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter_map(|p| Some((p.timestamp.millis(), p.value(stat)?)))
+            .filter(|(t, _)| !excluded.iter().any(|(a, b)| *t >= *a && *t < *b))
             .collect();
+        let offset = |t: i64| timezone_offset_ms(timezone, t);
         let label = self
             .stats
             .get(id)
@@ -530,7 +585,7 @@ impl math::Context for Evaluation<'_> {
             label: format!("{label} (lower band)"),
             points: Default::default(),
         };
-        if let Some(model) = Model::train(&training, &|_| 0) {
+        if let Some(model) = Model::train(&training, &offset) {
             let options = BandOptions {
                 k,
                 percent: query.unit.is_some_and(|u| u.as_str() == "Percent"),
@@ -538,7 +593,7 @@ impl math::Context for Evaluation<'_> {
             let step = query.period.max(1) * 1000;
             let mut t = start;
             while t < query.end.millis() {
-                let (lo, hi) = model.band(t, 0, &options);
+                let (lo, hi) = model.band(t, offset(t), &options);
                 upper.points.insert(t, hi);
                 lower.points.insert(t, lo);
                 t += step;
@@ -873,6 +928,99 @@ mod tests {
             end: Some(NOW),
             ..DataRequest::default()
         }
+    }
+
+    #[test]
+    fn timezone_offsets_follow_daylight_saving() {
+        // 2024-01-15 and 2024-07-15, 12:00 UTC.
+        assert_eq!(
+            timezone_offset_ms(Some("America/New_York"), 1_705_320_000_000),
+            -5 * 3_600_000
+        );
+        assert_eq!(
+            timezone_offset_ms(Some("America/New_York"), 1_721_044_800_000),
+            -4 * 3_600_000
+        );
+        assert_eq!(timezone_offset_ms(Some("Asia/Tokyo"), 0), 9 * 3_600_000);
+        assert_eq!(timezone_offset_ms(Some("Not/AZone"), 0), 0);
+        assert_eq!(timezone_offset_ms(None, 0), 0);
+    }
+
+    /// The band trains on the 14 days before the query, without the
+    /// detector's excluded ranges: a day of 5,000s inside one leaves no trace.
+    #[test]
+    fn band_training_leaves_out_excluded_ranges() {
+        const HOUR: i64 = 3_600_000;
+        let start = NOW.millis() - 3600 * 1000;
+        let mut points = Vec::new();
+        let mut t = start - 14 * 24 * HOUR;
+        while t < start {
+            // A daily shape, and one excluded day of outliers.
+            let excluded = t >= start - 3 * 24 * HOUR && t < start - 2 * 24 * HOUR;
+            let v = if excluded {
+                5_000.0
+            } else {
+                10.0 + f64::from(((t / HOUR) % 24) as i32)
+            };
+            points.push(
+                ValidatedDatum {
+                    timestamp: Timestamp::from_millis(t),
+                    ..datum("Latency", 0, v)
+                }
+                .point(),
+            );
+            t += 600_000;
+        }
+        let fetch = |q: &StatisticsQuery| Ok(crate::metrics::get::compute(q, &points));
+        let mut m1 = query("m1", "Latency", "Average");
+        if let Some(s) = m1.metric_stat.as_mut() {
+            s.period = Some(600);
+        }
+        let band = DataQueryInput {
+            id: Some("ad1".into()),
+            expression: Some("ANOMALY_DETECTION_BAND(m1, 2)".into()),
+            ..DataQueryInput::default()
+        };
+        let run = |training: Vec<BandTraining>| {
+            let plan = plan(&request(vec![m1.clone(), band.clone()]), NOW)
+                .unwrap()
+                .with_band_training(training);
+            let (results, _) = execute(&plan, SCOPE, NOW, None, fetch, no_search).unwrap();
+            results
+                .into_iter()
+                .filter(|r| r.id == "ad1")
+                .map(|r| r.values)
+                .collect::<Vec<_>>()
+        };
+        let excluded = BandTraining {
+            metric: MetricId {
+                namespace: "App".into(),
+                name: "Latency".into(),
+                dimensions: vec![],
+            },
+            stat: "Average".into(),
+            excluded: vec![(start - 3 * 24 * HOUR, start - 2 * 24 * HOUR)],
+            timezone: None,
+        };
+        let clean = run(vec![excluded]);
+        let polluted = run(Vec::new());
+        // Six 10-minute buckets in the hour, all in one hour-of-week slot
+        // whose 12 training samples (two weeks) are all 10 + hour.
+        let hour = (start / HOUR) % 24;
+        let expected = 10.0 + hour as f64;
+        assert_eq!(clean[0].len(), 6);
+        for (upper, lower) in clean[0].iter().zip(&clean[1]) {
+            // No deviation anywhere: the floor of 1 % of the mean.
+            assert!(
+                (upper - (expected + 2.0 * 0.01 * expected)).abs() < 1e-9,
+                "{upper}"
+            );
+            assert!(
+                (lower - (expected - 2.0 * 0.01 * expected)).abs() < 1e-9,
+                "{lower}"
+            );
+        }
+        assert!(polluted[0][0] > 1_000.0, "{:?}", polluted[0]);
     }
 
     #[test]

@@ -253,7 +253,15 @@ pub(super) fn put_metric_alarm(
     // instant of its cadence.
     let now = cx.now.millis();
     let t = engine::floor(now, engine::cadence_ms(&alarm.config));
-    let readings = engine::read(&app.metrics, scope.account, scope.region, &alarm, t, cx.now);
+    let readings = engine::read(
+        &app.metrics,
+        &app.detectors,
+        scope.account,
+        scope.region,
+        &alarm,
+        t,
+        cx.now,
+    );
     let mut transitions = Vec::new();
     if let Some(write) = engine::evaluate(&alarm, readings, t, now) {
         let (written, ops) = app

@@ -592,7 +592,23 @@ pub(super) fn get_metric_data(
             .get("LabelOptions")
             .and_then(|o| text(o.get("Timezone"))),
     };
-    let plan = plan_data(&request, cx.now).map_err(map_error)?;
+    let mut plan = plan_data(&request, cx.now).map_err(map_error)?;
+    // Bands train with their detectors' settings (§9.2).
+    if request.queries.iter().any(|q| {
+        q.expression
+            .as_deref()
+            .is_some_and(|e| e.to_ascii_uppercase().contains("ANOMALY_DETECTION_BAND"))
+    }) {
+        let detectors = app
+            .detectors
+            .list(&cx.principal.account_id, cx.region)
+            .map_err(|e| {
+                map_error(trailwatch_core::metrics::MetricsError::Storage(
+                    e.to_string(),
+                ))
+            })?;
+        plan = plan.with_band_training(trailwatch_core::detectors::band_training(&detectors));
+    }
     let token = text(input.get("NextToken"));
     let (results, next_token) = app
         .metrics

@@ -432,3 +432,54 @@ async fn every_row_of_the_missing_data_tables_through_the_engine() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// EvaluateLowSampleCountPercentile (§7.2): a p99 alarm that ignores low
+/// sample counts keeps its state on 50 samples (it needs 1,000), while the
+/// same alarm that evaluates them alarms.
+#[tokio::test]
+async fn low_sample_percentile_alarms_keep_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let app = open(dir.path(), clock.clone()).await;
+    let catalog = app.audit.catalog();
+    catalog
+        .commit(&[trailwatch_core::engine::watermark_change(MINUTE_MS, T0)])
+        .unwrap();
+    for mode in ["ignore", "evaluate"] {
+        let config = validate_put(&PutMetricAlarmInput {
+            alarm_name: Some(format!("p99-{mode}")),
+            metric_name: Some("Errors".into()),
+            namespace: Some("App".into()),
+            extended_statistic: Some("p99".into()),
+            period: Some(60),
+            evaluation_periods: Some(1),
+            threshold: Some(5.0),
+            comparison_operator: Some("GreaterThanThreshold".into()),
+            evaluate_low_sample_count_percentile: Some(mode.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let scope = Scope {
+            account: ACCOUNT,
+            region: REGION,
+            request_id: "create",
+            now: Timestamp::from_millis(T0),
+        };
+        let (ops, _, _) = app.alarms.put_changes(&scope, config).unwrap();
+        catalog.commit(&ops).unwrap();
+    }
+    for i in 0..50 {
+        put_value(&app, T0 + 1_000 + i, 9.0).await;
+    }
+    clock.set(Timestamp::from_millis(T0 + MINUTE_MS + 5));
+    assert_eq!(run_due(&app, MINUTE_MS).await.unwrap(), 1);
+    let state = |name: &str| {
+        app.alarms
+            .get(ACCOUNT, REGION, name)
+            .unwrap()
+            .unwrap()
+            .state_value
+    };
+    assert_eq!(state("p99-ignore"), "INSUFFICIENT_DATA");
+    assert_eq!(state("p99-evaluate"), "ALARM");
+}
