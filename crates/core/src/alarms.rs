@@ -1137,17 +1137,30 @@ impl DescribeFilter {
     /// Whether `alarm` passes every filter.
     pub fn matches(&self, alarm: &MetricAlarm) -> bool {
         let c = &alarm.config;
-        (self.names.is_empty() || self.names.contains(&c.name))
+        self.matches_fields(
+            &c.name,
+            &alarm.state_value,
+            [
+                &c.ok_actions,
+                &c.alarm_actions,
+                &c.insufficient_data_actions,
+            ],
+        )
+    }
+
+    /// Whether an alarm of either kind with this name, state and action
+    /// lists passes every filter.
+    pub fn matches_fields(&self, name: &str, state: &str, actions: [&Vec<String>; 3]) -> bool {
+        (self.names.is_empty() || self.names.iter().any(|n| n == name))
             && self
                 .prefix
                 .as_ref()
-                .is_none_or(|p| c.name.starts_with(p.as_str()))
-            && self.state.as_ref().is_none_or(|s| &alarm.state_value == s)
+                .is_none_or(|p| name.starts_with(p.as_str()))
+            && self.state.as_ref().is_none_or(|s| state == s)
             && self.action_prefix.as_ref().is_none_or(|p| {
-                c.ok_actions
+                actions
                     .iter()
-                    .chain(&c.alarm_actions)
-                    .chain(&c.insufficient_data_actions)
+                    .flat_map(|list| list.iter())
                     .any(|a| a.starts_with(p.as_str()))
             })
     }

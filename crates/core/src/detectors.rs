@@ -247,38 +247,23 @@ fn check_len(value: &str, member: &str, max: usize) -> Result<(), DetectorError>
 /// The training settings of single-metric detectors, for
 /// [`crate::metrics::data::DataPlan::with_band_training`].
 pub fn band_training(detectors: &[Detector]) -> Vec<crate::metrics::data::BandTraining> {
-    use crate::metrics::model::{Dimension, MetricId};
+    use crate::metrics::model::MetricId;
     detectors
         .iter()
         .filter_map(|d| match &d.target {
-            Target::Single(m) => {
-                let mut dimensions: Vec<Dimension> = m
-                    .dimensions
-                    .iter()
-                    .map(|(name, value)| Dimension {
-                        name: name.clone(),
-                        value: value.clone(),
-                    })
-                    .collect();
-                dimensions.sort();
-                Some(crate::metrics::data::BandTraining {
-                    metric: MetricId {
-                        namespace: m.namespace.clone(),
-                        name: m.metric_name.clone(),
-                        dimensions,
-                    },
-                    stat: m.stat.clone(),
-                    excluded: d
-                        .configuration
-                        .as_ref()
-                        .map(|c| c.excluded_time_ranges.clone())
-                        .unwrap_or_default(),
-                    timezone: d
-                        .configuration
-                        .as_ref()
-                        .and_then(|c| c.metric_timezone.clone()),
-                })
-            }
+            Target::Single(m) => Some(crate::metrics::data::BandTraining {
+                metric: MetricId::from_pairs(&m.namespace, &m.metric_name, &m.dimensions),
+                stat: m.stat.clone(),
+                excluded: d
+                    .configuration
+                    .as_ref()
+                    .map(|c| c.excluded_time_ranges.clone())
+                    .unwrap_or_default(),
+                timezone: d
+                    .configuration
+                    .as_ref()
+                    .and_then(|c| c.metric_timezone.clone()),
+            }),
             Target::Math { .. } => None,
         })
         .collect()

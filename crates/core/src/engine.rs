@@ -32,7 +32,7 @@ use crate::evaluation::{
 };
 use crate::metrics::data::{self, DataQueryInput, DataRequest, MetricStatInput};
 use crate::metrics::get::{majority_unit, StatisticsQuery};
-use crate::metrics::model::{Dimension, MetricId, Unit};
+use crate::metrics::model::{MetricId, Unit};
 use crate::metrics::stats::{parse_extended, Extended};
 use crate::metrics::MetricStore;
 
@@ -203,21 +203,12 @@ pub fn read(
                 statistics.push(s.clone());
             }
         }
-        let mut dimensions: Vec<Dimension> = c
-            .dimensions
-            .iter()
-            .map(|(name, value)| Dimension {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect();
-        dimensions.sort();
         let query = StatisticsQuery {
-            metric: MetricId {
-                namespace: c.namespace.clone().unwrap_or_default(),
-                name: c.metric_name.clone().unwrap_or_default(),
-                dimensions,
-            },
+            metric: MetricId::from_pairs(
+                c.namespace.as_deref().unwrap_or_default(),
+                c.metric_name.as_deref().unwrap_or_default(),
+                &c.dimensions,
+            ),
             // The sliding window is not rounded like a GetMetricStatistics
             // StartTime: bucket k ends at T − (k−1)P exactly.
             start: Timestamp::from_millis(start),

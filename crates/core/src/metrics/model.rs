@@ -90,6 +90,24 @@ pub struct MetricId {
 }
 
 impl MetricId {
+    /// The identity of `namespace`/`name` with `(Name, Value)` dimensions,
+    /// sorted as identities keep them.
+    pub fn from_pairs(namespace: &str, name: &str, dimensions: &[(String, String)]) -> Self {
+        let mut dimensions: Vec<Dimension> = dimensions
+            .iter()
+            .map(|(name, value)| Dimension {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        dimensions.sort();
+        MetricId {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            dimensions,
+        }
+    }
+
     /// Whether the metric's dimension names are exactly `names` (in any order):
     /// the schema test of SEARCH `{NS, D…}` and Insights `SCHEMA(NS, D…)`.
     pub fn has_dimension_names(&self, names: &[String]) -> bool {

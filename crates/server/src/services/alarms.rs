@@ -269,20 +269,15 @@ pub(super) fn put_metric_alarm(
             .state_changes(&scope, &alarm, &write, now, 1)
             .map_err(map_error)?;
         changes.extend(ops);
-        if written.state_value != alarm.state_value {
-            transitions.push(Transition::of_metric_alarm(
-                &written,
-                scope.account,
-                scope.region,
-                &alarm.state_value,
-            ));
-            let cascade = app
-                .composites
-                .cascade(&scope, &app.alarms, vec![child_state(&written)], 2)
-                .map_err(map_error)?;
-            changes.extend(cascade.ops);
-            transitions.extend(cascade.transitions);
-        }
+        followed(
+            app,
+            &scope,
+            &alarm,
+            &written,
+            2,
+            &mut changes,
+            &mut transitions,
+        )?;
     }
     let mut outcome = Outcome::write(Value::empty_struct(), changes);
     run_actions(
@@ -376,6 +371,36 @@ fn check_quota(app: &App, scope: &Scope<'_>) -> Result<(), ApiError> {
         )
         .with_query_code("LimitExceeded"));
     }
+    Ok(())
+}
+
+/// What follows a metric alarm's state write from `old` to `written`: when
+/// StateValue changed, its transition and the cascade through composites
+/// (history keys from `n`).
+fn followed(
+    app: &App,
+    scope: &Scope<'_>,
+    old: &MetricAlarm,
+    written: &MetricAlarm,
+    n: usize,
+    changes: &mut Vec<trailwatch_core::audit::Change>,
+    transitions: &mut Vec<Transition>,
+) -> Result<(), ApiError> {
+    if written.state_value == old.state_value {
+        return Ok(());
+    }
+    transitions.push(Transition::of_metric_alarm(
+        written,
+        scope.account,
+        scope.region,
+        &old.state_value,
+    ));
+    let cascade = app
+        .composites
+        .cascade(scope, &app.alarms, vec![child_state(written)], n)
+        .map_err(map_error)?;
+    changes.extend(cascade.ops);
+    transitions.extend(cascade.transitions);
     Ok(())
 }
 
@@ -772,19 +797,15 @@ pub(super) fn describe_alarms(
 /// Whether a composite passes DescribeAlarms' filters.
 fn composite_matches(filter: &DescribeFilter, c: &CompositeAlarm) -> bool {
     let k = &c.config;
-    (filter.names.is_empty() || filter.names.contains(&k.name))
-        && filter
-            .prefix
-            .as_ref()
-            .is_none_or(|p| k.name.starts_with(p.as_str()))
-        && filter.state.as_ref().is_none_or(|s| &c.state_value == s)
-        && filter.action_prefix.as_ref().is_none_or(|p| {
-            k.ok_actions
-                .iter()
-                .chain(&k.alarm_actions)
-                .chain(&k.insufficient_data_actions)
-                .any(|a| a.starts_with(p.as_str()))
-        })
+    filter.matches_fields(
+        &k.name,
+        &c.state_value,
+        [
+            &k.ok_actions,
+            &k.alarm_actions,
+            &k.insufficient_data_actions,
+        ],
+    )
 }
 
 /// ChildrenOfAlarmName (§7.7): each alarm the composite's rule names, with
@@ -999,20 +1020,15 @@ pub(super) fn set_alarm_state(
                 .set_state_changes(&scope, &name, &state, &reason, data.as_deref())
                 .map_err(map_error)?;
             let mut transitions = Vec::new();
-            if written.state_value != old.state_value {
-                transitions.push(Transition::of_metric_alarm(
-                    &written,
-                    scope.account,
-                    scope.region,
-                    &old.state_value,
-                ));
-                let cascade = app
-                    .composites
-                    .cascade(&scope, &app.alarms, vec![child_state(&written)], 1)
-                    .map_err(map_error)?;
-                changes.extend(cascade.ops);
-                transitions.extend(cascade.transitions);
-            }
+            followed(
+                app,
+                &scope,
+                &old,
+                &written,
+                1,
+                &mut changes,
+                &mut transitions,
+            )?;
             (changes, transitions)
         }
     };
