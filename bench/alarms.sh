@@ -7,9 +7,11 @@
 #     figure is each server's CPU seconds per minute over MINUTES minutes,
 #     read from /proc, so ingest and everything else a server does is in it.
 #  2. notification latency: bench/alarm_latency.py, breaching datapoint
-#     PutMetricData to the SNS POST at a local receiver, p50 and p99.
-# Needs: release builds of trailwatch and trailwatch-bench, prometheus
-# (Debian package), python3 with boto3. Everything listens on 127.0.0.1.
+#     PutMetricData to the SNS POST at a local receiver, p50 and p99, beside
+#     bench/prometheus_latency.py: a gauge crossing a rule evaluated every
+#     10 s to the Alertmanager webhook POST.
+# Needs: release builds of trailwatch and trailwatch-bench, prometheus and
+# prometheus-alertmanager (Debian packages), python3 with boto3. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}/release"
@@ -93,3 +95,4 @@ kill "$prom_pid"; wait "$prom_pid" 2>/dev/null || true
 
 echo "## 2. breach -> notification latency"
 python3 bench/alarm_latency.py --binary "$target/trailwatch" --data-dir "$work/latency"
+python3 bench/prometheus_latency.py --work "$work/prom-latency"
