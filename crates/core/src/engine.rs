@@ -24,13 +24,15 @@ use serde::{Deserialize, Serialize};
 use trailwatch_storage::{Catalog, CatalogOp};
 use trailwatch_types::Timestamp;
 
-use crate::alarms::{AlarmConfig, MetricAlarm, StateWrite};
+use crate::alarms::{AlarmConfig, EvaluationWindow, MetricAlarm, StateWrite};
 use crate::detectors::{band_training, Detectors};
 use crate::evaluation::{
     band_reason, decide, reason, reason_data, too_few_samples, Bucket, Comparison, Decision, Point,
     ReasonContext, Rule, State, TreatMissing,
 };
-use crate::metrics::data::{self, DataQueryInput, DataRequest, MetricStatInput};
+use crate::metrics::data::{
+    self, timezone_offset_ms, DataQueryInput, DataRequest, MetricStatInput,
+};
 use crate::metrics::get::{majority_unit, StatisticsQuery};
 use crate::metrics::model::{MetricId, Unit};
 use crate::metrics::stats::{parse_extended, Extended};
@@ -178,6 +180,7 @@ pub fn read(
     let range = rule.range();
     let period = c.effective_period().unwrap_or(60).max(1);
     let period_ms = period * 1000;
+    let t = window_end(c, t);
     let start = t - range as i64 * period_ms;
     let mut out: Readings = vec![None; range];
     let slot = |ts: i64| -> Option<usize> {
@@ -329,6 +332,20 @@ pub fn read(
     Ok(out)
 }
 
+/// Where the newest bucket of an evaluation at `t` ends (§7.2): `t` for
+/// the sliding window; with `EvaluationWindow.WallClockWindow`, the last
+/// multiple of the period at or before `t` on the clock of its time zone.
+pub fn window_end(config: &AlarmConfig, t: i64) -> i64 {
+    match &config.evaluation_window {
+        Some(EvaluationWindow::WallClock { timezone }) => {
+            let period_ms = config.effective_period().unwrap_or(60).max(1) * 1000;
+            let offset = timezone_offset_ms(timezone.as_deref(), t);
+            floor(t + offset, period_ms) - offset
+        }
+        _ => t,
+    }
+}
+
 /// The percentile of a `pNN` statistic, when it is one.
 fn percentile(stat: &str) -> Option<f64> {
     stat.strip_prefix('p').and_then(|p| p.parse::<f64>().ok())
@@ -402,7 +419,7 @@ pub fn evaluate(
         }
     };
     let rule = rule_of(c);
-    let buckets = classify(c, &readings, t);
+    let buckets = classify(c, &readings, window_end(c, t));
     let current = State::parse(&alarm.state_value).unwrap_or(State::InsufficientData);
     let low_samples = c.evaluate_low_sample_count_percentile.as_deref() == Some("ignore")
         && c.extended_statistic
@@ -457,4 +474,60 @@ pub fn evaluate(
         reason_data: data.map(|d| d.chars().take(4000).collect()),
         evaluation_state: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_704_110_760_000; // 2024-01-01T12:06:00Z
+
+    fn config(window: Option<EvaluationWindow>) -> AlarmConfig {
+        AlarmConfig {
+            period: Some(300),
+            evaluation_periods: 3,
+            evaluation_window: window,
+            ..AlarmConfig::default()
+        }
+    }
+
+    #[test]
+    fn sliding_and_wall_clock_windows() {
+        // §7.2: P = 300 evaluated at 12:06, the newest bucket is 12:01–12:06…
+        assert_eq!(window_end(&config(None), T), T);
+        // …aligned to the clock, it is 12:00–12:05.
+        let wall = config(Some(EvaluationWindow::WallClock { timezone: None }));
+        assert_eq!(window_end(&wall, T), T - 60_000);
+        // India (+05:30): 17:36 local, the last 5-minute mark 17:35.
+        let india = config(Some(EvaluationWindow::WallClock {
+            timezone: Some("Asia/Kolkata".into()),
+        }));
+        assert_eq!(window_end(&india, T), T - 60_000);
+        let nepal = config(Some(EvaluationWindow::WallClock {
+            timezone: Some("Asia/Kathmandu".into()),
+        }));
+        // 12:06 UTC is 17:51 in Nepal; the last 5-minute mark is 17:50.
+        assert_eq!(window_end(&nepal, T), T - 60_000);
+    }
+
+    #[test]
+    fn instants_due_after_a_stop_are_capped() {
+        let (due, skipped) = due_instants(Some(0), 100 * MINUTE_MS + 5, MINUTE_MS);
+        assert_eq!(due.len(), CATCH_UP_INSTANTS);
+        assert_eq!(skipped, 100 - CATCH_UP_INSTANTS as u64);
+        assert_eq!(due.last(), Some(&(100 * MINUTE_MS)));
+        assert_eq!(due_instants(None, 95_000, MINUTE_MS), (vec![60_000], 0));
+        assert_eq!(due_instants(Some(60_000), 95_000, MINUTE_MS), (vec![], 0));
+    }
+
+    #[test]
+    fn cadences() {
+        let mut c = config(None);
+        assert_eq!(cadence_ms(&c), MINUTE_MS);
+        c.period = Some(10);
+        assert_eq!(cadence_ms(&c), HIGH_RES_MS);
+        c.period = Some(3600);
+        c.evaluation_periods = 25;
+        assert_eq!(cadence_ms(&c), HOUR_MS);
+    }
 }
