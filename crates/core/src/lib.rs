@@ -10,6 +10,8 @@
 //! - [`composites`]: composite alarms: validation, records, cascades, suppression.
 //! - [`composite`]: composite alarm rules: grammar, limits, evaluation.
 //! - [`dashboards`]: CloudWatch dashboards, validated and kept in the catalog.
+//! - [`digest`]: CloudTrail log and digest file keys and bytes, the per-region
+//!   digest signing keys, and the stricter digest chain verifier.
 //! - [`detectors`]: CloudWatch metric anomaly detectors: validation and catalog storage.
 //! - [`engine`]: the alarm evaluation engine: cadences, watermarks, reads, decisions.
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
@@ -31,6 +33,7 @@ pub mod composite;
 pub mod composites;
 pub mod dashboards;
 pub mod detectors;
+pub mod digest;
 pub mod engine;
 pub mod evaluation;
 pub mod identity;
