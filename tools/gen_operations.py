@@ -22,6 +22,7 @@ SERVICES = [
     ("STS", "sts"),
     ("IAM", "iam"),
     ("EVENTS", "events"),
+    ("S3", "s3"),
 ]
 
 

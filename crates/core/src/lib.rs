@@ -6,6 +6,8 @@
 //!   stored alarm record and its history, the Describe filters.
 //! - [`audit`]: the CloudTrail record of every call, its classification, its
 //!   durable store and LookupEvents over it.
+//! - [`buckets`]: S3-style buckets over the object store: registration, name
+//!   rules, objects with metadata, listings (the S3 facade and trail delivery).
 //! - [`anomaly`]: the anomaly detection band model (trailwatch's own).
 //! - [`composites`]: composite alarms: validation, records, cascades, suppression.
 //! - [`composite`]: composite alarm rules: grammar, limits, evaluation.
@@ -29,6 +31,7 @@ pub mod actions;
 pub mod alarms;
 pub mod anomaly;
 pub mod audit;
+pub mod buckets;
 pub mod composite;
 pub mod composites;
 pub mod dashboards;

@@ -66,6 +66,8 @@ pub fn decode_input(route: &Route, body: &[u8]) -> Result<Value, ApiError> {
         Protocol::RpcV2Cbor => cbor::decode(body)
             .map_err(|e| ApiError::malformed(e.to_string()).with_query_code("MalformedInput")),
         Protocol::AwsQuery => Ok(query::unflatten(&route.params)),
+        // S3 handlers read the request themselves; the tree holds the query.
+        Protocol::RestXml => Ok(query::unflatten(&route.params)),
         Protocol::RestJson1 => {
             // Members bound to the query string join the body members.
             let mut input = json::decode(body).map_err(|e| ApiError::malformed(e.to_string()))?;

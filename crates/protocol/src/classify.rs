@@ -1,10 +1,12 @@
 //! Maps a request to `(service, protocol, operation)` before its body is decoded
 //! (`spec/protocols.md` §3.1–3.4). The first matching rule wins: rpcv2Cbor by the
-//! `smithy-protocol` header and path, awsJson by `X-Amz-Target`, restJson1 by
-//! route, awsQuery by `Action` in the form body or query string.
+//! `smithy-protocol` header and path, awsJson by `X-Amz-Target`, S3's restXml by
+//! a credential scope naming `s3`, restJson1 by route, awsQuery by `Action` in
+//! the form body or query string.
 
 use crate::error::ApiError;
 use crate::query;
+use crate::s3;
 use crate::service::{Protocol, Service};
 
 /// The parts of a request classification looks at. Header names are matched
@@ -45,8 +47,9 @@ pub struct Route {
     pub protocol: Protocol,
     /// Operation name (`PutMetricData`).
     pub operation: String,
-    /// awsQuery and restJson1 only: decoded parameters, query string then body
-    /// (later pairs win when read through the tree).
+    /// awsQuery and restJson1: decoded parameters, query string then body
+    /// (later pairs win when read through the tree); restXml (S3): the query
+    /// string's parameters.
     pub params: Vec<(String, String)>,
 }
 
@@ -218,7 +221,13 @@ pub fn classify(head: &RequestHead<'_>, body: &[u8]) -> Result<Route, ClassifyEr
         });
     }
 
-    // 3. restJson1 (CloudTrail Data).
+    // 3. restXml (S3): the credential scope is the only reliable sign, since
+    // S3 requests are plain REST calls on any path.
+    if scope_service(head).as_deref() == Some("s3") {
+        return classify_s3(head);
+    }
+
+    // 4. restJson1 (CloudTrail Data).
     let path_only = head.path;
     if head.method == "POST"
         && (path_only == "/PutAuditEvents" || path_only.ends_with("/PutAuditEvents"))
@@ -232,7 +241,7 @@ pub fn classify(head: &RequestHead<'_>, body: &[u8]) -> Result<Route, ClassifyEr
         });
     }
 
-    // 4. awsQuery.
+    // 5. awsQuery.
     let query_error = |error: ApiError, service, operation| ClassifyError {
         protocol: Protocol::AwsQuery,
         service,
@@ -301,6 +310,27 @@ pub fn classify(head: &RequestHead<'_>, body: &[u8]) -> Result<Route, ClassifyEr
         service,
         protocol: Protocol::AwsQuery,
         operation: action,
+        params,
+    })
+}
+
+/// Classifies a path-style S3 request (the scope already named `s3`).
+fn classify_s3(head: &RequestHead<'_>) -> Result<Route, ClassifyError> {
+    let fail = |error: ApiError, operation: Option<&str>| ClassifyError {
+        protocol: Protocol::RestXml,
+        service: Some(Service::S3),
+        operation: operation.map(str::to_owned),
+        error: Box::new(error),
+    };
+    let target = s3::target(head.path).map_err(|e| fail(e, None))?;
+    let params = s3::query_params(head.query).map_err(|e| fail(e, None))?;
+    let copy_source = head.header("x-amz-copy-source").is_some();
+    let operation =
+        s3::operation(head.method, &target, &params, copy_source).map_err(|e| fail(e, None))?;
+    Ok(Route {
+        service: Service::S3,
+        protocol: Protocol::RestXml,
+        operation: operation.to_owned(),
         params,
     })
 }
@@ -415,5 +445,34 @@ mod tests {
             (err.error.code.as_str(), err.service),
             ("InvalidParameterValue", Some(Service::Sns))
         );
+    }
+
+    #[test]
+    fn s3_by_credential_scope_header_or_presigned() {
+        let signed = h(&[(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AKID/20261124/eu-west-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+        )]);
+        let route = classify(&head("GET", "/trail-bucket", "location", &signed), b"").unwrap();
+        assert_eq!(
+            (route.service, route.protocol, route.operation.as_str()),
+            (Service::S3, Protocol::RestXml, "GetBucketLocation")
+        );
+        // A key named like the CloudTrail Data route is still an S3 object.
+        let route = classify(&head("POST", "/b/PutAuditEvents", "uploads", &signed), b"").unwrap();
+        assert_eq!(route.operation, "CreateMultipartUpload");
+        let presigned = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261124%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261124T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=00";
+        let route = classify(&head("GET", "/b/k", presigned, &[]), b"").unwrap();
+        assert_eq!(
+            (route.service, route.operation.as_str()),
+            (Service::S3, "GetObject")
+        );
+        let err = classify(&head("PATCH", "/b/k", "", &signed), b"").unwrap_err();
+        assert_eq!(
+            (err.protocol, err.service, err.error.status),
+            (Protocol::RestXml, Some(Service::S3), 405)
+        );
+        // Unsigned, nothing says S3.
+        assert!(classify(&head("GET", "/b/k", "", &[]), b"").is_err_and(|e| e.service.is_none()));
     }
 }

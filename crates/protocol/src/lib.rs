@@ -5,6 +5,9 @@
 //! protocol codec) into a neutral [`Value`] tree → handler → [`render`] of the
 //! output or [`ApiError`] in the request's protocol.
 //!
+//! S3's REST-XML facade has its own helpers in [`s3`]: its operation comes
+//! from method, path and query, and its bodies are written by its handler.
+//!
 //! Main types: [`Service`], [`Protocol`], [`Route`], [`Value`], [`ApiError`].
 //!
 //! Invariants: this crate performs no IO and keeps no state; every decoder
@@ -19,6 +22,7 @@ pub mod eventstream;
 pub mod json;
 pub mod query;
 pub mod render;
+pub mod s3;
 pub mod service;
 pub mod sigv4;
 pub mod value;

@@ -18,6 +18,10 @@ pub struct Rendered {
 }
 
 fn base_headers(protocol: Protocol, request_id: &str) -> Vec<(String, String)> {
+    if protocol == Protocol::RestXml {
+        // S3 clients read the request id from this header only.
+        return vec![("x-amz-request-id".to_owned(), request_id.to_owned())];
+    }
     let mut headers = vec![("x-amzn-RequestId".to_owned(), request_id.to_owned())];
     if protocol == Protocol::RpcV2Cbor {
         headers.push(("smithy-protocol".to_owned(), "rpc-v2-cbor".to_owned()));
@@ -32,6 +36,7 @@ fn content_type(protocol: Protocol) -> &'static str {
         Protocol::RpcV2Cbor => "application/cbor",
         Protocol::AwsQuery => "text/xml",
         Protocol::RestJson1 => "application/json",
+        Protocol::RestXml => "application/xml",
     }
 }
 
@@ -70,6 +75,9 @@ pub fn success(
             ));
             out.into_bytes()
         }
+        // S3 handlers write their own bodies ([`rest`]); this is only reached
+        // for an answer without one.
+        Protocol::RestXml => Vec::new(),
     };
     if !body.is_empty() || protocol != Protocol::RpcV2Cbor {
         headers.push(("Content-Type".to_owned(), content_type(protocol).to_owned()));
@@ -90,6 +98,24 @@ pub fn raw(protocol: Protocol, content_type: &str, body: Vec<u8>, request_id: &s
     Rendered {
         status: 200,
         headers,
+        body,
+    }
+}
+
+/// A REST answer whose status, headers and body the handler chose (S3), with
+/// the protocol's request-id header added.
+pub fn rest(
+    protocol: Protocol,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    request_id: &str,
+) -> Rendered {
+    let mut all = base_headers(protocol, request_id);
+    all.extend(headers);
+    Rendered {
+        status,
+        headers: all,
         body,
     }
 }
@@ -153,6 +179,23 @@ pub fn error(
             out.push_str("</RequestId></ErrorResponse>");
             out.into_bytes()
         }
+        Protocol::RestXml => {
+            // S3's envelope: no namespace, no fault type; modelled members
+            // (BucketName, Key) between the message and the request id.
+            let mut out = String::with_capacity(256);
+            out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
+            xml::escape_into(&mut out, &err.code);
+            out.push_str("</Code><Message>");
+            xml::escape_into(&mut out, &err.message);
+            out.push_str("</Message>");
+            for (name, v) in &err.extra {
+                xml::write_element(&mut out, name, v);
+            }
+            out.push_str("<RequestId>");
+            xml::escape_into(&mut out, request_id);
+            out.push_str("</RequestId></Error>");
+            out.into_bytes()
+        }
     };
     Rendered {
         status,
@@ -194,6 +237,31 @@ mod tests {
             "rid",
         );
         assert!(!String::from_utf8(r.body).unwrap().contains("Result"));
+    }
+
+    #[test]
+    fn s3_errors_and_rest_answers() {
+        let mut err = ApiError::new("NoSuchKey", 404, "The specified key does not exist.");
+        err.extra.push(("Key".to_owned(), Value::string("a<b")));
+        let r = error(Protocol::RestXml, Some(Service::S3), &err, "rid");
+        assert_eq!(r.status, 404);
+        assert_eq!(header(&r, "x-amz-request-id"), Some("rid"));
+        assert_eq!(header(&r, "content-type"), Some("application/xml"));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>\
+             <Message>The specified key does not exist.</Message><Key>a&lt;b</Key>\
+             <RequestId>rid</RequestId></Error>"
+        );
+        let r = rest(
+            Protocol::RestXml,
+            204,
+            vec![("ETag".to_owned(), "\"x\"".to_owned())],
+            Vec::new(),
+            "rid",
+        );
+        assert_eq!((r.status, header(&r, "etag")), (204, Some("\"x\"")));
+        assert_eq!(header(&r, "x-amzn-requestid"), None);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Service {
     Iam,
     /// EventBridge.
     Events,
+    /// The S3 REST facade over trailwatch's buckets (path-style).
+    S3,
 }
 
 /// A wire protocol.
@@ -36,6 +38,8 @@ pub enum Protocol {
     AwsQuery,
     /// REST with JSON bodies (CloudTrail Data).
     RestJson1,
+    /// REST with XML bodies (S3).
+    RestXml,
 }
 
 impl Protocol {
@@ -47,6 +51,7 @@ impl Protocol {
             Protocol::RpcV2Cbor => "rpcv2Cbor",
             Protocol::AwsQuery => "awsQuery",
             Protocol::RestJson1 => "restJson1",
+            Protocol::RestXml => "restXml",
         }
     }
 
@@ -58,7 +63,7 @@ impl Protocol {
 
 impl Service {
     /// Every service, for table-driven lookups.
-    pub const ALL: [Service; 8] = [
+    pub const ALL: [Service; 9] = [
         Service::CloudWatch,
         Service::Logs,
         Service::CloudTrail,
@@ -67,6 +72,7 @@ impl Service {
         Service::Sts,
         Service::Iam,
         Service::Events,
+        Service::S3,
     ];
 
     /// SigV4 signing name (credential scope service).
@@ -80,6 +86,7 @@ impl Service {
             Service::Sts => "sts",
             Service::Iam => "iam",
             Service::Events => "events",
+            Service::S3 => "s3",
         }
     }
 
@@ -99,6 +106,7 @@ impl Service {
             Service::Sts => "sts.amazonaws.com",
             Service::Iam => "iam.amazonaws.com",
             Service::Events => "events.amazonaws.com",
+            Service::S3 => "s3.amazonaws.com",
         }
     }
 
@@ -113,16 +121,18 @@ impl Service {
             Service::Sts => "2011-06-15",
             Service::Iam => "2010-05-08",
             Service::Events => "2015-10-07",
+            Service::S3 => "2006-03-01",
         }
     }
 
-    /// XML namespace of query responses.
+    /// XML namespace of query responses (and of S3's REST-XML bodies).
     pub fn xml_namespace(self) -> &'static str {
         match self {
             Service::CloudWatch => "http://monitoring.amazonaws.com/doc/2010-08-01/",
             Service::Sns => "http://sns.amazonaws.com/doc/2010-03-31/",
             Service::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
             Service::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
+            Service::S3 => "http://s3.amazonaws.com/doc/2006-03-01/",
             _ => "",
         }
     }
@@ -138,6 +148,7 @@ impl Service {
             Service::Sts => "com.amazonaws.sts",
             Service::Iam => "com.amazonaws.iam",
             Service::Events => "com.amazonaws.eventbridge",
+            Service::S3 => "com.amazonaws.s3",
         }
     }
 

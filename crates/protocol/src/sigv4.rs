@@ -4,6 +4,11 @@
 //! [`parse`] extracts the claimed credential without any secret, so even a failed
 //! request can be attributed in its CloudTrail record; [`verify`] then checks the
 //! scope, the clock skew and the signature in the order §11.11 prescribes.
+//!
+//! S3 (signing name `s3`) differs in two ways, as its SDK signers do: the
+//! canonical URI is the path as sent, neither normalized nor encoded again
+//! ([`canonical_uri_s3`]), and the payload hash is always the
+//! `x-amz-content-sha256` header's value.
 
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -55,6 +60,8 @@ pub enum AuthFailure {
     Skew(String),
     /// Presigned URL past its expiry.
     Expired,
+    /// `x-amz-content-sha256` is a hash, and not the body's.
+    ContentSha256Mismatch,
 }
 
 /// The message AWS sends for a signature that does not match.
@@ -330,7 +337,11 @@ pub fn verify(
         ));
     }
     let canonical_headers = canonical_headers(parts.headers, &signed)?;
-    let canonical_uri = canonical_uri(parts.path);
+    let canonical_uris = if expected_service == "s3" {
+        s3_uri_candidates(parts.path)
+    } else {
+        vec![canonical_uri(parts.path)]
+    };
     let canonical_query = canonical_query(parts.query, claim.expires.is_some());
     let payload_hashes: Vec<String> = match header(parts.headers, "x-amz-content-sha256") {
         Some(v) if v.starts_with("STREAMING-") => {
@@ -341,10 +352,7 @@ pub fn verify(
         Some(v) if v == "UNSIGNED-PAYLOAD" => vec![v.to_owned()],
         Some(v) => {
             if !v.eq_ignore_ascii_case(parts.body_sha256) {
-                return Err(AuthFailure::Mismatch(
-                    "The provided 'x-amz-content-sha256' header does not match what was computed."
-                        .to_owned(),
-                ));
+                return Err(AuthFailure::ContentSha256Mismatch);
             }
             vec![v.to_owned()]
         }
@@ -359,7 +367,10 @@ pub fn verify(
     );
     let key = signing_key(secret, &claim.scope_date, &claim.region, &claim.service);
     let provided = claim.signature.to_ascii_lowercase();
-    for payload_hash in payload_hashes {
+    let attempts = canonical_uris
+        .iter()
+        .flat_map(|uri| payload_hashes.iter().map(move |hash| (uri, hash)));
+    for (canonical_uri, payload_hash) in attempts {
         let canonical_request = format!(
             "{}\n{}\n{}\n{}\n{}\n{}",
             parts.method,
@@ -445,6 +456,30 @@ pub fn canonical_uri(path: &str) -> String {
     utf8_percent_encode(&normalized, UNRESERVED_AND_SLASH).to_string()
 }
 
+/// S3's canonical URI: the path exactly as sent (`/` when empty), neither
+/// normalized nor encoded a second time.
+pub fn canonical_uri_s3(path: &str) -> String {
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// The URIs an S3 signature may cover: the path as sent, then (for a client
+/// that sent characters unencoded but signed them encoded) the path decoded
+/// and encoded once the SigV4 way.
+fn s3_uri_candidates(path: &str) -> Vec<String> {
+    let as_sent = canonical_uri_s3(path);
+    let decoded = percent_decode_str(&as_sent).decode_utf8_lossy();
+    let encoded_once = utf8_percent_encode(&decoded, UNRESERVED_AND_SLASH).to_string();
+    if encoded_once == as_sent {
+        vec![as_sent]
+    } else {
+        vec![as_sent, encoded_once]
+    }
+}
+
 /// Canonical query string: decoded, re-encoded, sorted; `X-Amz-Signature` dropped
 /// for presigned requests.
 pub fn canonical_query(query: &str, presigned: bool) -> String {
@@ -506,7 +541,8 @@ pub struct Signer<'a> {
 
 impl Signer<'_> {
     /// Signs in header form: adds `x-amz-date` and `authorization` to `headers`,
-    /// which must already hold `host`. Every header present is signed.
+    /// which must already hold `host`. Every header present is signed. For
+    /// `s3` it also adds `x-amz-content-sha256` and signs the path as sent.
     pub fn sign(
         &self,
         method: &str,
@@ -518,6 +554,10 @@ impl Signer<'_> {
     ) {
         let amz_date = now.to_amz_date();
         headers.push(("x-amz-date".to_owned(), amz_date.clone()));
+        let s3 = self.service == "s3";
+        if s3 {
+            headers.push(("x-amz-content-sha256".to_owned(), sha256_hex(body)));
+        }
         let mut names: Vec<String> = headers
             .iter()
             .map(|(k, _)| k.to_ascii_lowercase())
@@ -527,9 +567,14 @@ impl Signer<'_> {
         let signed: Vec<&str> = names.iter().map(String::as_str).collect();
         let canonical_headers = canonical_headers(headers, &signed).unwrap_or_default();
         let signed_headers = signed.join(";");
+        let uri = if s3 {
+            canonical_uri_s3(path)
+        } else {
+            canonical_uri(path)
+        };
         let canonical_request = format!(
             "{method}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{}",
-            canonical_uri(path),
+            uri,
             canonical_query(query, false),
             sha256_hex(body)
         );
@@ -561,6 +606,81 @@ mod tests {
         assert_eq!(canonical_uri(""), "/");
         assert_eq!(canonical_uri("/a/./b/../c/"), "/a/c/");
         assert_eq!(canonical_uri("/x%3Ay"), "/x%253Ay");
+    }
+
+    #[test]
+    fn s3_signs_the_path_as_sent() {
+        assert_eq!(canonical_uri_s3(""), "/");
+        assert_eq!(canonical_uri_s3("/b/a%3Ab/./c"), "/b/a%3Ab/./c");
+        assert_eq!(s3_uri_candidates("/b/k%20x"), ["/b/k%20x"]);
+        assert_eq!(s3_uri_candidates("/b/k!x"), ["/b/k!x", "/b/k%21x"]);
+        let now = Timestamp::parse_amz_date("20261124T034340Z").unwrap();
+        let signer = Signer {
+            access_key_id: "AKID",
+            secret: "secret",
+            region: "eu-west-1",
+            service: "s3",
+        };
+        let body = b"object bytes";
+        let path = "/bucket/dir/a%3Ab%20c.json.gz";
+        let mut headers = vec![("host".to_owned(), "127.0.0.1:4600".to_owned())];
+        signer.sign("PUT", path, "", &mut headers, body, now);
+        let hash = sha256_hex(body);
+        let parts = SignedParts {
+            method: "PUT",
+            path,
+            query: "",
+            headers: &headers,
+            body_sha256: &hash,
+        };
+        let claim = parse(&parts).unwrap();
+        assert!(verify(&parts, claim.clone(), "secret", "s3", now, 900).is_ok());
+        // The normalizing, double-encoding rule of the other services differs.
+        assert_ne!(canonical_uri(path), canonical_uri_s3(path));
+        let other = sha256_hex(b"other bytes");
+        let tampered = SignedParts {
+            body_sha256: &other,
+            ..parts.clone()
+        };
+        assert_eq!(
+            verify(&tampered, claim, "secret", "s3", now, 900).unwrap_err(),
+            AuthFailure::ContentSha256Mismatch
+        );
+        // UNSIGNED-PAYLOAD covers any body.
+        let mut unsigned = vec![
+            ("host".to_owned(), "127.0.0.1:4600".to_owned()),
+            (
+                "x-amz-content-sha256".to_owned(),
+                "UNSIGNED-PAYLOAD".to_owned(),
+            ),
+            ("x-amz-date".to_owned(), now.to_amz_date()),
+        ];
+        let signed_headers = "host;x-amz-content-sha256;x-amz-date";
+        let canonical_headers =
+            canonical_headers(&unsigned, &signed_headers.split(';').collect::<Vec<_>>()).unwrap();
+        let canonical_request =
+            format!("GET\n/bucket/k\n\n{canonical_headers}\n{signed_headers}\nUNSIGNED-PAYLOAD");
+        let scope = "20261124/eu-west-1/s3/aws4_request";
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+            now.to_amz_date(),
+            sha256_hex(canonical_request.as_bytes())
+        );
+        let key = signing_key("secret", "20261124", "eu-west-1", "s3");
+        let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
+        unsigned.push((
+            "authorization".to_owned(),
+            format!("AWS4-HMAC-SHA256 Credential=AKID/{scope}, SignedHeaders={signed_headers}, Signature={signature}"),
+        ));
+        let parts = SignedParts {
+            method: "GET",
+            path: "/bucket/k",
+            query: "",
+            headers: &unsigned,
+            body_sha256: &other,
+        };
+        let claim = parse(&parts).unwrap();
+        assert!(verify(&parts, claim, "secret", "s3", now, 900).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use trailwatch_core::alarms::Alarms;
 use trailwatch_core::audit::{AuditOptions, AuditStore};
+use trailwatch_core::buckets::Buckets;
 use trailwatch_core::composites::Composites;
 use trailwatch_core::dashboards::Dashboards;
 use trailwatch_core::detectors::Detectors;
@@ -163,6 +164,9 @@ pub struct App {
     pub sns: crate::services::SnsRuntime,
     /// Pagination tokens of operations served from the catalog.
     pub tokens: TokenCodec,
+    /// S3 buckets (registered in the catalog, objects in the object store):
+    /// the S3 facade and trail delivery share them.
+    pub buckets: Buckets,
     /// Wakes the background worker when enough records wait to be flushed.
     flush_wanted: tokio::sync::Notify,
 }
@@ -261,6 +265,7 @@ impl App {
         let query_definitions = QueryDefinitions::new(audit.catalog());
         let http = reqwest::Client::new();
         let topics = Topics::new(audit.catalog());
+        let buckets = Buckets::new(audit.catalog(), audit.objects());
         let sns = crate::services::SnsRuntime::new(
             config.data_dir.clone(),
             config.sns_retry_delays.clone(),
@@ -289,6 +294,7 @@ impl App {
             topics,
             sns,
             tokens,
+            buckets,
             flush_wanted: tokio::sync::Notify::new(),
         });
         // Queries acknowledged before the stop answer again; those that were

@@ -1,6 +1,12 @@
 //! The request pipeline (`spec/protocols.md` §15): hash the raw body → decode
 //! content → classify → verify SigV4 → decode input → dispatch → render → append
 //! the audit record → answer.
+//!
+//! S3 requests (credential scope `s3`) skip content decoding and input
+//! decoding: their body is object bytes, stored as sent, and their handler
+//! reads path, query and headers itself ([`services::s3`]). They are verified
+//! with S3's SigV4 rules, answered in S3's XML error envelope, and recorded
+//! like every other call.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -122,7 +128,10 @@ async fn too_large(app: &App, head: IncomingRequest) -> OutgoingResponse {
         Ok(route) => (route.protocol, Some(route.service), Some(route.operation)),
         Err(e) => (e.protocol, e.service, e.operation),
     };
-    let err = body::too_large();
+    let err = match service {
+        Some(Service::S3) => services::s3::too_large(),
+        _ => body::too_large(),
+    };
     let claim = sigv4::parse(&SignedParts {
         method: &head.method,
         path: &head.path,
@@ -192,7 +201,13 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
     let claim = sigv4::parse(&signed);
 
     // Content decoding comes first because awsQuery is recognised by its body.
-    let decoded = body::decode_content(header(&req.headers, "content-encoding"), &req.body);
+    // An S3 body is object bytes: its Content-Encoding describes the object.
+    let s3 = scope_service(&head).as_deref() == Some(Service::S3.signing_name());
+    let decoded = if s3 {
+        Ok(Vec::new())
+    } else {
+        body::decode_content(header(&req.headers, "content-encoding"), &req.body)
+    };
     let classified = classify(&head, decoded.as_deref().unwrap_or(b""));
     let route = match (classified, decoded) {
         (Err(e), _) => {
@@ -237,6 +252,9 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
         (Ok(route), Ok(decoded)) => (route, decoded),
     };
     let (route, decoded_body) = route;
+    if route.service == Service::S3 {
+        return handle_s3(app, &req, request_id, route, &signed, &claim).await;
+    }
 
     // Authentication, in the order of spec §11.11.
     let authenticated = authenticate(app, &signed, &claim, route.service);
@@ -311,7 +329,7 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
             Some(service),
             Some(operation),
             who,
-            Some(RecordInput::Parameters(parameters)),
+            Some(RecordInput::Parameters(parameters, Vec::new())),
             result,
         )
         .await;
@@ -350,6 +368,72 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
     .await
 }
 
+/// The rest of the pipeline for an S3 request: verify, dispatch, record.
+async fn handle_s3(
+    app: &App,
+    req: &IncomingRequest,
+    request_id: String,
+    route: Route,
+    signed: &SignedParts<'_>,
+    claim: &Result<sigv4::ClaimedAuth, AuthFailure>,
+) -> OutgoingResponse {
+    let (mut who, result) = match authenticate(app, signed, claim, Service::S3) {
+        Err(err) => (Caller::from_claim(claim.as_ref().ok(), None), Err(err)),
+        Ok(principal) => {
+            let who = Caller::from_claim(claim.as_ref().ok(), Some(principal.clone()));
+            let region = who
+                .region
+                .clone()
+                .unwrap_or_else(|| app.config.default_region.clone());
+            let cx = CallContext {
+                principal: &principal,
+                region: &region,
+                request_id: &request_id,
+                now: app.clock.now(),
+                body_bytes: (req.body.len(), req.body.len()),
+            };
+            let result = services::s3::dispatch(app, &cx, &route, req).await;
+            (who, result)
+        }
+    };
+    let caller_account = who
+        .principal
+        .as_ref()
+        .map_or(app.config.account_id.as_str(), |p| p.account_id.as_str());
+    // Read before the commit: a deleted bucket is still registered here.
+    let bucket = trailwatch_protocol::s3::target(&req.path)
+        .ok()
+        .and_then(|t| t.bucket)
+        .and_then(|name| app.buckets.get(&name).ok().flatten());
+    let (parameters, resources) = services::s3::record_input(
+        &route,
+        req,
+        bucket.as_ref().map(|b| b.account.as_str()),
+        caller_account,
+    );
+    // As at AWS, a call on a bucket is recorded in the bucket's region.
+    if let Some(bucket) = bucket {
+        who.region = Some(bucket.region);
+    }
+    let mut response = finish_with(
+        app,
+        req,
+        request_id,
+        route.protocol,
+        Some(Service::S3),
+        Some(route.operation),
+        who,
+        Some(RecordInput::Parameters(parameters, resources)),
+        result,
+    )
+    .await;
+    // A HEAD answer has no body, errors included (S3 sends the status alone).
+    if req.method == "HEAD" {
+        response.body.clear();
+    }
+    response
+}
+
 /// An unsigned SNS ConfirmSubscription naming a topic: handled for the topic's
 /// account, since the token is checked against that topic's subscriptions.
 fn anonymous_confirmation(route: &Route) -> Option<Principal> {
@@ -369,11 +453,15 @@ fn authenticate(
     claim: &Result<sigv4::ClaimedAuth, AuthFailure>,
     service: Service,
 ) -> Result<Principal, ApiError> {
-    let claim = claim.clone().map_err(auth_error)?;
+    let to_error = |failure| match service {
+        Service::S3 => services::s3::auth_error(failure),
+        _ => auth_error(failure),
+    };
+    let claim = claim.clone().map_err(to_error)?;
     let key = app
         .keys
         .get(&claim.access_key_id)
-        .ok_or_else(|| auth_error(AuthFailure::UnknownKey))?;
+        .ok_or_else(|| to_error(AuthFailure::UnknownKey))?;
     sigv4::verify(
         signed,
         claim,
@@ -382,7 +470,7 @@ fn authenticate(
         app.clock.now(),
         app.config.max_skew_secs,
     )
-    .map_err(auth_error)?;
+    .map_err(to_error)?;
     Ok(key.principal.clone())
 }
 
@@ -413,6 +501,13 @@ pub fn auth_error(failure: AuthFailure) -> ApiError {
                 .with_query_status(403)
         }
         AuthFailure::Expired => ApiError::new("RequestExpired", 400, "Request has expired."),
+        AuthFailure::ContentSha256Mismatch => ApiError::new(
+            "InvalidSignatureException",
+            400,
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+        .with_query_code("SignatureDoesNotMatch")
+        .with_query_status(403),
     }
 }
 
@@ -556,10 +651,10 @@ async fn finish(
 }
 
 /// What the record knows of the request: its decoded input, or (typed fast
-/// paths) its requestParameters already written.
+/// paths, S3) its requestParameters already written, with the resources.
 enum RecordInput {
     Value(Value),
-    Parameters(serde_json::Value),
+    Parameters(serde_json::Value, Vec<trailwatch_core::audit::Resource>),
 }
 
 #[allow(clippy::too_many_arguments)] // as finish
@@ -571,7 +666,7 @@ async fn finish_with(
     service: Option<Service>,
     operation: Option<String>,
     who: Caller,
-    input: Option<RecordInput>,
+    mut input: Option<RecordInput>,
     result: Result<Outcome, ApiError>,
 ) -> OutgoingResponse {
     let operation_name = operation.clone().unwrap_or_default();
@@ -599,6 +694,10 @@ async fn finish_with(
         Ok(outcome) => outcome.after_commit.take(),
         Err(_) => None,
     };
+    let rest = match &mut result {
+        Ok(outcome) => outcome.rest.take(),
+        Err(_) => None,
+    };
     let raw_body = match (&stream, raw_body) {
         (Some(_), _) => Some(services::RawBody {
             content_type: "application/vnd.amazon.eventstream",
@@ -606,16 +705,19 @@ async fn finish_with(
         }),
         (None, raw) => raw,
     };
-    let rendered = match (&result, raw_body) {
-        (Ok(_), Some(raw)) => render::raw(protocol, raw.content_type, raw.bytes, &request_id),
-        (Ok(outcome), None) => render::success(
+    let rendered = match (&result, raw_body, rest) {
+        (Ok(_), _, Some(rest)) => {
+            render::rest(protocol, rest.status, rest.headers, rest.body, &request_id)
+        }
+        (Ok(_), Some(raw), None) => render::raw(protocol, raw.content_type, raw.bytes, &request_id),
+        (Ok(outcome), None, None) => render::success(
             protocol,
             service.unwrap_or(Service::CloudWatch),
             &operation_name,
             outcome.output.as_ref(),
             &request_id,
         ),
-        (Err(err), _) => {
+        (Err(err), _, _) => {
             if err.status >= 500 {
                 tracing::warn!(request_id = %request_id, code = %err.code, "request failed on the server side");
             } else {
@@ -636,11 +738,12 @@ async fn finish_with(
                 .region
                 .clone()
                 .unwrap_or_else(|| app.config.default_region.clone());
-            let mut resources = match &input {
+            let mut resources = match &mut input {
                 Some(RecordInput::Value(input)) => {
                     services::resources_for(service, &operation, input, &account, &region)
                 }
-                Some(RecordInput::Parameters(_)) | None => Vec::new(),
+                Some(RecordInput::Parameters(_, resources)) => std::mem::take(resources),
+                None => Vec::new(),
             };
             let (error, response_elements) = match &result {
                 Ok(o) => {
@@ -667,7 +770,7 @@ async fn finish_with(
                 error,
                 request_parameters: match input {
                     Some(RecordInput::Value(i)) => request_parameters(&operation, &i),
-                    Some(RecordInput::Parameters(p)) => Some(p),
+                    Some(RecordInput::Parameters(p, _)) => Some(p),
                     None => None,
                 },
                 response_elements,

@@ -12,6 +12,6 @@ pub mod segment;
 pub mod wal;
 
 pub use catalog::{Catalog, CatalogError, CatalogOp, MemoryCatalog, SqliteCatalog};
-pub use objects::{ObjectError, Objects};
+pub use objects::{ObjectEntry, ObjectError, Objects};
 pub use segment::{SegmentError, SegmentMeta};
 pub use wal::{Recovery, TornTail, Wal, WalError, WalOptions};

@@ -5,6 +5,13 @@
 //! crash. For the local directory that means fsyncing the file and its
 //! directories, which `object_store`'s local backend does not do by itself;
 //! callers commit catalog entries (and drop WAL files) only after it returns.
+//!
+//! Paths are `/`-separated; each segment is stored percent-encoded where the
+//! backend needs it (`object_store` encodes `%`, `#`, `~`, control characters
+//! and the like, and `.`/`..` segments). [`Objects::list`] returns paths as
+//! stored; [`Objects::list_entries`] and [`Objects::head`] return the logical
+//! path, the string that was written. Empty segments (`a//b`, a trailing `/`)
+//! are dropped by the store, so a caller that must tell them apart rejects them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, PutPayload};
 
 /// Object store failures.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,42 @@ pub enum ObjectError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// One stored object, as a listing or a head request sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// The logical path (segments percent-decoded): what was passed to
+    /// [`Objects::put_durable`].
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification as the backend records it, epoch milliseconds.
+    pub last_modified_ms: i64,
+    /// The backend's version tag, when it keeps one: it changes whenever the
+    /// object is written again.
+    pub version: Option<String>,
+}
+
+impl ObjectEntry {
+    fn from_meta(meta: ObjectMeta) -> Self {
+        Self {
+            path: logical_path(meta.location.as_ref()),
+            size: meta.size,
+            last_modified_ms: meta.last_modified.timestamp_millis(),
+            version: meta.e_tag,
+        }
+    }
+}
+
+/// The logical path of a stored location: each segment percent-decoded, the
+/// inverse of the encoding `object_store` applies on the way in.
+fn logical_path(stored: &str) -> String {
+    stored
+        .split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A handle on the object store.
@@ -90,7 +133,8 @@ impl Objects {
                 message: e.to_string(),
             })?;
         if let Some(root) = &self.local_root {
-            let file = root.join(path);
+            // The file carries the stored (encoded) name, not the logical one.
+            let file = root.join(location.as_ref());
             let root = root.clone();
             tokio::task::spawn_blocking(move || fsync_with_parents(&file, &root))
                 .await
@@ -116,6 +160,34 @@ impl Objects {
             .bytes()
             .await
             .map_err(err)
+    }
+
+    /// Reads a whole object; `None` when there is none at `path`.
+    pub async fn get_if_exists(&self, path: &str) -> Result<Option<Bytes>, ObjectError> {
+        let err = |e: object_store::Error| ObjectError::Store {
+            action: "get",
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        match self.store.get(&ObjectPath::from(path)).await {
+            Ok(result) => result.bytes().await.map(Some).map_err(err),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Size, modification time and version of the object at `path`; `None`
+    /// when there is none.
+    pub async fn head(&self, path: &str) -> Result<Option<ObjectEntry>, ObjectError> {
+        match self.store.head(&ObjectPath::from(path)).await {
+            Ok(meta) => Ok(Some(ObjectEntry::from_meta(meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ObjectError::Store {
+                action: "head",
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// The size of an object in bytes.
@@ -167,6 +239,50 @@ impl Objects {
         // Stores list in no particular order; callers get a stable one.
         paths.sort();
         Ok(paths)
+    }
+
+    /// Every object under `prefix` (whole segments, as [`Objects::list`]) with
+    /// its size and modification time, sorted by logical path in byte order.
+    pub async fn list_entries(&self, prefix: &str) -> Result<Vec<ObjectEntry>, ObjectError> {
+        use futures::TryStreamExt as _;
+        let location = ObjectPath::from(prefix);
+        let mut entries: Vec<ObjectEntry> = self
+            .store
+            .list(Some(&location))
+            .map_ok(ObjectEntry::from_meta)
+            .try_collect()
+            .await
+            .map_err(|e| ObjectError::Store {
+                action: "list",
+                path: prefix.to_owned(),
+                message: e.to_string(),
+            })?;
+        // Sorted after decoding: the stored spelling (`%7E` for `~`) orders
+        // differently from the logical one.
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
+    }
+
+    /// Whether any object lies strictly under `prefix` (whole segments; an
+    /// object at `prefix` itself does not count); stops at the first found.
+    pub async fn any_under(&self, prefix: &str) -> Result<bool, ObjectError> {
+        use futures::TryStreamExt as _;
+        let location = ObjectPath::from(prefix);
+        let mut listing = self.store.list(Some(&location));
+        loop {
+            match listing.try_next().await {
+                Ok(None) => return Ok(false),
+                Ok(Some(meta)) if meta.location != location => return Ok(true),
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    return Err(ObjectError::Store {
+                        action: "list",
+                        path: prefix.to_owned(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
     }
 
     /// Reads several byte ranges of one object (a local file is opened once).
@@ -242,14 +358,45 @@ mod tests {
         assert_eq!(objects.list("a/b").await.unwrap(), ["a/b/2.x"]);
     }
 
+    async fn entries_carry_logical_paths(objects: Objects) {
+        assert_eq!(objects.head("k/a~b").await.unwrap(), None);
+        assert_eq!(objects.get_if_exists("k/a~b").await.unwrap(), None);
+        assert!(!objects.any_under("k").await.unwrap());
+        for path in ["k/a~b", "k/100%/x#1", "k/.", "k/z", "k/é"] {
+            objects
+                .put_durable(path, Bytes::from(path.to_owned()))
+                .await
+                .unwrap();
+        }
+        let entries = objects.list_entries("k").await.unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["k/.", "k/100%/x#1", "k/a~b", "k/z", "k/é"]);
+        assert_eq!(entries[1].size, "k/100%/x#1".len() as u64);
+        let head = objects.head("k/100%/x#1").await.unwrap().unwrap();
+        assert_eq!(head.path, "k/100%/x#1");
+        assert_eq!(
+            objects.get_if_exists("k/a~b").await.unwrap().unwrap(),
+            Bytes::from_static(b"k/a~b")
+        );
+        assert!(objects.any_under("k/100%").await.unwrap());
+        assert!(!objects.any_under("k/100").await.unwrap());
+        assert!(
+            !objects.any_under("k/z").await.unwrap(),
+            "the object itself"
+        );
+    }
+
     #[tokio::test]
     async fn list_in_memory() {
         lists_by_whole_segments(Objects::memory()).await;
+        entries_carry_logical_paths(Objects::memory()).await;
     }
 
     #[tokio::test]
     async fn list_on_local_disk() {
         let dir = tempfile::tempdir().unwrap();
         lists_by_whole_segments(Objects::local(dir.path()).unwrap()).await;
+        let dir = tempfile::tempdir().unwrap();
+        entries_carry_logical_paths(Objects::local(dir.path()).unwrap()).await;
     }
 }

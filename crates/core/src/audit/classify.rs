@@ -57,12 +57,16 @@ pub fn classify_operation(service: &str, operation: &str) -> OperationClass {
             "StartLiveTail",
             "GetLogRecord",
         ],
+        // Object-level calls; bucket-level ones (ListObjects included, as at
+        // AWS) stay management events.
+        "s3" => &["GetObject", "HeadObject"],
         _ => &[],
     };
     let data_write: &[&str] = match service {
         "monitoring" => &["PutMetricData"],
         "logs" => &["PutLogEvents"],
         "cloudtrail-data" => &["PutAuditEvents"],
+        "s3" => &["PutObject", "DeleteObject"],
         _ => &[],
     };
     if data_read.contains(&operation) {
@@ -80,10 +84,13 @@ pub fn classify_operation(service: &str, operation: &str) -> OperationClass {
     // Logs Insights queries read; CloudTrail Lake's StartQuery is listed as a write.
     let read_only_exception =
         service == "logs" && matches!(operation, "StartQuery" | "GetQueryResults");
+    // `Head` for S3's HeadBucket.
     let read_only = read_only_exception
-        || ["Describe", "Get", "List", "Lookup", "Test", "Filter"]
-            .iter()
-            .any(|p| operation.starts_with(p));
+        || [
+            "Describe", "Get", "List", "Lookup", "Test", "Filter", "Head",
+        ]
+        .iter()
+        .any(|p| operation.starts_with(p));
     OperationClass {
         read_only,
         category: EventCategory::Management,
@@ -119,5 +126,16 @@ mod tests {
             d(false)
         );
         assert_eq!(classify_operation("sts", "GetCallerIdentity"), m(true));
+        assert_eq!(classify_operation("s3", "GetObject"), d(true));
+        assert_eq!(classify_operation("s3", "HeadObject"), d(true));
+        assert_eq!(classify_operation("s3", "PutObject"), d(false));
+        assert_eq!(classify_operation("s3", "DeleteObject"), d(false));
+        assert_eq!(classify_operation("s3", "ListObjects"), m(true));
+        assert_eq!(classify_operation("s3", "ListObjectsV2"), m(true));
+        assert_eq!(classify_operation("s3", "ListBuckets"), m(true));
+        assert_eq!(classify_operation("s3", "GetBucketLocation"), m(true));
+        assert_eq!(classify_operation("s3", "HeadBucket"), m(true));
+        assert_eq!(classify_operation("s3", "CreateBucket"), m(false));
+        assert_eq!(classify_operation("s3", "DeleteBucket"), m(false));
     }
 }

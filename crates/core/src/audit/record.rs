@@ -22,7 +22,7 @@ const SHORT_FIELD_LIMIT: usize = 1024;
 pub struct Resource {
     /// ARN.
     pub arn: String,
-    /// Owning account.
+    /// Owning account; empty for resources AWS records without one (S3 objects).
     pub account_id: String,
     /// `AWS::Svc::Type`.
     pub resource_type: String,
@@ -151,7 +151,10 @@ impl CallRecord {
             let resources: Vec<J> = self
                 .resources
                 .iter()
-                .map(|r| serde_json::json!({"accountId": r.account_id, "type": r.resource_type, "ARN": r.arn}))
+                .map(|r| match r.account_id.as_str() {
+                    "" => serde_json::json!({"type": r.resource_type, "ARN": r.arn}),
+                    account => serde_json::json!({"accountId": account, "type": r.resource_type, "ARN": r.arn}),
+                })
                 .collect();
             m.insert("resources".into(), J::Array(resources));
         }

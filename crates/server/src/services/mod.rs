@@ -18,6 +18,7 @@ mod dashboards;
 mod detectors;
 mod logs;
 mod resources;
+pub(crate) mod s3;
 pub(crate) mod sns;
 mod sts;
 mod tagging;
@@ -67,6 +68,9 @@ pub struct Outcome {
     pub raw_body: Option<RawBody>,
     /// An event stream sent after the (empty) answer head (StartLiveTail).
     pub stream: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+    /// A REST answer whose status, headers and body the handler chose (S3),
+    /// sent instead of an envelope around `output`.
+    pub rest: Option<RestAnswer>,
     /// Held until the record and `changes` are committed: a name check and
     /// the creation it allowed are one step (CreateLogGroup).
     pub hold: Option<Hold>,
@@ -82,6 +86,8 @@ pub enum Hold {
     Names(tokio::sync::OwnedMutexGuard<()>),
     /// The alarm write lock.
     Alarms(crate::app::AlarmWrite),
+    /// A bucket name being created or deleted.
+    Bucket(trailwatch_core::buckets::NameReservation),
 }
 
 /// Work that runs after a call's commit (see [`Outcome::after_commit`]).
@@ -103,6 +109,18 @@ impl std::fmt::Debug for AfterCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AfterCommit")
     }
+}
+
+/// A REST answer (see [`Outcome::rest`]).
+#[derive(Debug)]
+pub struct RestAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers other than the request id, `Date` and `Content-Length` (which
+    /// a HEAD answer sets itself, for the body it does not send).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
 }
 
 /// A response body that is not a protocol envelope.
@@ -136,7 +154,7 @@ impl Outcome {
     }
 }
 
-fn model_operations(service: Service) -> &'static [&'static str] {
+pub(crate) fn model_operations(service: Service) -> &'static [&'static str] {
     match service {
         Service::CloudWatch => operations::CLOUDWATCH,
         Service::Logs => operations::LOGS,
@@ -146,6 +164,7 @@ fn model_operations(service: Service) -> &'static [&'static str] {
         Service::Sts => operations::STS,
         Service::Iam => operations::IAM,
         Service::Events => operations::EVENTS,
+        Service::S3 => operations::S3,
     }
 }
 
@@ -259,6 +278,8 @@ pub async fn dispatch(
         }
         (Service::Sns, "Publish") => sns::publish(app, cx, input),
         (Service::Logs, _) if logs::implemented(op) => logs::dispatch(app, cx, op, input).await,
+        // S3 reads the request itself, through `s3::dispatch` from the edge.
+        (Service::S3, _) => Err(ApiError::not_implemented(op)),
         _ => Err(ApiError::not_implemented(op)),
     }
 }

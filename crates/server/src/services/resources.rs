@@ -130,7 +130,8 @@ pub(crate) fn resources_for(
                 out.push(resource(arn, "AWS::SNS::Topic", &name));
             }
         }
-        Service::Sts | Service::Iam | Service::Events => {}
+        // S3 resources come from the path, not an input tree (`s3::record_input`).
+        Service::Sts | Service::Iam | Service::Events | Service::S3 => {}
     }
     out
 }

@@ -3,4 +3,5 @@
 
 mod alarm_engine;
 mod golden;
+mod s3;
 mod support;
