@@ -3,6 +3,7 @@
 //! `trailwatch serve` opens the data directory (embedded storage by default),
 //! loads or creates the root credentials, and serves every AWS protocol on one
 //! port until SIGINT or SIGTERM, then flushes and fsyncs before exiting.
+//! `trailwatch trail verify` checks a trail's digest chain ([`verify`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use clap::{Parser, Subcommand};
 use trailwatch_core::identity::{CredentialSource, KeyRing, RootCredentials};
 use trailwatch_server::{App, AppConfig};
 use trailwatch_types::{Clock, OffsetClock, SystemClock};
+
+mod verify;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +33,16 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Trail tools.
+    #[command(subcommand)]
+    Trail(TrailCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TrailCommand {
+    /// Verify a trail's digest chain and log files, more strictly than
+    /// `aws cloudtrail validate-logs` (exit 0: valid, 1: invalid).
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +98,20 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     sns_retry_delays_ms: Vec<u64>,
+    /// Seconds a trail's oldest buffered record waits before its log file is
+    /// written (AWS: about 5 minutes).
+    #[arg(long, default_value_t = 300, env = "TRAILWATCH_TRAIL_DELIVERY_SECS")]
+    trail_delivery_secs: u64,
+    /// Seconds covered by one digest file (AWS: one hour).
+    #[arg(long, default_value_t = 3600, env = "TRAILWATCH_DIGEST_INTERVAL_SECS")]
+    digest_interval_secs: u64,
+    /// Seconds a digest signing key is used before it is rotated (30 days).
+    #[arg(
+        long,
+        default_value_t = 2_592_000,
+        env = "TRAILWATCH_DIGEST_KEY_ROTATION_SECS"
+    )]
+    digest_key_rotation_secs: u64,
     /// Write the bound address to this file once listening (for tests and
     /// supervisors; useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
@@ -114,6 +141,10 @@ fn main() -> anyhow::Result<()> {
             tracing::error!(error = format!("{e:#}"), "trailwatch stopped with an error");
             e
         }),
+        Command::Trail(TrailCommand::Verify(args)) => {
+            let code = runtime.block_on(verify::run(args))?;
+            std::process::exit(code);
+        }
     }
 }
 
@@ -140,6 +171,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|ms| std::time::Duration::from_millis(*ms))
         .collect();
+    config.trail_delivery_interval =
+        std::time::Duration::from_secs(args.trail_delivery_secs.max(1));
+    config.digest_interval = std::time::Duration::from_secs(args.digest_interval_secs.max(1));
+    config.digest_key_rotation =
+        std::time::Duration::from_secs(args.digest_key_rotation_secs.max(60));
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;

@@ -23,6 +23,7 @@
 //!   message envelopes and their SignatureVersion 2 signatures.
 //! - [`suppression`]: composite alarm action suppression.
 //! - [`tags`]: resource tags in the catalog.
+//! - [`trails`]: CloudTrail trails: validation, event selectors, delivery state.
 //!
 //! Invariants: services read time only through `trailwatch_types::Clock`; every
 //! durable write goes through the storage WAL; nothing here names an HTTP type.
@@ -46,3 +47,4 @@ pub mod sns;
 pub mod suppression;
 pub mod tags;
 pub mod token;
+pub mod trails;

@@ -72,6 +72,13 @@ pub struct AppConfig {
     /// Pauses between SNS delivery attempts: one retry after each, then the
     /// message counts as failed. Tests shorten them.
     pub sns_retry_delays: Vec<Duration>,
+    /// Trail log files are written once their oldest record is this old
+    /// (`spec/cloudtrail.md` §2.3: 5 minutes; tests shorten it).
+    pub trail_delivery_interval: Duration,
+    /// Length of a digest window (one hour at AWS; tests shorten it).
+    pub digest_interval: Duration,
+    /// Lifetime of a digest signing key before rotation (30 days).
+    pub digest_key_rotation: Duration,
 }
 
 impl AppConfig {
@@ -89,6 +96,9 @@ impl AppConfig {
             live_tail_timeout: Duration::from_secs(3 * 3600),
             insights_delay: Duration::ZERO,
             sns_retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
+            trail_delivery_interval: Duration::from_secs(300),
+            digest_interval: Duration::from_secs(3600),
+            digest_key_rotation: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -153,6 +163,10 @@ pub struct App {
     /// Held across every read-modify-write of alarm records (API calls and
     /// the evaluation engine), so no write is lost to a concurrent one.
     alarm_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Held by every trail-writing call until its changes are committed.
+    pub trail_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Digest signing keys, per region.
+    pub digest_keys: trailwatch_core::digest::DigestKeys,
     /// Alarm writes released so far (see [`App::alarm_snapshot`]).
     alarm_generation: Arc<std::sync::atomic::AtomicU64>,
     alarm_cache: std::sync::Mutex<Option<(u64, AlarmSnapshot)>>,
@@ -272,7 +286,13 @@ impl App {
             http.clone(),
             topics.clone(),
         );
+        let digest_keys = trailwatch_core::digest::DigestKeys::new(
+            audit.catalog(),
+            &config.data_dir.join("digest-keys"),
+            config.digest_key_rotation.as_secs() as i64,
+        );
         let app = Arc::new(App {
+            digest_keys,
             config,
             clock,
             keys,
@@ -288,6 +308,7 @@ impl App {
             alarms,
             composites,
             alarm_writes: Arc::new(tokio::sync::Mutex::new(())),
+            trail_writes: Arc::new(tokio::sync::Mutex::new(())),
             alarm_generation: Default::default(),
             alarm_cache: std::sync::Mutex::new(None),
             tags,
@@ -353,8 +374,11 @@ impl App {
     pub async fn run_maintenance(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         // Alarm evaluation keeps its own schedule, beside the maintenance.
         let evaluations = tokio::spawn(crate::evaluator::run(self.clone(), stop.clone()));
+        // Trail delivery too: its cadence is the trails' delivery interval.
+        let deliveries = tokio::spawn(crate::delivery::run(self.clone(), stop.clone()));
         self.maintain(stop).await;
         let _ = evaluations.await;
+        let _ = deliveries.await;
     }
 
     async fn maintain(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -2,7 +2,7 @@
 //!
 //! [`App`] holds the shared state (clock, keys, stores); [`edge`] runs the request
 //! pipeline (classify → verify → decode → dispatch → render → record);
-//! [`evaluator`] runs the alarm evaluation loop; [`services`] holds one module per AWS service that maps wire values to domain
+//! [`evaluator`] runs the alarm evaluation loop; [`delivery`] writes trail log and digest files; [`services`] holds one module per AWS service that maps wire values to domain
 //! calls and domain errors to AWS codes.
 //!
 //! Invariants: every request that names a service leaves exactly one audit
@@ -11,6 +11,7 @@
 //! directly, only core services.
 
 pub mod app;
+pub mod delivery;
 pub mod edge;
 pub mod evaluator;
 mod generated;

@@ -12,8 +12,8 @@ pub mod store;
 pub use classify::{classify_operation, EventCategory, OperationClass};
 pub use record::{CallRecord, Resource, PAYLOAD_FIELD_LIMIT};
 pub use store::{
-    AuditError, AuditOptions, AuditStore, Body, FoundEvent, LookupAttribute, LookupError,
-    LookupPage, LookupQuery, StoredEvent,
+    AuditError, AuditOptions, AuditStore, Body, FeedEntry, FoundEvent, LookupAttribute,
+    LookupError, LookupPage, LookupQuery, StoredEvent,
 };
 /// A catalog change committed together with the record of the call that made it.
 pub use trailwatch_storage::CatalogOp as Change;

@@ -62,6 +62,11 @@ const TOKEN_MAX_AGE_SECS: i64 = 24 * 3600;
 const SEGMENTS_TABLE: &str = "audit_segments";
 const CHECKPOINT_TABLE: &str = "wal";
 const CHECKPOINT_KEY: &str = "audit";
+/// Key (in the checkpoint table) of the trail feed's durable cursor.
+const FEED_KEY: &str = "trail-feed";
+/// A hole in the feed (a record whose WAL append finished after a later one's)
+/// is waited for this long before the feed moves past it.
+const FEED_GAP_WAIT_MS: i64 = 5_000;
 /// Opened segment readers kept for LookupEvents.
 const READER_CACHE_ENTRIES: usize = 256;
 const DAY_SECS: i64 = 24 * 3600;
@@ -591,6 +596,17 @@ pub struct AuditStore {
     changes_gate: tokio::sync::RwLock<()>,
     /// Opened segments (footer and page index), for row reads.
     readers: Mutex<HashMap<Arc<str>, Arc<segment::SegmentReader>>>,
+    /// Records not yet taken by trail delivery, by WAL sequence number.
+    feed: Mutex<BTreeMap<u64, FeedEntry>>,
+}
+
+/// One record waiting in the trail feed.
+#[derive(Debug, Clone)]
+pub struct FeedEntry {
+    /// The record's JSON text, as stored.
+    pub json: Arc<str>,
+    /// When the feed received it (the store's clock), epoch ms.
+    pub seen_ms: i64,
 }
 
 /// One record on its way into a segment.
@@ -679,6 +695,19 @@ impl AuditStore {
             }
             None => 0,
         };
+        let feed_cursor = match catalog.get(CHECKPOINT_TABLE, FEED_KEY)? {
+            Some(bytes) => {
+                serde_json::from_slice::<Checkpoint>(&bytes)
+                    .map_err(|e| AuditError::Decode {
+                        seq: 0,
+                        message: e.to_string(),
+                    })?
+                    .seq
+            }
+            None => 0,
+        };
+        let mut feed = BTreeMap::new();
+        let opened_ms = clock.now().millis();
         let mut index = Index::default();
         let segments = catalog.list(SEGMENTS_TABLE, "")?;
         for (_, value) in &segments {
@@ -688,6 +717,9 @@ impl AuditStore {
                     message: e.to_string(),
                 })?;
             load_segment_index(&objects, &meta, &mut index).await?;
+            if meta.max_seq > feed_cursor {
+                load_segment_feed(&objects, &meta, feed_cursor, opened_ms, &mut feed).await?;
+            }
         }
         let mut replayed = 0u64;
         let mut changes = Vec::new();
@@ -698,6 +730,15 @@ impl AuditStore {
             let (record, entry_changes) = decode_payload(*seq, payload)?;
             changes.extend(entry_changes);
             let json: Arc<str> = Arc::from(serde_json::to_string(&record).unwrap_or_default());
+            if *seq > feed_cursor {
+                feed.insert(
+                    *seq,
+                    FeedEntry {
+                        json: json.clone(),
+                        seen_ms: opened_ms,
+                    },
+                );
+            }
             if let Some((partition, event)) = StoredEvent::from_record(*seq, &record, json) {
                 index.insert(partition, event);
             }
@@ -727,6 +768,7 @@ impl AuditStore {
             maintenance: tokio::sync::Mutex::new(()),
             changes_gate: tokio::sync::RwLock::new(()),
             readers: Mutex::new(HashMap::new()),
+            feed: Mutex::new(feed),
         })
     }
 
@@ -818,7 +860,15 @@ impl AuditStore {
         }
         payload.push(b'}');
         let seq = self.wal.append(payload).await?;
-        if let Some((partition, event)) = StoredEvent::from_record(seq, &json, Arc::from(text)) {
+        let text: Arc<str> = Arc::from(text);
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            seq,
+            FeedEntry {
+                json: text.clone(),
+                seen_ms: self.clock.now().millis(),
+            },
+        );
+        if let Some((partition, event)) = StoredEvent::from_record(seq, &json, text) {
             self.index
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -826,6 +876,60 @@ impl AuditStore {
         }
         self.unflushed.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The records of the trail feed after `after`, in sequence order, at most
+    /// `max`: only a gap-free run, so a record whose append is still finishing
+    /// is never skipped (a hole older than a few seconds is a failed append and
+    /// is passed over).
+    pub fn feed_after(&self, after: u64, max: usize) -> Vec<(u64, FeedEntry)> {
+        let now_ms = self.clock.now().millis();
+        let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut expected = after + 1;
+        for (seq, entry) in feed.range(after + 1..) {
+            if out.len() >= max {
+                break;
+            }
+            if *seq != expected && now_ms - entry.seen_ms < FEED_GAP_WAIT_MS {
+                break;
+            }
+            out.push((*seq, entry.clone()));
+            expected = seq + 1;
+        }
+        out
+    }
+
+    /// Drops feed records through `seq` from memory (every reader has taken them).
+    pub fn feed_forget(&self, seq: u64) {
+        let mut feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        let rest = feed.split_off(&(seq + 1));
+        *feed = rest;
+    }
+
+    /// The catalog change that makes the feed start after `seq` at the next
+    /// open: committed by trail delivery once everything through `seq` is delivered.
+    pub fn feed_cursor_change(seq: u64) -> CatalogOp {
+        CatalogOp::put(
+            CHECKPOINT_TABLE,
+            FEED_KEY,
+            serde_json::to_vec(&Checkpoint { seq }).unwrap_or_default(),
+        )
+    }
+
+    /// The feed's durable cursor (0 before the first delivery).
+    pub fn feed_cursor(&self) -> Result<u64, AuditError> {
+        Ok(match self.catalog.get(CHECKPOINT_TABLE, FEED_KEY)? {
+            Some(bytes) => {
+                serde_json::from_slice::<Checkpoint>(&bytes)
+                    .map_err(|e| AuditError::Decode {
+                        seq: 0,
+                        message: e.to_string(),
+                    })?
+                    .seq
+            }
+            None => 0,
+        })
     }
 
     /// Whether enough records wait in the WAL to flush them.
@@ -1274,6 +1378,35 @@ fn build_batch(rows: &[FlushRow]) -> Result<RecordBatch, AuditError> {
         seq: 0,
         message: e.to_string(),
     })
+}
+
+/// Puts the records of segment `meta` above `after` into the trail feed: they
+/// were flushed before trail delivery took them.
+async fn load_segment_feed(
+    objects: &Objects,
+    meta: &SegmentMeta,
+    after: u64,
+    seen_ms: i64,
+    feed: &mut BTreeMap<u64, FeedEntry>,
+) -> Result<(), AuditError> {
+    let bytes = objects.get(&meta.path).await?;
+    let batches = segment::decode(&meta.path, bytes, Some(&["seq", "record"]))?;
+    for batch in &batches {
+        let seq = column::<UInt64Array>(batch, "seq", &meta.path)?;
+        let record = column::<StringArray>(batch, "record", &meta.path)?;
+        for i in 0..batch.num_rows() {
+            if seq.value(i) > after {
+                feed.insert(
+                    seq.value(i),
+                    FeedEntry {
+                        json: Arc::from(record.value(i)),
+                        seen_ms,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn load_segment_index(

@@ -20,12 +20,13 @@ use super::sns::{notifications, CERTIFICATE_PATH};
 use super::{AfterCommit, Outcome};
 use crate::app::App;
 
-/// Publishes `transition`'s notification to topic `arn`: the deliveries to
-/// commit, or why the action failed.
+/// Publishes `message` to topic `arn`: the deliveries to commit, or why it
+/// cannot be published.
 fn publish(
     app: &App,
-    transition: &Transition,
     arn: &str,
+    subject: Option<String>,
+    message: String,
     now: Timestamp,
 ) -> Result<Vec<Delivery>, String> {
     let topic = TopicArn::parse(arn, "TopicArn")
@@ -53,8 +54,8 @@ fn publish(
         kind: MessageType::Notification,
         message_id: uuid::Uuid::new_v4().to_string(),
         topic_arn: topic.arn(),
-        subject: Some(transition.subject.clone()),
-        message: transition.message.clone(),
+        subject,
+        message,
         timestamp: sns_timestamp(now),
         token: None,
         subscribe_url: None,
@@ -63,6 +64,24 @@ fn publish(
         message_attributes: Vec::new(),
     };
     Ok(notifications(&app.sns, &signer, &envelope, &targets, now))
+}
+
+/// Publishes a message of the server's own (a trail's delivery notice) to
+/// topic `arn`: its deliveries enter the durable outbox, then leave.
+pub(crate) fn publish_internal(
+    app: &App,
+    arn: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<(), String> {
+    let deliveries = publish(app, arn, None, message.to_owned(), now)?;
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let ops: Vec<CatalogOp> = deliveries.iter().map(Delivery::enqueue).collect();
+    app.topics.commit(&ops).map_err(|e| e.to_string())?;
+    super::sns::spawn_deliveries(&app.sns, deliveries);
+    Ok(())
 }
 
 /// Runs the actions of `transitions`: the catalog changes to commit with
@@ -86,7 +105,13 @@ pub(crate) fn action_changes(
             now,
         };
         for arn in &transition.actions {
-            let (state, summary) = match publish(app, transition, arn, now) {
+            let (state, summary) = match publish(
+                app,
+                arn,
+                Some(transition.subject.clone()),
+                transition.message.clone(),
+                now,
+            ) {
                 Ok(sent) => {
                     ops.extend(sent.iter().map(Delivery::enqueue));
                     deliveries.extend(sent);

@@ -2803,6 +2803,79 @@ async fn previous_records(
 /// Those that were Scheduled or Running when the server stopped had their id
 /// answered, so they run again from scratch, or time out when they started
 /// more than 60 minutes ago; one whose log group is gone fails.
+/// Writes `events` (ascending `(timestamp ms, message)`) to `stream` of
+/// `group` as the server itself, the way PutLogEvents would: the stream is
+/// created when missing, and metric filters, subscriptions and Live Tail see
+/// the events. Used by trail delivery to CloudWatch Logs (`spec/cloudtrail.md`
+/// §2.7). Batches stay inside the PutLogEvents limits.
+pub(crate) async fn put_system_events(
+    app: &App,
+    account: &str,
+    region: &str,
+    group: &str,
+    stream: &str,
+    events: &[(i64, String)],
+) -> Result<(), String> {
+    let record = app
+        .logs
+        .group(account, region, group)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "ResourceNotFoundException".to_owned())?;
+    let stream_record = app
+        .logs
+        .ensure_stream(account, region, group, stream)
+        .map_err(|e| e.to_string())?;
+    let principal = trailwatch_core::identity::Principal::root(account, "");
+    let now = app.clock.now();
+    let cx = CallContext {
+        principal: &principal,
+        region,
+        request_id: "",
+        now,
+        body_bytes: (0, 0),
+    };
+    let mut start = 0;
+    while start < events.len() {
+        // 1 MB and 10,000 events per batch, as PutLogEvents allows (26 bytes
+        // of overhead per event).
+        let mut end = start;
+        let mut bytes = 0;
+        while end < events.len() && end - start < 10_000 {
+            let size = events[end].1.len() + 26;
+            if end > start && bytes + size > 1_048_576 {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let batch = &events[start..end];
+        let (_, stored) = app
+            .logs
+            .put_events(&record, &stream_record, batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stored_events = &batch[stored];
+        emit_metrics(app, &cx, group, stored_events).await;
+        deliver_subscriptions(app, &cx, group, stream, stored_events).await;
+        app.logs.publish_tail(|| {
+            stored_events
+                .iter()
+                .map(|(t, m)| TailEvent {
+                    account: account.to_owned(),
+                    region: region.to_owned(),
+                    group: group.to_owned(),
+                    stream: stream.to_owned(),
+                    timestamp: *t,
+                    ingestion: now.millis(),
+                    message: m.clone(),
+                })
+                .collect()
+        });
+        start = end;
+    }
+    Ok(())
+}
+
 pub(crate) async fn resume_queries(app: &App) -> Result<(), LogsError> {
     let now = app.clock.now();
     let mut interrupted = Vec::new();

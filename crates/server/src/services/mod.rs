@@ -22,11 +22,12 @@ pub(crate) mod s3;
 pub(crate) mod sns;
 mod sts;
 mod tagging;
+mod trails;
 
 #[cfg(test)]
 pub(crate) use cloudwatch::generic_put_request;
 pub(crate) use cloudwatch::{fast_put_request, put_metric_data_typed, put_parameters};
-pub(crate) use logs::{prune_queries, resume_queries};
+pub(crate) use logs::{prune_queries, put_system_events, resume_queries};
 pub use logs::{Queries, StoredQuery};
 pub(crate) use resources::resources_for;
 pub use sns::{
@@ -88,6 +89,8 @@ pub enum Hold {
     Alarms(crate::app::AlarmWrite),
     /// A bucket name being created or deleted.
     Bucket(trailwatch_core::buckets::NameReservation),
+    /// The trail write lock.
+    Trails(tokio::sync::OwnedMutexGuard<()>),
 }
 
 /// Work that runs after a call's commit (see [`Outcome::after_commit`]).
@@ -211,6 +214,43 @@ pub async fn dispatch(
     }
     match (route.service, op) {
         (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(app, cx, input).await,
+        (Service::CloudTrail, "CreateTrail") => {
+            trails::trail_write(app, || trails::create_trail(app, cx, input)).await
+        }
+        (Service::CloudTrail, "UpdateTrail") => {
+            trails::trail_write(app, || trails::update_trail(app, cx, input)).await
+        }
+        (Service::CloudTrail, "DeleteTrail") => {
+            trails::trail_write(app, || trails::delete_trail(app, cx, input)).await
+        }
+        (Service::CloudTrail, "StartLogging") => {
+            trails::trail_write(app, || trails::set_logging(app, cx, input, true)).await
+        }
+        (Service::CloudTrail, "StopLogging") => {
+            trails::trail_write(app, || trails::set_logging(app, cx, input, false)).await
+        }
+        (Service::CloudTrail, "PutEventSelectors") => {
+            trails::trail_write(app, || trails::put_event_selectors(app, cx, input)).await
+        }
+        (Service::CloudTrail, "PutInsightSelectors") => {
+            trails::trail_write(app, || trails::put_insight_selectors(app, cx, input)).await
+        }
+        (Service::CloudTrail, "AddTags") => {
+            trails::trail_write(app, || trails::add_tags(app, cx, input)).await
+        }
+        (Service::CloudTrail, "RemoveTags") => {
+            trails::trail_write(app, || trails::remove_tags(app, cx, input)).await
+        }
+        (Service::CloudTrail, "GetTrail") => trails::get_trail(app, cx, input),
+        (Service::CloudTrail, "DescribeTrails") => trails::describe_trails(app, cx, input),
+        (Service::CloudTrail, "ListTrails") => trails::list_trails(app, cx, input),
+        (Service::CloudTrail, "GetTrailStatus") => trails::get_trail_status(app, cx, input),
+        (Service::CloudTrail, "GetEventSelectors") => trails::get_event_selectors(app, cx, input),
+        (Service::CloudTrail, "GetInsightSelectors") => {
+            trails::get_insight_selectors(app, cx, input)
+        }
+        (Service::CloudTrail, "ListTags") => trails::list_tags(app, cx, input),
+        (Service::CloudTrail, "ListPublicKeys") => trails::list_public_keys(app, cx, input),
         (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
         (Service::CloudWatch, "PutMetricData") => cloudwatch::put_metric_data(app, cx, input).await,
         (Service::CloudWatch, "ListMetrics") => cloudwatch::list_metrics(app, cx, input),

@@ -398,7 +398,10 @@ async fn listing_v1_with_url_encoding_markers_and_pages() {
     );
 
     // Without encoding, no EncodingType element; pages by NextMarker.
-    let first = Request::new("GET", "/bkt").query("max-keys=2").send(&t).await;
+    let first = Request::new("GET", "/bkt")
+        .query("max-keys=2")
+        .send(&t)
+        .await;
     let body = text(&first);
     assert_eq!(element(&body, "EncodingType"), None);
     assert_eq!(
@@ -457,7 +460,11 @@ async fn signatures_payload_hashes_and_presigned_gets() {
     Request::new("PUT", "/bkt").send(&t).await;
     Request::new("PUT", "/bkt/k").body(b"v").send(&t).await;
 
-    let wrong = handle(&t.app, Request::new("GET", "/bkt/k").signed("not the secret")).await;
+    let wrong = handle(
+        &t.app,
+        Request::new("GET", "/bkt/k").signed("not the secret"),
+    )
+    .await;
     assert_eq!(
         (wrong.status, error_code(&wrong)),
         (403, "SignatureDoesNotMatch".to_owned())
