@@ -402,3 +402,79 @@ def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
         server.stop()
     bad = server.unexpected_log_lines()
     assert not bad, "\n".join(bad)
+
+
+@pytest.fixture
+def moto_s3(tmp_path):
+    """moto_server as an S3-compatible store on a port the OS picked."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    log = open(tmp_path / "moto.log", "wb")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_trail_files_on_an_s3_compatible_store(tmp_path, moto_s3):
+    """§2.5: trail files go to an external S3-compatible endpoint (moto_server);
+    validate-logs reads them there and the digests from trailwatch."""
+    store = boto3.client("s3", endpoint_url=moto_s3, region_name=REGION, aws_access_key_id="moto",
+                         aws_secret_access_key="moto", config=Config(s3={"addressing_style": "path"}))
+    store.create_bucket(Bucket="external-archive")
+    env = dict(FAST, TRAILWATCH_TRAIL_S3_ENDPOINT=moto_s3, TRAILWATCH_TRAIL_S3_ACCESS_KEY_ID="moto",
+               TRAILWATCH_TRAIL_S3_SECRET_ACCESS_KEY="moto")
+    server = Server(str(tmp_path / "data"), extra_env=env).start()
+    start = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        ct, cw = server.client("cloudtrail"), server.client("cloudwatch")
+        with pytest.raises(ClientError) as e:
+            ct.create_trail(Name="ext", S3BucketName="missing-archive")
+        assert error_code(e) == "S3BucketDoesNotExistException"
+        arn = ct.create_trail(Name="ext", S3BucketName="external-archive", S3KeyPrefix="org/audit",
+                              EnableLogFileValidation=True)["TrailARN"]
+        ct.start_logging(Name="ext")
+        made = [cw.put_metric_alarm(AlarmName=f"x-{i}", Namespace="App", MetricName="M", Statistic="Sum",
+                                    Period=60, EvaluationPeriods=1, Threshold=1.0,
+                                    ComparisonOperator="GreaterThanThreshold")["ResponseMetadata"]["RequestId"]
+                for i in range(5)]
+        time.sleep(4.5)  # past a digest window
+        ct.stop_logging(Name="ext")
+        wait_for(lambda: (lambda s: s.get("LatestDigestDeliveryTime") and s["LatestDigestDeliveryTime"]
+                          >= s["StopLoggingTime"])(ct.get_trail_status(Name="ext")), what="final digest")
+        keys = [o["Key"] for o in store.list_objects(Bucket="external-archive")["Contents"]]
+        logs_keys = [k for k in keys if "/CloudTrail/" in k]
+        digest_keys = [k for k in keys if "/CloudTrail-Digest/" in k]
+        assert logs_keys and len(digest_keys) >= 2
+        assert all(k.startswith(f"org/audit/AWSLogs/{ACCOUNT}/") for k in keys)
+        head = store.head_object(Bucket="external-archive", Key=digest_keys[0])
+        assert head["Metadata"]["signature-algorithm"] == "SHA256withRSA"
+        assert len(head["Metadata"]["signature"]) == 512
+        records = [r for k in logs_keys
+                   for r in json.loads(gzip.decompress(store.get_object(Bucket="external-archive", Key=k)["Body"].read()))["Records"]]
+        ids = [r["requestID"] for r in records]
+        assert set(made) <= set(ids) and len(ids) == len(set(ids))
+        result = validate(server, arn, start, extra_env={
+            "AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_CLOUDTRAIL": server.endpoint, "AWS_ENDPOINT_URL_S3": moto_s3})
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert f"{len(digest_keys)}/{len(digest_keys)} digest files valid" in out
+        assert f"{len(logs_keys)}/{len(logs_keys)} log files valid" in out
+    finally:
+        server.stop()
+    bad = server.unexpected_log_lines()
+    assert not bad, "\n".join(bad)

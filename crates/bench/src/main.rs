@@ -2,7 +2,8 @@
 //! moto_server) with SigV4-signed requests over N keep-alive connections and
 //! reports requests/s and latency percentiles; `seed-audit` writes realistic
 //! audit history straight into a data directory for lookup benchmarks;
-//! `logs-load` / `logs-query` drive the log search benchmarks.
+//! `logs-load` / `logs-query` drive the log search benchmarks; `seed-trail`
+//! writes a day of signed trail files for the validation benchmark.
 //!
 //! A Rust client, because botocore alone spends tens of milliseconds per call
 //! (DESIGN.md §8). Client and server share the machine, so the report includes
@@ -22,6 +23,7 @@ mod logs;
 mod logscan;
 mod metrics;
 mod seed;
+mod trail;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +45,8 @@ enum Command {
     LogsLoad(logscan::LoadArgs),
     /// Time FilterLogEvents (all pages) or a Logs Insights query.
     LogsQuery(logscan::QueryArgs),
+    /// Write a day of signed trail files into a (stopped) server's bucket.
+    SeedTrail(trail::SeedTrailArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         Command::SeedAudit(args) => runtime.block_on(seed::run(args)),
         Command::LogsLoad(args) => runtime.block_on(logscan::load(args)),
         Command::LogsQuery(args) => runtime.block_on(logscan::query(args)),
+        Command::SeedTrail(args) => runtime.block_on(trail::run(args)),
     }
 }
 

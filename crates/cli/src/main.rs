@@ -112,6 +112,14 @@ struct ServeArgs {
         env = "TRAILWATCH_DIGEST_KEY_ROTATION_SECS"
     )]
     digest_key_rotation_secs: u64,
+    /// Keep trail files on this S3-compatible endpoint (path-style) instead of
+    /// the embedded buckets; its credential comes from
+    /// TRAILWATCH_TRAIL_S3_ACCESS_KEY_ID / TRAILWATCH_TRAIL_S3_SECRET_ACCESS_KEY.
+    #[arg(long, env = "TRAILWATCH_TRAIL_S3_ENDPOINT")]
+    trail_s3_endpoint: Option<String>,
+    /// Signing region of `--trail-s3-endpoint`.
+    #[arg(long, default_value = "us-east-1", env = "TRAILWATCH_TRAIL_S3_REGION")]
+    trail_s3_region: String,
     /// Write the bound address to this file once listening (for tests and
     /// supervisors; useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
@@ -176,6 +184,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.digest_interval = std::time::Duration::from_secs(args.digest_interval_secs.max(1));
     config.digest_key_rotation =
         std::time::Duration::from_secs(args.digest_key_rotation_secs.max(60));
+    if let Some(endpoint) = &args.trail_s3_endpoint {
+        let var = |name: &str| {
+            env.get(name)
+                .cloned()
+                .with_context(|| format!("{name} is needed with --trail-s3-endpoint"))
+        };
+        config.trail_s3 = Some(trailwatch_server::archive::RemoteS3 {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            access_key_id: var("TRAILWATCH_TRAIL_S3_ACCESS_KEY_ID")?,
+            secret_access_key: var("TRAILWATCH_TRAIL_S3_SECRET_ACCESS_KEY")?,
+            region: args.trail_s3_region.clone(),
+        });
+    }
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;

@@ -79,6 +79,8 @@ pub struct AppConfig {
     pub digest_interval: Duration,
     /// Lifetime of a digest signing key before rotation (30 days).
     pub digest_key_rotation: Duration,
+    /// An S3-compatible store for trail files instead of the embedded buckets.
+    pub trail_s3: Option<crate::archive::RemoteS3>,
 }
 
 impl AppConfig {
@@ -99,6 +101,7 @@ impl AppConfig {
             trail_delivery_interval: Duration::from_secs(300),
             digest_interval: Duration::from_secs(3600),
             digest_key_rotation: Duration::from_secs(30 * 24 * 3600),
+            trail_s3: None,
         }
     }
 }

@@ -586,17 +586,7 @@ async fn deliver(app: &App, run: &mut Run, now: Timestamp) -> Result<(), String>
         let json = records_file(&records);
         let hash = digest::sha256_hex(&json);
         let gz = digest::gzip(&json);
-        app.buckets
-            .put_object(
-                &file.bucket,
-                &file.key,
-                Bytes::from(gz),
-                Some("application/json"),
-                &[],
-                now,
-            )
-            .await
-            .map_err(|e| bucket_error_code(&e.to_string()))?;
+        crate::archive::put(app, &file.bucket, &file.key, Bytes::from(gz), &[], now).await?;
         let oldest = records.iter().map(|r| r.time_ms).min().unwrap_or(0);
         let newest = records.iter().map(|r| r.time_ms).max().unwrap_or(0);
         written.push((
@@ -699,16 +689,6 @@ async fn cloudwatch_logs(app: &App, run: &mut Run, records: &[&Buffered], now: T
     }
 }
 
-/// The S3 error code GetTrailStatus reports for a failed put.
-fn bucket_error_code(message: &str) -> String {
-    for code in ["NoSuchBucket", "AccessDenied"] {
-        if message.contains(code) {
-            return code.to_owned();
-        }
-    }
-    "InternalError".to_owned()
-}
-
 /// Publishes the §2.6 notification for delivered files to the trail's topic.
 fn notify(app: &App, run: &mut Run, written: &[(String, LogFileEntry)], now: Timestamp) {
     let Some(topic) = run.trail.sns_topic_arn() else {
@@ -791,25 +771,25 @@ async fn write_window(
             previous: link.previous.clone(),
             log_files: link.files.clone(),
         };
-        let signer = app
-            .digest_keys
-            .signer(region, end_ts)
+        // Key generation (once per region and rotation) blocks for a moment.
+        let signer = crate::archive::blocking(|| app.digest_keys.signer(region, end_ts))
             .map_err(|e| e.to_string())?;
         let signed = digest::sign_digest(&input, &signer);
-        app.buckets
-            .put_object(
-                &t.bucket,
-                &key,
-                Bytes::from(signed.gzip.clone()),
-                Some("application/json"),
-                &[
-                    ("signature".to_owned(), signed.signature_hex.clone()),
-                    ("signature-algorithm".to_owned(), "SHA256withRSA".to_owned()),
-                ],
-                now,
-            )
-            .await
-            .map_err(|e| bucket_error_code(&e.to_string()))?;
+        crate::archive::put(
+            app,
+            &t.bucket,
+            &key,
+            Bytes::from(signed.gzip.clone()),
+            &[
+                ("signature".to_owned(), signed.signature_hex.clone()),
+                (
+                    "signature-algorithm".to_owned(),
+                    digest::SIGNATURE_ALGORITHM.to_owned(),
+                ),
+            ],
+            now,
+        )
+        .await?;
         link.previous = Some(PreviousDigest {
             bucket: t.bucket.clone(),
             key,

@@ -11,6 +11,7 @@
 //! directly, only core services.
 
 pub mod app;
+pub mod archive;
 pub mod delivery;
 pub mod edge;
 pub mod evaluator;

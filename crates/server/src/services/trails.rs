@@ -200,20 +200,29 @@ fn apply_members(app: &App, input: &Value, t: &mut Trail) -> Result<(), ApiError
     Ok(())
 }
 
-/// §2.5: the bucket must exist and belong to the trail's account.
+/// §2.5: the bucket must exist and take our writes (HeadBucket on an
+/// external store; ownership on the embedded one).
 fn check_bucket(app: &App, bucket: &str, account: &str) -> Result<(), ApiError> {
-    match app.buckets.get(bucket) {
-        Ok(Some(info)) if info.account == account => Ok(()),
-        Ok(Some(_)) => Err(err(
+    use crate::archive::BucketProblem;
+    let checked = crate::archive::check_local_bucket(app, bucket, account).unwrap_or_else(|| {
+        // An external store is asked over HTTP; handlers are synchronous.
+        crate::archive::blocking(|| {
+            tokio::runtime::Handle::current()
+                .block_on(crate::archive::check_bucket(app, bucket, account))
+        })
+    });
+    match checked {
+        Ok(()) => Ok(()),
+        Err(BucketProblem::Refused) => Err(err(
             "InsufficientS3BucketPolicyException",
             format!("Incorrect S3 bucket policy is detected for bucket: {bucket}"),
         )),
-        Ok(None) => Err(err(
+        Err(BucketProblem::Missing) => Err(err(
             "S3BucketDoesNotExistException",
             format!("S3 bucket {bucket} does not exist."),
         )),
-        Err(e) => {
-            tracing::error!(error = %e, "bucket lookup failed");
+        Err(BucketProblem::Unavailable(e)) => {
+            tracing::error!(error = %e, "bucket check failed");
             Err(ApiError::new(
                 "InternalFailure",
                 500,
