@@ -222,8 +222,9 @@ pub fn classify(head: &RequestHead<'_>, body: &[u8]) -> Result<Route, ClassifyEr
     }
 
     // 3. restXml (S3): the credential scope is the only reliable sign, since
-    // S3 requests are plain REST calls on any path.
-    if scope_service(head).as_deref() == Some("s3") {
+    // S3 requests are plain REST calls on any path. Signature Version 2 is
+    // S3-only too: routed here so it is refused in S3's terms.
+    if is_s3(head) {
         return classify_s3(head);
     }
 
@@ -312,6 +313,23 @@ pub fn classify(head: &RequestHead<'_>, body: &[u8]) -> Result<Route, ClassifyEr
         operation: action,
         params,
     })
+}
+
+/// Whether the request is for S3: its SigV4 credential scope names `s3`, or it
+/// is signed with Signature Version 2 (which only S3 ever took). Known from the
+/// head alone, so the edge can keep an S3 body (object bytes) undecoded.
+pub fn is_s3(head: &RequestHead<'_>) -> bool {
+    scope_service(head).as_deref() == Some("s3") || signed_with_sigv2(head)
+}
+
+/// Whether the request carries an S3 Signature Version 2 (`Authorization: AWS
+/// key:signature`, or a presigned `AWSAccessKeyId` + `Signature` query).
+fn signed_with_sigv2(head: &RequestHead<'_>) -> bool {
+    if let Some(auth) = head.header("authorization") {
+        return auth.trim_start().starts_with("AWS ");
+    }
+    let pairs = query::parse_form(head.query.as_bytes()).unwrap_or_default();
+    query::param(&pairs, "AWSAccessKeyId").is_some() && query::param(&pairs, "Signature").is_some()
 }
 
 /// Classifies a path-style S3 request (the scope already named `s3`).
@@ -472,6 +490,18 @@ mod tests {
             (err.protocol, err.service, err.error.status),
             (Protocol::RestXml, Some(Service::S3), 405)
         );
+        // Signature Version 2 is S3's alone.
+        let route = classify(
+            &head(
+                "GET",
+                "/b/k",
+                "AWSAccessKeyId=AKID&Signature=x%3D&Expires=1",
+                &[],
+            ),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(route.service, Service::S3);
         // Unsigned, nothing says S3.
         assert!(classify(&head("GET", "/b/k", "", &[]), b"").is_err_and(|e| e.service.is_none()));
     }

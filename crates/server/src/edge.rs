@@ -47,7 +47,8 @@ pub struct IncomingRequest {
 pub struct OutgoingResponse {
     /// HTTP status.
     pub status: u16,
-    /// Headers, including `Date` and `x-amzn-RequestId`.
+    /// Headers, including `Date` and the request id (`x-amzn-RequestId`; S3:
+    /// `x-amz-request-id`).
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
@@ -202,8 +203,7 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
 
     // Content decoding comes first because awsQuery is recognised by its body.
     // An S3 body is object bytes: its Content-Encoding describes the object.
-    let s3 = scope_service(&head).as_deref() == Some(Service::S3.signing_name());
-    let decoded = if s3 {
+    let decoded = if classify::is_s3(&head) {
         Ok(Vec::new())
     } else {
         body::decode_content(header(&req.headers, "content-encoding"), &req.body)

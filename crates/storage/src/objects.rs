@@ -96,11 +96,15 @@ impl Objects {
             action: format!("create {}", dir.display()),
             source,
         })?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| ObjectError::Store {
-            action: "open",
-            path: dir.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| ObjectError::Store {
+                action: "open",
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?
+            // A directory left empty by a delete would otherwise stand in the
+            // way of a later object of the same path (`a/b` deleted, `a` put).
+            .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(store),
             local_root: Some(dir.to_owned()),
@@ -390,6 +394,23 @@ mod tests {
     async fn list_in_memory() {
         lists_by_whole_segments(Objects::memory()).await;
         entries_carry_logical_paths(Objects::memory()).await;
+    }
+
+    #[tokio::test]
+    async fn a_deleted_folder_does_not_block_an_object_of_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::local(dir.path()).unwrap();
+        objects
+            .put_durable("b/a/x/y", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        objects.delete("b/a/x/y").await.unwrap();
+        objects
+            .put_durable("b/a", Bytes::from_static(b"2"))
+            .await
+            .unwrap();
+        assert_eq!(objects.get("b/a").await.unwrap().as_ref(), b"2");
+        assert!(dir.path().exists(), "the root stays");
     }
 
     #[tokio::test]

@@ -134,7 +134,12 @@ fn no_such_bucket(bucket: &str) -> ApiError {
 /// Maps an authentication failure to S3's codes (403s where S3 answers them).
 pub(crate) fn auth_error(failure: AuthFailure) -> ApiError {
     match failure {
-        AuthFailure::Missing => s3_error("AccessDenied", 403, "Access Denied"),
+        // Also a Signature Version 2 presigned URL, which carries no SigV4 parts.
+        AuthFailure::Missing => s3_error(
+            "AccessDenied",
+            403,
+            "Access Denied: trailwatch accepts Signature Version 4 requests only.",
+        ),
         AuthFailure::Incomplete(message) => s3_error("AuthorizationHeaderMalformed", 400, &message),
         AuthFailure::UnknownKey => s3_error(
             "InvalidAccessKeyId",

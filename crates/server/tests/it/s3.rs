@@ -582,6 +582,19 @@ async fn accounts_bodies_and_unsupported_calls() {
 
     let deleted = Request::new("DELETE", "/mine/logs.gz").send(&t).await;
     assert_eq!(deleted.status, 204);
+    // With the file gone, its name may be a folder, and then a file again.
+    let nested = Request::new("PUT", "/mine/logs.gz/inner")
+        .body(b"x")
+        .send(&t)
+        .await;
+    assert_eq!(nested.status, 200, "{}", text(&nested));
+    Request::new("DELETE", "/mine/logs.gz/inner").send(&t).await;
+    let flat = Request::new("PUT", "/mine/logs.gz")
+        .body(b"y")
+        .send(&t)
+        .await;
+    assert_eq!(flat.status, 200, "{}", text(&flat));
+    Request::new("DELETE", "/mine/logs.gz").send(&t).await;
     let again = Request::new("DELETE", "/mine/logs.gz").send(&t).await;
     assert_eq!(again.status, 204, "a missing key is not an error");
     let gone = Request::new("DELETE", "/mine").send(&t).await;
