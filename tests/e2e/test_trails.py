@@ -355,7 +355,9 @@ def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
                                     "metricValue": "1"}])
         cw.put_metric_alarm(AlarmName="unauthorized-calls", Namespace="CISBenchmark",
                             MetricName="UnauthorizedAttemptCount", Statistic="Sum", Period=10,
-                            EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanOrEqualToThreshold",
+                            # The count is stamped with the record's eventTime, a few seconds
+                            # before it is delivered: a minute of 10-second periods sees it.
+                            EvaluationPeriods=6, DatapointsToAlarm=1, Threshold=1.0, ComparisonOperator="GreaterThanOrEqualToThreshold",
                             TreatMissingData="notBreaching")
         group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:cloudtrail/events:*"
         with pytest.raises(ClientError) as e:
@@ -367,10 +369,10 @@ def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
                                   CloudWatchLogsRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ct")
         assert created["CloudWatchLogsLogGroupArn"] == group_arn
         ct.start_logging(Name="cis")
-        # An unsigned read of a private object: S3 answers AccessDenied, and
-        # the call is recorded with that error code.
+        # An unsigned listing of a private bucket (a management call): S3
+        # answers AccessDenied, and the call is recorded with that error code.
         with pytest.raises(urllib.error.HTTPError) as denied:
-            urllib.request.urlopen(f"{server.endpoint}/audit-archive/secret.txt", timeout=10)
+            urllib.request.urlopen(f"{server.endpoint}/audit-archive?prefix=secret", timeout=10)
         assert denied.value.code == 403
         described = ct.describe_trails()["trailList"][0]
         stream = f"{ACCOUNT}_CloudTrail_{REGION}"
@@ -395,7 +397,7 @@ def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
         alarm = wait_for(lambda: (lambda a: a if a["StateValue"] == "ALARM" else None)(
             cw.describe_alarms(AlarmNames=["unauthorized-calls"])["MetricAlarms"][0]),
             timeout=60, what="the CIS alarm")
-        assert "1 datapoint [1.0" in alarm["StateReason"], alarm["StateReason"]
+        assert "[1.0 (" in alarm["StateReason"], alarm["StateReason"]
         status = ct.get_trail_status(Name="cis")
         assert "LatestCloudWatchLogsDeliveryTime" in status and "LatestCloudWatchLogsDeliveryError" not in status
     finally:

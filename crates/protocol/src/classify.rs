@@ -319,7 +319,25 @@ pub fn classify(head: &RequestHead<'_>, body: &[u8]) -> Result<Route, ClassifyEr
 /// is signed with Signature Version 2 (which only S3 ever took). Known from the
 /// head alone, so the edge can keep an S3 body (object bytes) undecoded.
 pub fn is_s3(head: &RequestHead<'_>) -> bool {
-    scope_service(head).as_deref() == Some("s3") || signed_with_sigv2(head)
+    scope_service(head).as_deref() == Some("s3") || signed_with_sigv2(head) || anonymous_s3(head)
+}
+
+/// An unsigned REST call on a bucket path (`curl http://host/bucket/key`): no
+/// other service takes unsigned requests without an `Action`, so it is S3's,
+/// which answers AccessDenied (and records the attempt).
+fn anonymous_s3(head: &RequestHead<'_>) -> bool {
+    if head.header("authorization").is_some()
+        || head.header("x-amz-target").is_some()
+        || head.header("smithy-protocol").is_some()
+        || !matches!(head.method, "GET" | "HEAD" | "PUT" | "DELETE")
+        || head.path.trim_start_matches('/').is_empty()
+    {
+        return false;
+    }
+    let pairs = query::parse_form(head.query.as_bytes()).unwrap_or_default();
+    ["Action", "X-Amz-Credential", "X-Amz-Signature"]
+        .iter()
+        .all(|p| query::param(&pairs, p).is_none())
 }
 
 /// Whether the request carries an S3 Signature Version 2 (`Authorization: AWS
