@@ -342,6 +342,12 @@ impl Worker {
             let full = batch.len() == SCAN_BATCH;
             self.caught_up = !full;
             for (seq, entry) in batch {
+                // Without trails only a CreateTrail record matters: the rest
+                // is passed over unparsed.
+                if self.runs.is_empty() && !entry.json.contains("\"CreateTrail\"") {
+                    self.advance(seq);
+                    continue;
+                }
                 let Ok(record) = serde_json::from_str::<serde_json::Value>(&entry.json) else {
                     tracing::warn!(seq, "audit record in the feed does not parse; skipped");
                     self.advance(seq);
@@ -736,10 +742,11 @@ async fn digests(app: &App, run: &mut Run, now: Timestamp) -> Result<(), String>
             write_window(app, run, &mut chain, now_secs, now).await?;
         }
         run.state.chain = None;
+        run.dirty = true;
     } else {
+        // Unchanged, or committed by `write_window`.
         run.state.chain = Some(chain);
     }
-    run.dirty = true;
     Ok(())
 }
 

@@ -5,3 +5,4 @@ mod alarm_engine;
 mod golden;
 mod s3;
 mod support;
+mod trails;

@@ -1,0 +1,213 @@
+//! Trail delivery on a paused clock: files only after the delivery interval,
+//! hourly digests (empty ones too) that chain without gaps across hours the
+//! server was not running, a final digest at StopLogging, and the stricter
+//! verifier accepting the whole chain and rejecting a changed file.
+
+use std::sync::Arc;
+
+use trailwatch_core::digest::{self, ObjectSource, StoredObject, VerifyRequest};
+use trailwatch_protocol::sigv4::Signer;
+use trailwatch_server::delivery::Worker;
+use trailwatch_server::{handle, App, IncomingRequest};
+use trailwatch_types::{Clock as _, Timestamp};
+
+use crate::support::{test_app, TestApp, ACCOUNT, FIXTURE_KEY, FIXTURE_SECRET};
+
+const REGION: &str = "us-east-1";
+/// 2024-10-10T12:00:00Z.
+const T0: i64 = 1_728_561_600_000;
+
+/// A signed CloudTrail JSON call at the server's (paused) time.
+async fn cloudtrail(t: &TestApp, op: &str, body: serde_json::Value) -> serde_json::Value {
+    let body = body.to_string().into_bytes();
+    let target = format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}");
+    let mut headers = vec![
+        ("host".to_owned(), "localhost".to_owned()),
+        (
+            "content-type".to_owned(),
+            "application/x-amz-json-1.1".to_owned(),
+        ),
+        ("x-amz-target".to_owned(), target),
+    ];
+    Signer {
+        access_key_id: FIXTURE_KEY,
+        secret: FIXTURE_SECRET,
+        region: REGION,
+        service: "cloudtrail",
+    }
+    .sign("POST", "/", "", &mut headers, &body, t.clock.now());
+    let response = handle(
+        &t.app,
+        IncomingRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers,
+            body: bytes::Bytes::from(body),
+            peer: std::net::IpAddr::from([127, 0, 0, 1]),
+        },
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    assert_eq!(response.status, 200, "{op}: {json}");
+    json
+}
+
+struct Store(Arc<App>);
+
+impl ObjectSource for Store {
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+        let rt = tokio::runtime::Handle::current();
+        let (objects, _) = tokio::task::block_in_place(|| {
+            rt.block_on(self.0.buckets.list_objects(bucket, prefix, None, 100_000))
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(objects.into_iter().map(|o| o.key).collect())
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, String> {
+        let rt = tokio::runtime::Handle::current();
+        let object =
+            tokio::task::block_in_place(|| rt.block_on(self.0.buckets.get_object(bucket, key)))
+                .map_err(|e| e.to_string())?;
+        Ok(object.map(|o| (o.bytes.to_vec(), o.metadata)))
+    }
+}
+
+async fn keys(app: &App, prefix: &str) -> Vec<String> {
+    let (objects, _) = app
+        .buckets
+        .list_objects("archive", prefix, None, 100_000)
+        .await
+        .unwrap();
+    objects.into_iter().map(|o| o.key).collect()
+}
+
+fn digest_json(app: &App, key: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Handle::current();
+    let object =
+        tokio::task::block_in_place(|| rt.block_on(app.buckets.get_object("archive", key)))
+            .unwrap()
+            .unwrap();
+    let mut text = String::new();
+    use std::io::Read as _;
+    flate2::read::GzDecoder::new(&object.bytes[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_digests_chain_across_idle_hours_and_a_stop() {
+    let t = test_app(Timestamp::from_millis(T0)).await;
+    let app = t.app.clone();
+    app.buckets
+        .create(ACCOUNT, REGION, "archive", t.clock.now())
+        .unwrap();
+    cloudtrail(
+        &t,
+        "CreateTrail",
+        serde_json::json!({"Name": "main", "S3BucketName": "archive", "EnableLogFileValidation": true}),
+    )
+    .await;
+    cloudtrail(&t, "StartLogging", serde_json::json!({"Name": "main"})).await;
+    cloudtrail(&t, "DescribeTrails", serde_json::json!({})).await;
+    let mut worker = Worker::default();
+    worker.pass(&app, false).await.unwrap();
+    let logs = format!("AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/");
+    let digests = format!("AWSLogs/{ACCOUNT}/CloudTrail-Digest/{REGION}/");
+    assert!(
+        keys(&app, &logs).await.is_empty(),
+        "written before the interval"
+    );
+
+    // Five minutes later the three records are one file.
+    t.clock.advance_millis(300_000);
+    worker.pass(&app, false).await.unwrap();
+    let files = keys(&app, &logs).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].ends_with(".json.gz")
+            && files[0].contains("_CloudTrail_us-east-1_20241010T1205Z_"),
+        "{}",
+        files[0]
+    );
+
+    // Three hours on (no passes in between, as if the server was down): one
+    // digest per hour, the later two empty, each linked to the one before.
+    t.clock.advance_millis(3 * 3_600_000);
+    worker.pass(&app, false).await.unwrap();
+    let written = keys(&app, &digests).await;
+    assert_eq!(written.len(), 3, "{written:?}");
+    let chain: Vec<serde_json::Value> = written.iter().map(|k| digest_json(&app, k)).collect();
+    assert_eq!(chain[0]["digestStartTime"], "2024-10-10T12:00:00Z");
+    assert_eq!(chain[0]["digestEndTime"], "2024-10-10T13:00:00Z");
+    assert!(chain[0]["previousDigestS3Object"].is_null());
+    assert_eq!(chain[0]["logFiles"].as_array().unwrap().len(), 1);
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1]["digestStartTime"], pair[0]["digestEndTime"]);
+        assert_eq!(pair[1]["previousDigestS3Object"], pair[0]["digestS3Object"]);
+        assert_eq!(pair[1]["logFiles"], serde_json::json!([]));
+        assert!(pair[1]["oldestEventTime"].is_null());
+    }
+
+    // StopLogging: its own record is delivered, then a final, shorter digest.
+    t.clock.advance_millis(600_000);
+    cloudtrail(&t, "StopLogging", serde_json::json!({"Name": "main"})).await;
+    worker.pass(&app, false).await.unwrap();
+    let files = keys(&app, &logs).await;
+    assert_eq!(files.len(), 2);
+    let written = keys(&app, &digests).await;
+    assert_eq!(written.len(), 4);
+    let last = digest_json(&app, &written[3]);
+    assert_eq!(last["digestStartTime"], "2024-10-10T15:00:00Z");
+    assert_eq!(last["digestEndTime"], "2024-10-10T15:15:00Z");
+    assert_eq!(last["logFiles"].as_array().unwrap().len(), 1);
+
+    // Nothing more while the trail is stopped, however long.
+    t.clock.advance_millis(5 * 3_600_000);
+    worker.pass(&app, false).await.unwrap();
+    assert_eq!(keys(&app, &digests).await.len(), 4);
+
+    let request = VerifyRequest {
+        bucket: "archive".into(),
+        prefix: None,
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+        trail: "main".into(),
+        home_region: REGION.into(),
+        start: Timestamp::from_millis(T0),
+        end: t.clock.now(),
+    };
+    let public = app
+        .digest_keys
+        .public_keys(REGION, Timestamp::from_millis(T0), t.clock.now())
+        .unwrap();
+    let source = Store(app.clone());
+    let report = digest::verify(&source, &public, &request);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.digests_valid, report.logs_valid), (4, 2));
+
+    // A changed log file is caught.
+    app.buckets
+        .put_object(
+            "archive",
+            &files[0],
+            bytes::Bytes::from(digest::gzip(b"{\"Records\":[]}")),
+            None,
+            &[],
+            t.clock.now(),
+        )
+        .await
+        .unwrap();
+    let report = digest::verify(&source, &public, &request);
+    assert!(!report.ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("hash value doesn't match")),
+        "{:?}",
+        report.problems
+    );
+}
