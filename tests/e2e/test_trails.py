@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY, Server
+from test_sns import receiver  # noqa: F401
 
 FAST = {
     "TRAILWATCH_TRAIL_DELIVERY_SECS": "1",
@@ -336,15 +337,23 @@ def test_delivery_digests_and_validate_logs(tmp_path):
     assert not bad, "\n".join(bad)
 
 
-def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
+def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path, receiver):
     """§2.7: one log event per record in `<account>_CloudTrail_<region>`; the CIS
-    "unauthorized API calls" filter counts the denied call, and its alarm fires."""
+    "unauthorized API calls" filter counts the denied call, and its alarm fires.
+    §2.6: each delivered file is announced on the trail's SNS topic."""
     import urllib.error
     import urllib.request
+
+    from test_sns import NOTIFICATION_FIELDS, verify
 
     server = Server(str(tmp_path / "data"), extra_env=FAST).start()
     try:
         ct, logs, cw = server.client("cloudtrail"), server.client("logs"), server.client("cloudwatch")
+        sns = server.client("sns")
+        topic = sns.create_topic(Name="trail-files")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=receiver.url)
+        confirmation = json.loads(receiver.next()[1])
+        urllib.request.urlopen(confirmation["SubscribeURL"], timeout=10).read()
         s3 = s3_client(server)
         s3.create_bucket(Bucket="audit-archive")
         logs.create_log_group(logGroupName="cloudtrail/events")
@@ -365,9 +374,14 @@ def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
                             CloudWatchLogsLogGroupArn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:nope:*",
                             CloudWatchLogsRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ct")
         assert error_code(e) == "InvalidCloudWatchLogsLogGroupArnException"
+        with pytest.raises(ClientError) as e:
+            ct.create_trail(Name="cis", S3BucketName="audit-archive", SnsTopicName="no-such-topic")
+        assert error_code(e) == "InsufficientSnsTopicPolicyException"
         created = ct.create_trail(Name="cis", S3BucketName="audit-archive", CloudWatchLogsLogGroupArn=group_arn,
-                                  CloudWatchLogsRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ct")
+                                  CloudWatchLogsRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ct",
+                                  SnsTopicName="trail-files")
         assert created["CloudWatchLogsLogGroupArn"] == group_arn
+        assert created["SnsTopicARN"] == topic and created["SnsTopicName"] == "trail-files"
         ct.start_logging(Name="cis")
         # An unsigned listing of a private bucket (a management call): S3
         # answers AccessDenied, and the call is recorded with that error code.
@@ -400,6 +414,14 @@ def test_cloudwatch_logs_delivery_feeds_a_cis_metric_filter_and_alarm(tmp_path):
         assert "[1.0 (" in alarm["StateReason"], alarm["StateReason"]
         status = ct.get_trail_status(Name="cis")
         assert "LatestCloudWatchLogsDeliveryTime" in status and "LatestCloudWatchLogsDeliveryError" not in status
+        notice = json.loads(receiver.next()[1])
+        assert notice["Type"] == "Notification" and notice["TopicArn"] == topic
+        verify(notice, NOTIFICATION_FIELDS)
+        body = json.loads(notice["Message"])
+        assert body["s3Bucket"] == "audit-archive"
+        assert body["s3ObjectKey"][0].startswith(f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/")
+        s3.head_object(Bucket="audit-archive", Key=body["s3ObjectKey"][0])
+        assert "LatestNotificationTime" in ct.get_trail_status(Name="cis")
     finally:
         server.stop()
     bad = server.unexpected_log_lines()
