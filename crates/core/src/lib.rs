@@ -17,6 +17,7 @@
 //! - [`detectors`]: CloudWatch metric anomaly detectors: validation and catalog storage.
 //! - [`engine`]: the alarm evaluation engine: cadences, watermarks, reads, decisions.
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
+//! - [`insights`]: CloudTrail Insights: per-API minute counts, baselines, Start/End events.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
 //! - [`sns`]: the SNS subset: topics and http(s) subscriptions in the catalog,
@@ -41,6 +42,7 @@ pub mod digest;
 pub mod engine;
 pub mod evaluation;
 pub mod identity;
+pub mod insights;
 pub mod logs;
 pub mod metrics;
 pub mod sns;

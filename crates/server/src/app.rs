@@ -81,6 +81,8 @@ pub struct AppConfig {
     pub digest_key_rotation: Duration,
     /// An S3-compatible store for trail files instead of the embedded buckets.
     pub trail_s3: Option<crate::archive::RemoteS3>,
+    /// Minutes of CloudTrail Insights baseline (7 days; warm-up at least 36 hours).
+    pub insights_baseline_minutes: i64,
 }
 
 impl AppConfig {
@@ -102,6 +104,7 @@ impl AppConfig {
             digest_interval: Duration::from_secs(3600),
             digest_key_rotation: Duration::from_secs(30 * 24 * 3600),
             trail_s3: None,
+            insights_baseline_minutes: trailwatch_core::insights::BASELINE_MINUTES,
         }
     }
 }

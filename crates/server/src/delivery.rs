@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use trailwatch_core::audit::Change as CatalogOp;
 use trailwatch_core::digest::{self, DigestInput, LogFileEntry, PreviousDigest};
+use trailwatch_core::insights::{Call, Detector, SeriesKey, Thresholds};
 use trailwatch_core::trails::{
     Chain, DeliveryState, Intent, IntentFile, RecordView, RegionChain, Trail, Trails, RETIRED,
     STATE,
@@ -55,6 +56,8 @@ struct Buffered {
     json: Arc<str>,
     region: String,
     time_ms: i64,
+    /// `CloudTrail-Insight` for Insights records, else `CloudTrail` (§2.1).
+    folder: &'static str,
 }
 
 /// A trail the worker follows.
@@ -109,6 +112,43 @@ pub struct Worker {
     loaded: bool,
     /// The last scan read everything the feed had.
     caught_up: bool,
+    /// CloudTrail Insights counts, and how far they are durable.
+    insights: InsightsState,
+    /// The feed position of the last committed `insights`.
+    insights_durable: u64,
+}
+
+/// Catalog table and key of the Insights detector.
+const INSIGHTS_TABLE: &str = "trail_insights";
+const INSIGHTS_KEY: &str = "detector";
+
+/// The Insights detector with the feed position it has counted through.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct InsightsState {
+    /// Records through this sequence number are counted.
+    seq: u64,
+    /// Minutes before this one are evaluated.
+    until_minute: i64,
+    detector: Detector,
+}
+
+/// Which Insights a trail asks for, for records of its account.
+#[derive(Debug, Clone)]
+struct InsightScope {
+    home_region: String,
+    multi_region: bool,
+    /// (insight type, event categories).
+    selectors: Vec<(String, Vec<String>)>,
+}
+
+impl InsightScope {
+    fn wants(&self, region: &str, insight_type: &str, category: &str) -> bool {
+        (self.multi_region || region == self.home_region)
+            && self
+                .selectors
+                .iter()
+                .any(|(t, cats)| t == insight_type && cats.iter().any(|c| c == category))
+    }
 }
 
 /// Runs delivery passes every second until `stop` fires, then writes what is
@@ -182,6 +222,17 @@ impl Worker {
         let store = Trails::new(app.audit.catalog());
         let cursor = app.audit.feed_cursor().map_err(storage)?;
         self.scanned = cursor;
+        if let Some(bytes) = app
+            .audit
+            .catalog()
+            .get(INSIGHTS_TABLE, INSIGHTS_KEY)
+            .map_err(storage)?
+        {
+            self.insights = serde_json::from_slice(&bytes).map_err(storage)?;
+        } else {
+            self.insights.seq = cursor;
+        }
+        self.insights_durable = self.insights.seq;
         for (trail, retired) in store
             .all()
             .map_err(storage)?
@@ -226,6 +277,7 @@ impl Worker {
         }
         let now = app.clock.now();
         self.scan(app, now)?;
+        self.evaluate_insights(app, now, shutting_down).await?;
         let interval_ms = app.config.trail_delivery_interval.as_millis() as i64;
         let ids: Vec<String> = self.runs.keys().cloned().collect();
         let mut ops: Vec<CatalogOp> = Vec::new();
@@ -299,7 +351,8 @@ impl Worker {
             .map(|r| r.state.cursor)
             .min()
             .unwrap_or(self.scanned)
-            .min(self.scanned);
+            .min(self.scanned)
+            .min(self.insights_durable);
         if durable > app.audit.feed_cursor().map_err(storage)? {
             ops.push(trailwatch_core::audit::AuditStore::feed_cursor_change(
                 durable,
@@ -324,6 +377,24 @@ impl Worker {
     /// Reads new feed records into the runs' buffers.
     fn scan(&mut self, app: &App, now: Timestamp) -> Result<(), String> {
         let store = Trails::new(app.audit.catalog());
+        let mut scopes: HashMap<String, Vec<InsightScope>> = HashMap::new();
+        for run in self.runs.values() {
+            if run.logging && !run.ending && !run.trail.insights.is_empty() {
+                scopes
+                    .entry(run.trail.account.clone())
+                    .or_default()
+                    .push(InsightScope {
+                        home_region: run.trail.home_region.clone(),
+                        multi_region: run.trail.multi_region,
+                        selectors: run
+                            .trail
+                            .insights
+                            .iter()
+                            .map(|s| (s.insight_type.clone(), s.event_categories.clone()))
+                            .collect(),
+                    });
+            }
+        }
         loop {
             // Blocked runs wait for their stop to be written; the others read on.
             let from = self
@@ -346,6 +417,7 @@ impl Worker {
                 // is passed over unparsed.
                 if self.runs.is_empty() && !entry.json.contains("\"CreateTrail\"") {
                     self.advance(seq);
+                    self.insights.seq = self.insights.seq.max(seq);
                     continue;
                 }
                 let Ok(record) = serde_json::from_str::<serde_json::Value>(&entry.json) else {
@@ -383,6 +455,25 @@ impl Worker {
                     .and_then(serde_json::Value::as_str)
                     .and_then(|t| Timestamp::parse_iso8601(t).ok())
                     .map_or(entry.seen_ms, Timestamp::millis);
+                if seq > self.insights.seq {
+                    if let Some(scopes) = scopes.get(&account) {
+                        observe_insights(
+                            &mut self.insights.detector,
+                            scopes,
+                            &record,
+                            &view,
+                            &account,
+                            &region,
+                            time_ms,
+                        );
+                    }
+                    self.insights.seq = seq;
+                }
+                let folder = if view.category == "Insight" {
+                    "CloudTrail-Insight"
+                } else {
+                    "CloudTrail"
+                };
                 for run in self.runs.values_mut() {
                     if seq <= run.scanned || run.blocked {
                         continue;
@@ -427,6 +518,7 @@ impl Worker {
                             json: entry.json.clone(),
                             region: region.clone(),
                             time_ms,
+                            folder,
                         });
                     }
                     match about {
@@ -450,6 +542,53 @@ impl Worker {
                 return Ok(());
             }
         }
+    }
+
+    /// Evaluates the Insights minutes that ended (with a 2-second grace for
+    /// records still being answered), writes their Start/End records, and
+    /// commits the detector with the feed position it has counted.
+    /// Records after the committed position are counted again after a crash,
+    /// never twice: the restart starts from the committed detector.
+    async fn evaluate_insights(
+        &mut self,
+        app: &App,
+        now: Timestamp,
+        shutting_down: bool,
+    ) -> Result<(), String> {
+        let until = (now.millis() - 2_000).div_euclid(60_000);
+        // Committed once a minute (and at shutdown): the feed keeps the
+        // records counted since, and they are counted again after a crash.
+        if until <= self.insights.until_minute
+            && !(shutting_down && self.insights.seq != self.insights_durable)
+        {
+            return Ok(());
+        }
+        let thresholds = Thresholds {
+            baseline_minutes: app.config.insights_baseline_minutes,
+            ..Thresholds::default()
+        };
+        let events = if until > self.insights.until_minute {
+            self.insights.until_minute = until;
+            self.insights.detector.evaluate(until, &thresholds)
+        } else {
+            Vec::new()
+        };
+        // Committed before the events are written: a crash in between loses
+        // an insight record rather than writing it twice.
+        let state = serde_json::to_vec(&self.insights).map_err(storage)?;
+        Trails::new(app.audit.catalog())
+            .commit(&[CatalogOp::put(INSIGHTS_TABLE, INSIGHTS_KEY, state)])
+            .map_err(storage)?;
+        self.insights_durable = self.insights.seq;
+        for event in events {
+            let mut record = event.record;
+            if let Some(map) = record.as_object_mut() {
+                map.insert("eventID".into(), uuid::Uuid::new_v4().to_string().into());
+            }
+            tracing::info!(details = %record["insightDetails"]["insightType"], state = %record["insightDetails"]["state"], api = %record["insightDetails"]["eventName"], "insight event");
+            app.audit.append_json(record).await.map_err(storage)?;
+        }
+        Ok(())
     }
 
     fn advance(&mut self, seq: u64) {
@@ -505,6 +644,47 @@ impl Worker {
     }
 }
 
+/// Counts `record` in the Insights series its account's trails ask for
+/// (§7.1): write management calls (and data calls when asked) for the call
+/// rate, calls with an error code for the error rate.
+fn observe_insights(
+    detector: &mut Detector,
+    scopes: &[InsightScope],
+    record: &serde_json::Value,
+    view: &RecordView<'_>,
+    account: &str,
+    region: &str,
+    time_ms: i64,
+) {
+    if !matches!(view.category, "Management" | "Data") {
+        return;
+    }
+    let call = Call {
+        time_secs: time_ms.div_euclid(1000),
+        user_arn: view.user_arn,
+        user_agent: record.get("userAgent").and_then(serde_json::Value::as_str),
+        error_code: view.error_code,
+    };
+    let key = |insight_type: &str, error_code: Option<&str>| SeriesKey {
+        account: account.to_owned(),
+        region: region.to_owned(),
+        insight_type: insight_type.to_owned(),
+        event_source: view.event_source.to_owned(),
+        event_name: view.event_name.to_owned(),
+        error_code: error_code.map(str::to_owned),
+    };
+    let wants = |t: &str| scopes.iter().any(|s| s.wants(region, t, view.category));
+    let counts_for_rate = view.category == "Data" || !view.read_only;
+    if counts_for_rate && wants("ApiCallRateInsight") {
+        detector.observe(key("ApiCallRateInsight", None), &call);
+    }
+    if let Some(code) = view.error_code {
+        if wants("ApiErrorRateInsight") {
+            detector.observe(key("ApiErrorRateInsight", Some(code)), &call);
+        }
+    }
+}
+
 /// Reloads a run's trail configuration (it changed or logging started).
 fn refresh(store: &Trails, run: &mut Run) {
     let t = &run.trail;
@@ -544,19 +724,22 @@ async fn deliver(app: &App, run: &mut Run, now: Timestamp) -> Result<(), String>
     let intent = match run.state.intent.clone() {
         Some(intent) => intent,
         None => {
-            let mut by_region: BTreeMap<String, Vec<&Buffered>> = BTreeMap::new();
+            let mut by_region: BTreeMap<(&'static str, String), Vec<&Buffered>> = BTreeMap::new();
             for b in &run.buffer {
-                by_region.entry(b.region.clone()).or_default().push(b);
+                by_region
+                    .entry((b.folder, b.region.clone()))
+                    .or_default()
+                    .push(b);
             }
             let files = by_region
                 .into_iter()
-                .map(|(region, mut records)| {
+                .map(|((folder, region), mut records)| {
                     records.sort_by_key(|r| (r.time_ms, r.seq));
                     IntentFile {
                         key: digest::log_file_key(
                             run.trail.prefix.as_deref(),
                             &run.trail.account,
-                            "CloudTrail",
+                            folder,
                             &region,
                             now,
                             &digest::unique16(),

@@ -200,12 +200,20 @@ impl StoredEvent {
             })
             .unwrap_or_default();
         let category = EventCategory::parse(&text("eventCategory")?)?;
+        // Insights records name their API inside `insightDetails` (§7.3).
+        let detail = |k: &str| {
+            record
+                .get("insightDetails")
+                .and_then(|d| d.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
         let event = StoredEvent {
             seq,
             time_secs: time.secs(),
             event_id: text("eventID")?,
-            event_name: Arc::from(text("eventName")?),
-            event_source: Arc::from(text("eventSource")?),
+            event_name: Arc::from(text("eventName").or_else(|| detail("eventName"))?),
+            event_source: Arc::from(text("eventSource").or_else(|| detail("eventSource"))?),
             read_only: record
                 .get("readOnly")
                 .and_then(|v| v.as_bool())
@@ -836,12 +844,25 @@ impl AuditStore {
             })
     }
 
+    /// Makes a record the server produced itself (an Insights event) durable,
+    /// then visible, like a call's record.
+    pub async fn append_json(&self, json: serde_json::Value) -> Result<(), AuditError> {
+        self.write_json(json, &[]).await
+    }
+
     async fn write_entry(
         &self,
         record: &CallRecord,
         changes: &[CatalogOp],
     ) -> Result<(), AuditError> {
-        let json = record.to_json();
+        self.write_json(record.to_json(), changes).await
+    }
+
+    async fn write_json(
+        &self,
+        json: serde_json::Value,
+        changes: &[CatalogOp],
+    ) -> Result<(), AuditError> {
         let text = serde_json::to_string(&json).map_err(|e| AuditError::Decode {
             seq: 0,
             message: e.to_string(),

@@ -23,7 +23,7 @@ pub(crate) struct TestApp {
     pub(crate) app: Arc<App>,
     #[allow(dead_code)] // used by later suites that move time
     pub(crate) clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 pub(crate) async fn test_app(now: Timestamp) -> TestApp {

@@ -211,3 +211,130 @@ async fn hourly_digests_chain_across_idle_hours_and_a_stop() {
         report.problems
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(trailwatch_types::ManualClock::new(Timestamp::from_millis(
+        T0,
+    )));
+    let root = trailwatch_core::identity::RootCredentials {
+        account_id: ACCOUNT.to_owned(),
+        access_key_id: FIXTURE_KEY.to_owned(),
+        secret_access_key: FIXTURE_SECRET.to_owned(),
+    };
+    let mut config = trailwatch_server::AppConfig::new(dir.path(), ACCOUNT);
+    // The shortest warm-up the algorithm allows: 36 hours.
+    config.insights_baseline_minutes = 36 * 60;
+    let app = App::open(
+        config,
+        clock.clone(),
+        trailwatch_core::identity::KeyRing::with_root(&root),
+    )
+    .await
+    .unwrap();
+    let t = TestApp {
+        app: app.clone(),
+        clock: clock.clone(),
+        _dir: dir,
+    };
+    app.buckets
+        .create(ACCOUNT, REGION, "archive", clock.now())
+        .unwrap();
+    cloudtrail(
+        &t,
+        "CreateTrail",
+        serde_json::json!({"Name": "main", "S3BucketName": "archive"}),
+    )
+    .await;
+    cloudtrail(
+        &t,
+        "PutInsightSelectors",
+        serde_json::json!({"TrailName": "main", "InsightSelectors": [
+            {"InsightType": "ApiCallRateInsight"}, {"InsightType": "ApiErrorRateInsight"}]}),
+    )
+    .await;
+    cloudtrail(&t, "StartLogging", serde_json::json!({"Name": "main"})).await;
+    let mut worker = Worker::default();
+    // Baseline: one AddTags an hour for 37 hours.
+    for _ in 0..37 {
+        cloudtrail(
+            &t,
+            "AddTags",
+            serde_json::json!({"ResourceId": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/main"),
+                               "TagsList": [{"Key": "k", "Value": "v"}]}),
+        )
+        .await;
+        clock.advance_millis(3_600_000);
+        worker.pass(&app, false).await.unwrap();
+    }
+    let insight_keys = |app: Arc<App>| async move {
+        keys(
+            &app,
+            &format!("AWSLogs/{ACCOUNT}/CloudTrail-Insight/{REGION}/"),
+        )
+        .await
+    };
+    assert!(insight_keys(app.clone()).await.is_empty());
+    // A burst: 25 calls in one minute.
+    for _ in 0..25 {
+        cloudtrail(
+            &t,
+            "AddTags",
+            serde_json::json!({"ResourceId": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/main"),
+                               "TagsList": [{"Key": "k", "Value": "v"}]}),
+        )
+        .await;
+    }
+    clock.advance_millis(65_000);
+    worker.pass(&app, false).await.unwrap();
+    clock.advance_millis(6 * 60_000);
+    worker.pass(&app, false).await.unwrap();
+    // The Start record went out with the burst's file; the End record, written
+    // a pass later, goes out one delivery interval after that.
+    clock.advance_millis(300_000);
+    worker.pass(&app, false).await.unwrap();
+    clock.advance_millis(300_000);
+    worker.pass(&app, false).await.unwrap();
+    let files = insight_keys(app.clone()).await;
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut records = Vec::new();
+    for key in &files {
+        let object = app
+            .buckets
+            .get_object("archive", key)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut text = String::new();
+        use std::io::Read as _;
+        flate2::read::GzDecoder::new(&object.bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        records.extend(doc["Records"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (start, end) = (&records[0], &records[1]);
+    assert_eq!(start["eventType"], "AwsCloudTrailInsight");
+    assert_eq!(start["eventCategory"], "Insight");
+    assert_eq!(start["insightDetails"]["state"], "Start");
+    assert_eq!(start["insightDetails"]["eventName"], "AddTags");
+    assert_eq!(start["insightDetails"]["insightType"], "ApiCallRateInsight");
+    assert_eq!(
+        start["insightDetails"]["insightContext"]["statistics"]["insight"]["average"],
+        25.0
+    );
+    assert_eq!(end["insightDetails"]["state"], "End");
+    assert_eq!(start["sharedEventID"], end["sharedEventID"]);
+    assert!(start.get("userIdentity").is_none() && start.get("eventName").is_none());
+    // LookupEvents finds them with EventCategory=insight only.
+    let found = cloudtrail(
+        &t,
+        "LookupEvents",
+        serde_json::json!({"EventCategory": "insight", "LookupAttributes": [
+            {"AttributeKey": "EventName", "AttributeValue": "AddTags"}]}),
+    )
+    .await;
+    assert_eq!(found["Events"].as_array().unwrap().len(), 2, "{found}");
+}
