@@ -502,3 +502,49 @@ def test_trail_files_on_an_s3_compatible_store(tmp_path, moto_s3):
         server.stop()
     bad = server.unexpected_log_lines()
     assert not bad, "\n".join(bad)
+
+
+def test_advanced_selectors_decide_what_is_delivered(tmp_path):
+    """§5.4: write management events plus the data events of one log group;
+    read calls, other groups' data events and metric data stay out."""
+    server = Server(str(tmp_path / "data"), extra_env=FAST).start()
+    try:
+        ct, cw, logs = server.client("cloudtrail"), server.client("cloudwatch"), server.client("logs")
+        s3_client(server).create_bucket(Bucket="audit-archive")
+        ct.create_trail(Name="selective", S3BucketName="audit-archive")
+        group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:app"
+        ct.put_event_selectors(TrailName="selective", AdvancedEventSelectors=[
+            {"Name": "writes", "FieldSelectors": [
+                {"Field": "eventCategory", "Equals": ["Management"]},
+                {"Field": "readOnly", "Equals": ["false"]}]},
+            {"Name": "app-logs", "FieldSelectors": [
+                {"Field": "eventCategory", "Equals": ["Data"]},
+                {"Field": "resources.type", "Equals": ["AWS::Logs::LogGroup"]},
+                {"Field": "resources.ARN", "StartsWith": [group_arn]}]},
+        ])
+        ct.start_logging(Name="selective")
+        for group in ("app", "other"):
+            logs.create_log_group(logGroupName=group)
+            logs.create_log_stream(logGroupName=group, logStreamName="s")
+            logs.put_log_events(logGroupName=group, logStreamName="s",
+                                logEvents=[{"timestamp": int(time.time() * 1000), "message": "hello"}])
+        logs.describe_log_groups()
+        cw.put_metric_data(Namespace="App", MetricData=[{"MetricName": "M", "Value": 1.0}])
+        cw.describe_alarms()
+        ct.stop_logging(Name="selective")
+        wait_for(lambda: (lambda s: s.get("LatestDeliveryTime") and s["LatestDeliveryTime"] >= s["StopLoggingTime"])(
+            ct.get_trail_status(Name="selective")), what="delivery after StopLogging")
+        files = read_log_files(s3_client(server), "audit-archive", f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/")
+        records = [r for body in files.values() for r in json.loads(gzip.decompress(body))["Records"]]
+        seen = sorted((r["eventName"], r["eventCategory"]) for r in records)
+        data = [r for r in records if r["eventCategory"] == "Data"]
+        assert [r["eventName"] for r in data] == ["PutLogEvents"], seen
+        assert data[0]["requestParameters"]["logGroupName"] == "app"
+        names = {r["eventName"] for r in records}
+        assert {"StartLogging", "CreateLogGroup", "CreateLogStream", "StopLogging"} <= names, seen
+        assert not names & {"DescribeLogGroups", "DescribeAlarms", "PutMetricData", "GetTrailStatus"}, seen
+        assert all(not r["readOnly"] for r in records if r["eventCategory"] == "Management")
+    finally:
+        server.stop()
+    bad = server.unexpected_log_lines()
+    assert not bad, "\n".join(bad)
