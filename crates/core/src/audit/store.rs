@@ -681,6 +681,19 @@ struct Checkpoint {
     seq: u64,
 }
 
+/// The sequence number stored under `key` of the checkpoint table (0 if none).
+fn read_checkpoint(catalog: &dyn Catalog, key: &str) -> Result<u64, AuditError> {
+    match catalog.get(CHECKPOINT_TABLE, key)? {
+        Some(bytes) => Ok(serde_json::from_slice::<Checkpoint>(&bytes)
+            .map_err(|e| AuditError::Decode {
+                seq: 0,
+                message: e.to_string(),
+            })?
+            .seq),
+        None => Ok(0),
+    }
+}
+
 impl AuditStore {
     /// Opens the store: segments from the catalog, then WAL records above the checkpoint.
     pub async fn open(
@@ -692,28 +705,8 @@ impl AuditStore {
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
         let (wal, recovery) = Wal::open(&dir.join("wal"), options.wal.clone())?;
-        let checkpoint = match catalog.get(CHECKPOINT_TABLE, CHECKPOINT_KEY)? {
-            Some(bytes) => {
-                serde_json::from_slice::<Checkpoint>(&bytes)
-                    .map_err(|e| AuditError::Decode {
-                        seq: 0,
-                        message: e.to_string(),
-                    })?
-                    .seq
-            }
-            None => 0,
-        };
-        let feed_cursor = match catalog.get(CHECKPOINT_TABLE, FEED_KEY)? {
-            Some(bytes) => {
-                serde_json::from_slice::<Checkpoint>(&bytes)
-                    .map_err(|e| AuditError::Decode {
-                        seq: 0,
-                        message: e.to_string(),
-                    })?
-                    .seq
-            }
-            None => 0,
-        };
+        let checkpoint = read_checkpoint(catalog.as_ref(), CHECKPOINT_KEY)?;
+        let feed_cursor = read_checkpoint(catalog.as_ref(), FEED_KEY)?;
         let mut feed = BTreeMap::new();
         let opened_ms = clock.now().millis();
         let mut index = Index::default();
@@ -940,17 +933,7 @@ impl AuditStore {
 
     /// The feed's durable cursor (0 before the first delivery).
     pub fn feed_cursor(&self) -> Result<u64, AuditError> {
-        Ok(match self.catalog.get(CHECKPOINT_TABLE, FEED_KEY)? {
-            Some(bytes) => {
-                serde_json::from_slice::<Checkpoint>(&bytes)
-                    .map_err(|e| AuditError::Decode {
-                        seq: 0,
-                        message: e.to_string(),
-                    })?
-                    .seq
-            }
-            None => 0,
-        })
+        read_checkpoint(self.catalog.as_ref(), FEED_KEY)
     }
 
     /// Whether enough records wait in the WAL to flush them.
@@ -961,17 +944,7 @@ impl AuditStore {
     /// Moves every record in the WAL into segments; returns how many moved.
     pub async fn flush(&self) -> Result<u64, AuditError> {
         let _guard = self.maintenance.lock().await;
-        let checkpoint = match self.catalog.get(CHECKPOINT_TABLE, CHECKPOINT_KEY)? {
-            Some(bytes) => {
-                serde_json::from_slice::<Checkpoint>(&bytes)
-                    .map_err(|e| AuditError::Decode {
-                        seq: 0,
-                        message: e.to_string(),
-                    })?
-                    .seq
-            }
-            None => 0,
-        };
+        let checkpoint = read_checkpoint(self.catalog.as_ref(), CHECKPOINT_KEY)?;
         let boundary = {
             // No commit is between its append and its apply while we rotate, so
             // every change below the boundary is already in the catalog.

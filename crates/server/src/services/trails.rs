@@ -348,6 +348,19 @@ pub(super) fn create_trail(
     Ok(Outcome::write(trail_value(&trail, false), changes))
 }
 
+/// The trail member `member` of a read call names (shadow trails included).
+fn named_trail(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+    member: &str,
+) -> Result<Trail, ApiError> {
+    let name = required(input, member)?;
+    Trails::new(app.audit.catalog())
+        .resolve(&cx.principal.account_id, cx.region, name)
+        .map_err(map_error)
+}
+
 /// The trail a mutating call names; it must be called in the trail's home region.
 fn home_trail(app: &App, cx: &CallContext<'_>, value: &str) -> Result<Trail, ApiError> {
     let trail = Trails::new(app.audit.catalog())
@@ -419,10 +432,7 @@ pub(super) fn get_trail(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let name = required(input, "Name")?;
-    let trail = Trails::new(app.audit.catalog())
-        .resolve(&cx.principal.account_id, cx.region, name)
-        .map_err(map_error)?;
+    let trail = named_trail(app, cx, input, "Name")?;
     Ok(Outcome::read(Value::structure([(
         "Trail",
         trail_value(&trail, true),
@@ -496,12 +506,10 @@ pub(super) fn get_trail_status(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let name = required(input, "Name")?;
-    let store = Trails::new(app.audit.catalog());
-    let trail = store
-        .resolve(&cx.principal.account_id, cx.region, name)
+    let trail = named_trail(app, cx, input, "Name")?;
+    let state = Trails::new(app.audit.catalog())
+        .state(&trail.id)
         .map_err(map_error)?;
-    let state = store.state(&trail.id).map_err(map_error)?;
     let time = |ms: Option<i64>| {
         ms.map_or(Value::Null, |ms| {
             Value::Timestamp(Timestamp::from_millis(ms))
@@ -774,10 +782,7 @@ pub(super) fn get_event_selectors(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let name = required(input, "TrailName")?;
-    let trail = Trails::new(app.audit.catalog())
-        .resolve(&cx.principal.account_id, cx.region, name)
-        .map_err(map_error)?;
+    let trail = named_trail(app, cx, input, "TrailName")?;
     Ok(Outcome::read(selectors_output(&trail)))
 }
 
@@ -847,10 +852,7 @@ pub(super) fn get_insight_selectors(
     cx: &CallContext<'_>,
     input: &Value,
 ) -> Result<Outcome, ApiError> {
-    let name = required(input, "TrailName")?;
-    let trail = Trails::new(app.audit.catalog())
-        .resolve(&cx.principal.account_id, cx.region, name)
-        .map_err(map_error)?;
+    let trail = named_trail(app, cx, input, "TrailName")?;
     if trail.insights.is_empty() {
         return Err(err(
             "InsightNotEnabledException",
