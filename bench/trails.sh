@@ -46,7 +46,7 @@ EOF
 }
 
 echo "## 1. GetCallerIdentity, 8 connections, $requests calls"
-start_trailwatch "$work/on" 24611 --trail-delivery-secs 10 --digest-interval-secs 60
+start_trailwatch "$work/on" 24611 --trail-delivery-secs 10 --digest-interval-secs 10
 export AWS_ENDPOINT_URL=http://127.0.0.1:24611
 aws s3api create-bucket --bucket bench-trail >/dev/null
 aws cloudtrail create-trail --name bench --s3-bucket-name bench-trail --enable-log-file-validation >/dev/null
