@@ -18,6 +18,7 @@
 //! - [`engine`]: the alarm evaluation engine: cadences, watermarks, reads, decisions.
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`insights`]: CloudTrail Insights: per-API minute counts, baselines, Start/End events.
+//! - [`lake`]: CloudTrail Lake: event data stores, channels, external audit events.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
 //! - [`sns`]: the SNS subset: topics and http(s) subscriptions in the catalog,
@@ -43,6 +44,7 @@ pub mod engine;
 pub mod evaluation;
 pub mod identity;
 pub mod insights;
+pub mod lake;
 pub mod logs;
 pub mod metrics;
 pub mod sns;
