@@ -10,15 +10,24 @@ pub enum EventCategory {
     Data,
     /// CloudTrail Insights events.
     Insight,
+    /// External audit events ingested through a Lake channel (`ActivityAuditLog`).
+    Activity,
 }
 
 impl EventCategory {
+    /// Whether LookupEvents indexes events of this category (management and
+    /// Insights); the others are only stored.
+    pub fn indexed(self) -> bool {
+        matches!(self, EventCategory::Management | EventCategory::Insight)
+    }
+
     /// Wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             EventCategory::Management => "Management",
             EventCategory::Data => "Data",
             EventCategory::Insight => "Insight",
+            EventCategory::Activity => "ActivityAuditLog",
         }
     }
 
@@ -28,6 +37,7 @@ impl EventCategory {
             "Management" => Some(EventCategory::Management),
             "Data" => Some(EventCategory::Data),
             "Insight" => Some(EventCategory::Insight),
+            "ActivityAuditLog" => Some(EventCategory::Activity),
             _ => None,
         }
     }

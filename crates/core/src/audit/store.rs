@@ -200,13 +200,16 @@ impl StoredEvent {
             })
             .unwrap_or_default();
         let category = EventCategory::parse(&text("eventCategory")?)?;
-        // Insights records name their API inside `insightDetails` (§7.3).
+        // Insights records name their API inside `insightDetails` (§7.3),
+        // external audit events inside `eventData` (§6.4).
         let detail = |k: &str| {
-            record
-                .get("insightDetails")
-                .and_then(|d| d.get(k))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
+            ["insightDetails", "eventData"].iter().find_map(|outer| {
+                record
+                    .get(*outer)
+                    .and_then(|d| d.get(k))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
         };
         let event = StoredEvent {
             seq,
@@ -388,7 +391,7 @@ struct Index {
 impl Index {
     fn insert(&mut self, partition: Placement, mut event: StoredEvent) {
         let (category, account, region) = partition;
-        if category == EventCategory::Data {
+        if !category.indexed() {
             self.data_events += 1;
             return;
         }
@@ -1019,7 +1022,7 @@ impl AuditStore {
             ));
             let shared: Arc<str> = Arc::from(path);
             for (row, FlushRow { event, .. }) in rows.iter().enumerate() {
-                if event.category != EventCategory::Data {
+                if event.category.indexed() {
                     relocations.push((
                         account.clone(),
                         region.clone(),
@@ -1418,7 +1421,7 @@ async fn load_segment_index(
             seq: 0,
             message: format!("segment {} has no category", meta.path),
         })?;
-    if category == EventCategory::Data {
+    if !category.indexed() {
         index.data_events += meta.rows;
         return Ok(());
     }

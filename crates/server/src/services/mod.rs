@@ -16,6 +16,7 @@ mod cloudtrail;
 mod cloudwatch;
 mod dashboards;
 mod detectors;
+mod lake;
 mod logs;
 mod resources;
 pub(crate) mod s3;
@@ -251,6 +252,37 @@ pub async fn dispatch(
         }
         (Service::CloudTrail, "ListTags") => trails::list_tags(app, cx, input),
         (Service::CloudTrail, "ListPublicKeys") => trails::list_public_keys(app, cx, input),
+        (Service::CloudTrail, "CreateEventDataStore") => {
+            trails::trail_write(app, || lake::create_event_data_store(app, cx, input)).await
+        }
+        (Service::CloudTrail, "UpdateEventDataStore") => {
+            trails::trail_write(app, || lake::update_event_data_store(app, cx, input)).await
+        }
+        (Service::CloudTrail, "DeleteEventDataStore") => {
+            trails::trail_write(app, || lake::delete_event_data_store(app, cx, input)).await
+        }
+        (Service::CloudTrail, "StartEventDataStoreIngestion") => {
+            trails::trail_write(app, || lake::set_ingestion(app, cx, input, true)).await
+        }
+        (Service::CloudTrail, "StopEventDataStoreIngestion") => {
+            trails::trail_write(app, || lake::set_ingestion(app, cx, input, false)).await
+        }
+        (Service::CloudTrail, "GetEventDataStore") => lake::get_event_data_store(app, cx, input),
+        (Service::CloudTrail, "ListEventDataStores") => {
+            lake::list_event_data_stores(app, cx, input)
+        }
+        (Service::CloudTrail, "CreateChannel") => {
+            trails::trail_write(app, || lake::create_channel(app, cx, input)).await
+        }
+        (Service::CloudTrail, "UpdateChannel") => {
+            trails::trail_write(app, || lake::update_channel(app, cx, input)).await
+        }
+        (Service::CloudTrail, "DeleteChannel") => {
+            trails::trail_write(app, || lake::delete_channel(app, cx, input)).await
+        }
+        (Service::CloudTrail, "GetChannel") => lake::get_channel(app, cx, input),
+        (Service::CloudTrail, "ListChannels") => lake::list_channels(app, cx, input),
+        (Service::CloudTrailData, "PutAuditEvents") => lake::put_audit_events(app, cx, input).await,
         (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
         (Service::CloudWatch, "PutMetricData") => cloudwatch::put_metric_data(app, cx, input).await,
         (Service::CloudWatch, "ListMetrics") => cloudwatch::list_metrics(app, cx, input),

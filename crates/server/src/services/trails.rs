@@ -232,7 +232,7 @@ fn check_bucket(app: &App, bucket: &str, account: &str) -> Result<(), ApiError> 
     }
 }
 
-fn tags_of(input: &Value) -> Result<Vec<(String, Option<String>)>, ApiError> {
+pub(super) fn tags_of(input: &Value) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let list = match input.get("TagsList") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(v) => v.as_list().ok_or_else(|| {
@@ -270,7 +270,7 @@ fn tags_of(input: &Value) -> Result<Vec<(String, Option<String>)>, ApiError> {
 }
 
 /// Tag values absent from the request are stored as empty strings (they list as such).
-fn tag_pairs(tags: &[(String, Option<String>)]) -> Vec<(String, String)> {
+pub(super) fn tag_pairs(tags: &[(String, Option<String>)]) -> Vec<(String, String)> {
     tags.iter()
         .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
         .collect()
@@ -614,7 +614,7 @@ fn parse_basic(list: &[Value]) -> Result<Vec<BasicSelector>, ApiError> {
         .collect()
 }
 
-fn parse_advanced(list: &[Value]) -> Vec<AdvancedSelector> {
+pub(super) fn parse_advanced(list: &[Value]) -> Vec<AdvancedSelector> {
     list.iter()
         .map(|s| AdvancedSelector {
             name: s.get("Name").and_then(Value::as_str).map(str::to_owned),
@@ -692,7 +692,7 @@ fn basic_value(list: &[BasicSelector]) -> Value {
     )
 }
 
-fn advanced_value(list: &[AdvancedSelector]) -> Value {
+pub(super) fn advanced_value(list: &[AdvancedSelector]) -> Value {
     let op = |v: &Option<Vec<String>>| {
         v.as_ref().map_or(Value::Null, |l| {
             Value::List(l.iter().map(Value::string).collect())
