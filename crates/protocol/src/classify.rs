@@ -520,7 +520,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(route.service, Service::S3);
-        // Unsigned, nothing says S3.
-        assert!(classify(&head("GET", "/b/k", "", &[]), b"").is_err_and(|e| e.service.is_none()));
+        // Unsigned on a bucket path: S3's, which refuses it (AccessDenied).
+        let route = classify(&head("GET", "/b/k", "", &[]), b"").unwrap();
+        assert_eq!(
+            (route.service, route.operation.as_str()),
+            (Service::S3, "GetObject")
+        );
+        // Unsigned at the root, or with an Action: not S3.
+        assert!(classify(&head("GET", "/", "", &[]), b"").is_err_and(|e| e.service.is_none()));
+        let confirm = classify(
+            &head(
+                "GET",
+                "/",
+                "Action=ConfirmSubscription&Version=2010-03-31&TopicArn=x&Token=y",
+                &[],
+            ),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(confirm.service, Service::Sns);
     }
 }
