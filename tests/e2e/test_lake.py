@@ -118,3 +118,83 @@ def test_stores_channels_and_put_audit_events(server):
     ct.delete_channel(Channel=arn)
     ct.delete_event_data_store(EventDataStore=store["EventDataStoreArn"])
     assert [s["Name"] for s in ct.list_event_data_stores()["EventDataStores"]] == ["management"]
+
+
+def wait_finished(ct, qid, store):
+    import time
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        d = ct.describe_query(QueryId=qid, EventDataStore=store)
+        if d["QueryStatus"] not in ("QUEUED", "RUNNING"):
+            return d
+        time.sleep(0.2)
+    raise AssertionError("query did not finish")
+
+
+def test_sql_over_event_data_stores(server):
+    ct = server.client("cloudtrail")
+    data = server.client("cloudtrail-data")
+    cw = server.client("cloudwatch")
+    mgmt = ct.create_event_data_store(Name="management", TerminationProtectionEnabled=False)
+    store_id = mgmt["EventDataStoreArn"].rsplit("/", 1)[1]
+    for i in range(3):
+        cw.put_metric_alarm(AlarmName=f"q-{i}", Namespace="App", MetricName="M", Statistic="Sum", Period=60,
+                            EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+    cw.describe_alarms()
+    qid = ct.start_query(QueryStatement=(
+        f"SELECT eventName, COUNT(*) AS calls FROM {store_id} WHERE eventSource = 'monitoring.amazonaws.com' "
+        "GROUP BY eventName ORDER BY calls DESC, eventName"))["QueryId"]
+    described = wait_finished(ct, qid, mgmt["EventDataStoreArn"])
+    assert described["QueryStatus"] == "FINISHED", described
+    assert described["QueryStatistics"]["EventsScanned"] >= 5
+    rows = ct.get_query_results(QueryId=qid)["QueryResultRows"]
+    counts = {r[0]["eventname"]: r[1]["calls"] for r in rows}
+    assert counts["PutMetricAlarm"] == "3" and counts["DescribeAlarms"] == "1", rows
+
+    qid = ct.start_query(QueryStatement=(
+        f"SELECT eventTime, userIdentity.arn, element_at(requestParameters, 'alarmName') AS alarm "
+        f"FROM {store_id} WHERE eventName = 'PutMetricAlarm' ORDER BY alarm"))["QueryId"]
+    wait_finished(ct, qid, mgmt["EventDataStoreArn"])
+    first = ct.get_query_results(QueryId=qid, MaxQueryResults=2)
+    assert [r[2]["alarm"] for r in first["QueryResultRows"]] == ["q-0", "q-1"]
+    assert first["QueryStatistics"]["TotalResultsCount"] == 3
+    rest = ct.get_query_results(QueryId=qid, NextToken=first["NextToken"])
+    assert [r[2]["alarm"] for r in rest["QueryResultRows"]] == ["q-2"]
+    assert rest["QueryResultRows"][0][1]["arn"] == f"arn:aws:iam::{ACCOUNT}:root"
+    assert len(rest["QueryResultRows"][0][0]["eventtime"]) == len("2026-02-03 11:20:00.000")
+    with pytest.raises(ClientError) as e:
+        ct.cancel_query(QueryId=qid)
+    assert code(e) == "InactiveQueryException"
+    listed = ct.list_queries(EventDataStore=mgmt["EventDataStoreArn"])["Queries"]
+    assert {q["QueryId"] for q in listed} >= {qid}
+
+    for bad in [f"DROP TABLE {store_id}", f"SELECT nope FROM {store_id}", "SELECT 1",
+                f"DELETE FROM {store_id}"]:
+        with pytest.raises(ClientError) as e:
+            ct.start_query(QueryStatement=bad)
+        assert code(e) == "InvalidQueryStatementException", bad
+    with pytest.raises(ClientError) as e:
+        ct.start_query(QueryStatement="SELECT * FROM 00000000-0000-0000-0000-000000000000")
+    assert code(e) == "EventDataStoreNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ct.get_query_results(QueryId="00000000-0000-0000-0000-000000000000")
+    assert code(e) == "QueryIdNotFoundException"
+
+    # External events through a channel, queried through eventData.
+    activity = ct.create_event_data_store(Name="external", TerminationProtectionEnabled=False,
+                                          AdvancedEventSelectors=[{"FieldSelectors": [
+                                              {"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}])
+    activity_id = activity["EventDataStoreArn"].rsplit("/", 1)[1]
+    channel = ct.create_channel(Name="ci-events", Source="Custom", Destinations=[
+        {"Type": "EVENT_DATA_STORE", "Location": activity["EventDataStoreArn"]}])["ChannelArn"]
+    data.put_audit_events(channelArn=channel, auditEvents=[
+        {"id": f"e{i}", "eventData": event(f"uid-{i}", eventName=name)}
+        for i, name in enumerate(["Deploy", "Deploy", "Rollback"])])
+    qid = ct.start_query(QueryStatement=(
+        f"SELECT eventData.eventName, eventData.userIdentity, metadata.channelArn, COUNT(*) AS n FROM {activity_id} "
+        "WHERE eventData.eventSource = 'ci.example.com' GROUP BY 1, 2, 3 ORDER BY n DESC"))["QueryId"]
+    wait_finished(ct, qid, activity["EventDataStoreArn"])
+    rows = ct.get_query_results(QueryId=qid)["QueryResultRows"]
+    assert [(list(r[0].values())[0], r[3]["n"]) for r in rows] == [("Deploy", "2"), ("Rollback", "1")], rows
+    assert list(rows[0][2].values())[0] == channel
+    assert json.loads(list(rows[0][1].values())[0])["principalId"] == "alice"

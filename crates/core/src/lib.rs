@@ -19,6 +19,7 @@
 //! - [`evaluation`]: alarm state decisions, reasons and reason data.
 //! - [`insights`]: CloudTrail Insights: per-API minute counts, baselines, Start/End events.
 //! - [`lake`]: CloudTrail Lake: event data stores, channels, external audit events.
+//! - [`lake_sql`]: SQL over event data stores, run by DataFusion.
 //! - [`metrics`]: CloudWatch metric data: PutMetricData validation, the durable
 //!   metric store, ListMetrics, GetMetricData and metric widget images.
 //! - [`sns`]: the SNS subset: topics and http(s) subscriptions in the catalog,
@@ -45,6 +46,7 @@ pub mod evaluation;
 pub mod identity;
 pub mod insights;
 pub mod lake;
+pub mod lake_sql;
 pub mod logs;
 pub mod metrics;
 pub mod sns;

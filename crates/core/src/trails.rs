@@ -372,6 +372,11 @@ fn field_matches(f: &FieldSelector, r: &RecordView<'_>) -> bool {
     })
 }
 
+/// Whether any of `selectors` selects `record` (§5.4's OR/AND rules).
+pub fn advanced_selects(selectors: &[AdvancedSelector], record: &RecordView<'_>) -> bool {
+    selectors.iter().any(|s| advanced_matches(s, record))
+}
+
 fn advanced_matches(s: &AdvancedSelector, r: &RecordView<'_>) -> bool {
     s.field_selectors.iter().all(|f| field_matches(f, r))
 }

@@ -169,6 +169,8 @@ pub struct App {
     /// Held across every read-modify-write of alarm records (API calls and
     /// the evaluation engine), so no write is lost to a concurrent one.
     alarm_writes: Arc<tokio::sync::Mutex<()>>,
+    /// CloudTrail Lake queries, in memory.
+    pub lake_queries: crate::services::LakeQueries,
     /// Held by every trail-writing call until its changes are committed.
     pub trail_writes: Arc<tokio::sync::Mutex<()>>,
     /// Digest signing keys, per region.
@@ -315,6 +317,7 @@ impl App {
             composites,
             alarm_writes: Arc::new(tokio::sync::Mutex::new(())),
             trail_writes: Arc::new(tokio::sync::Mutex::new(())),
+            lake_queries: Default::default(),
             alarm_generation: Default::default(),
             alarm_cache: std::sync::Mutex::new(None),
             tags,

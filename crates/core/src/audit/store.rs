@@ -1067,6 +1067,48 @@ impl AuditStore {
         Ok(closed?)
     }
 
+    /// The records of `categories` for `account` (in `regions`, or all), as
+    /// stored: what CloudTrail Lake queries read. Flushes the WAL first, so
+    /// every record is in a segment.
+    pub async fn stored_records(
+        &self,
+        categories: &[EventCategory],
+        account: &str,
+        regions: Option<&[String]>,
+    ) -> Result<Vec<Arc<str>>, AuditError> {
+        self.flush().await?;
+        let mut out = Vec::new();
+        for (_, value) in self.catalog.list(SEGMENTS_TABLE, "")? {
+            let Ok(meta) = serde_json::from_slice::<SegmentMeta>(&value) else {
+                continue;
+            };
+            let part = |key: &str| {
+                meta.partition
+                    .split(key)
+                    .nth(1)
+                    .and_then(|s| s.split('/').next())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let category = EventCategory::parse(&part("category="));
+            if !category.is_some_and(|c| categories.contains(&c))
+                || part("account=") != account
+                || regions.is_some_and(|r| !r.contains(&part("region=")))
+            {
+                continue;
+            }
+            let bytes = self.objects.get(&meta.path).await?;
+            let batches = segment::decode(&meta.path, bytes, Some(&["record"]))?;
+            for batch in &batches {
+                let record = column::<StringArray>(batch, "record", &meta.path)?;
+                for i in 0..batch.num_rows() {
+                    out.push(Arc::from(record.value(i)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of data events stored (they are not looked up).
     pub fn data_event_count(&self) -> u64 {
         self.index

@@ -592,3 +592,427 @@ pub(super) async fn put_audit_events(
         ("failed", Value::List(failed)),
     ])))
 }
+
+/// A Lake query, kept in memory (results do not survive a restart).
+#[derive(Debug)]
+pub struct LakeQuery {
+    id: String,
+    account: String,
+    region: String,
+    sql: String,
+    store_arns: Vec<String>,
+    status: &'static str,
+    created: Timestamp,
+    elapsed_ms: i64,
+    events_scanned: u64,
+    bytes_scanned: u64,
+    result: Option<trailwatch_core::lake_sql::SqlResult>,
+    error: Option<String>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+/// Lake queries by id.
+pub type LakeQueries =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, LakeQuery>>>;
+
+/// Running queries per account (§6.2).
+const MAX_RUNNING: usize = 10;
+
+fn is_terminal(status: &str) -> bool {
+    !matches!(status, "QUEUED" | "RUNNING")
+}
+
+/// The records a store holds now: channel events for a store of external
+/// events, else the account's CloudTrail records its selectors select, since
+/// its creation; both within its retention.
+async fn store_records(
+    app: &App,
+    store: &EventDataStore,
+    now: Timestamp,
+) -> Result<Vec<std::sync::Arc<str>>, ApiError> {
+    use trailwatch_core::audit::EventCategory;
+    let storage = |e: trailwatch_core::audit::AuditError| {
+        tracing::error!(error = %e, "cannot read stored records for a query");
+        ApiError::new(
+            "InternalFailure",
+            500,
+            "The event data store could not be read.",
+        )
+    };
+    let oldest_ms = now.millis() - store.retention_days * 86_400_000;
+    let regions = (!store.multi_region).then(|| vec![store.region.clone()]);
+    let time_of = |r: &serde_json::Value| {
+        r.get("eventTime")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| Timestamp::parse_iso8601(t).ok())
+            .map_or(0, Timestamp::millis)
+    };
+    if store.takes_activity() {
+        let channels: Vec<String> = Lake::new(app.audit.catalog())
+            .channels(&store.account, &store.region)
+            .map_err(map_error)?
+            .into_iter()
+            .filter(|c| c.destinations.contains(&store.arn()))
+            .map(|c| c.arn())
+            .collect();
+        let all = app
+            .audit
+            .stored_records(
+                &[EventCategory::Activity],
+                &store.account,
+                regions.as_deref(),
+            )
+            .await
+            .map_err(storage)?;
+        return Ok(all
+            .into_iter()
+            .filter(|text| {
+                let Ok(r) = serde_json::from_str::<serde_json::Value>(text) else {
+                    return false;
+                };
+                let channel = r
+                    .get("metadata")
+                    .and_then(|m| m.get("channelARN"))
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                channels.iter().any(|c| c == channel) && time_of(&r) >= oldest_ms
+            })
+            .collect());
+    }
+    let all = app
+        .audit
+        .stored_records(
+            &[
+                EventCategory::Management,
+                EventCategory::Data,
+                EventCategory::Insight,
+            ],
+            &store.account,
+            regions.as_deref(),
+        )
+        .await
+        .map_err(storage)?;
+    Ok(all
+        .into_iter()
+        .filter(|text| {
+            let Ok(r) = serde_json::from_str::<serde_json::Value>(text) else {
+                return false;
+            };
+            let at = time_of(&r);
+            at >= oldest_ms
+                && at >= store.created_ms - 1000
+                && trailwatch_core::trails::advanced_selects(
+                    &store.selectors,
+                    &trailwatch_core::trails::RecordView::of(&r),
+                )
+        })
+        .collect())
+}
+
+pub(super) async fn start_query(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    use trailwatch_core::lake_sql::{prepare, table_ids, SqlError};
+    if input.get("QueryAlias").is_some() {
+        return Err(err(
+            "InvalidParameterException",
+            "Query aliases are not supported by trailwatch; send QueryStatement.",
+        ));
+    }
+    if input.get("DeliveryS3Uri").is_some() {
+        return Err(err(
+            "InvalidParameterException",
+            "Delivering query results to S3 is not supported by trailwatch.",
+        ));
+    }
+    let sql = required(input, "QueryStatement")?;
+    let ids = table_ids(sql);
+    if ids.is_empty() {
+        return Err(err(
+            "InvalidQueryStatementException",
+            "The query must name an event data store by its ID in its FROM clause.",
+        ));
+    }
+    let account = &cx.principal.account_id;
+    let lake = Lake::new(app.audit.catalog());
+    let stores = lake.stores(account, cx.region).map_err(map_error)?;
+    let mut named = Vec::new();
+    for id in &ids {
+        let store = stores.iter().find(|s| &s.id == id).ok_or_else(|| {
+            err(
+                "EventDataStoreNotFoundException",
+                format!("The event data store {id} was not found."),
+            )
+        })?;
+        named.push(store.clone());
+    }
+    {
+        let queries = app.lake_queries.lock().unwrap_or_else(|p| p.into_inner());
+        let running = queries
+            .values()
+            .filter(|q| &q.account == account && !is_terminal(q.status))
+            .count();
+        if running >= MAX_RUNNING {
+            return Err(err(
+                "MaxConcurrentQueriesException",
+                "You are already running the maximum number of concurrent queries.",
+            ));
+        }
+    }
+    let mut tables = std::collections::BTreeMap::new();
+    for store in &named {
+        tables.insert(store.id.clone(), store_records(app, store, cx.now).await?);
+    }
+    let prepared = prepare(sql, tables).await.map_err(|e| match e {
+        SqlError::Invalid(m) => err("InvalidQueryStatementException", m),
+        SqlError::Failed(m) => ApiError::new("InternalFailure", 500, m),
+    })?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let query = LakeQuery {
+        id: id.clone(),
+        account: account.clone(),
+        region: cx.region.to_owned(),
+        sql: sql.to_owned(),
+        store_arns: named.iter().map(EventDataStore::arn).collect(),
+        status: "RUNNING",
+        created: cx.now,
+        elapsed_ms: 0,
+        events_scanned: prepared.events_scanned,
+        bytes_scanned: prepared.bytes_scanned,
+        result: None,
+        error: None,
+        task: None,
+    };
+    let queries = app.lake_queries.clone();
+    let started = std::time::Instant::now();
+    let task_id = id.clone();
+    let handle = {
+        let mut map = queries.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(id.clone(), query);
+        let queries = queries.clone();
+        tokio::spawn(async move {
+            let outcome = prepared.execute().await;
+            let mut map = queries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(q) = map.get_mut(&task_id) {
+                if q.status == "RUNNING" {
+                    q.elapsed_ms = started.elapsed().as_millis() as i64;
+                    match outcome {
+                        Ok(result) => {
+                            q.status = "FINISHED";
+                            q.result = Some(result);
+                        }
+                        Err(e) => {
+                            q.status = "FAILED";
+                            q.error = Some(e.to_string());
+                        }
+                    }
+                }
+                q.task = None;
+            }
+        })
+    };
+    if let Some(q) = queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&id)
+    {
+        if !is_terminal(q.status) {
+            q.task = Some(handle.abort_handle());
+        }
+    }
+    Ok(Outcome::write(
+        Value::structure([("QueryId", Value::string(&id))]),
+        Vec::new(),
+    ))
+}
+
+fn query_of<'a>(
+    map: &'a std::collections::HashMap<String, LakeQuery>,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<&'a LakeQuery, ApiError> {
+    let id = required(input, "QueryId")?;
+    map.get(id)
+        .filter(|q| q.account == cx.principal.account_id && q.region == cx.region)
+        .ok_or_else(|| {
+            err(
+                "QueryIdNotFoundException",
+                format!("The query ID {id} does not exist or is not valid."),
+            )
+        })
+}
+
+fn statistics(q: &LakeQuery) -> Value {
+    let matched = q.result.as_ref().map_or(0, |r| r.rows.len() as i64);
+    Value::structure([
+        ("EventsMatched", Value::Int(matched)),
+        ("EventsScanned", Value::Int(q.events_scanned as i64)),
+        ("BytesScanned", Value::Int(q.bytes_scanned as i64)),
+        ("ExecutionTimeInMillis", Value::Int(q.elapsed_ms)),
+        ("CreationTime", Value::Timestamp(q.created)),
+    ])
+}
+
+pub(super) fn describe_query(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let map = app.lake_queries.lock().unwrap_or_else(|p| p.into_inner());
+    let q = query_of(&map, cx, input)?;
+    Ok(Outcome::read(Value::structure([
+        ("QueryId", Value::string(&q.id)),
+        ("QueryString", Value::string(&q.sql)),
+        ("QueryStatus", Value::string(q.status)),
+        ("QueryStatistics", statistics(q)),
+        (
+            "ErrorMessage",
+            q.error.as_ref().map_or(Value::Null, Value::string),
+        ),
+        ("EventDataStoreOwnerAccountId", Value::string(&q.account)),
+    ])))
+}
+
+pub(super) fn get_query_results(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let map = app.lake_queries.lock().unwrap_or_else(|p| p.into_inner());
+    let q = query_of(&map, cx, input)?;
+    let max = match input.get("MaxQueryResults") {
+        None | Some(Value::Null) => 1000,
+        Some(v) => {
+            let n = v.as_i64().unwrap_or(0);
+            if !(1..=1000).contains(&n) {
+                return Err(err(
+                    "InvalidMaxResultsException",
+                    "MaxQueryResults must be between 1 and 1000.",
+                ));
+            }
+            n as usize
+        }
+    };
+    let filters = trailwatch_core::token::filters_hash(&[&q.id, "GetQueryResults"]);
+    let start: usize = match input.get("NextToken").and_then(Value::as_str) {
+        Some(token) => app
+            .tokens
+            .open(token, &filters, cx.now, 7 * 24 * 3600)
+            .and_then(|s: String| s.parse::<usize>().ok())
+            .ok_or_else(|| err("InvalidNextTokenException", "The NextToken is not valid."))?,
+        None => 0,
+    };
+    let rows = q.result.as_ref().map_or(&[][..], |r| &r.rows[..]);
+    let page = rows.iter().skip(start).take(max);
+    let columns = q
+        .result
+        .as_ref()
+        .map(|r| r.columns.clone())
+        .unwrap_or_default();
+    let list = page
+        .map(|row| {
+            Value::List(
+                columns
+                    .iter()
+                    .zip(row)
+                    .map(|(c, v)| Value::Map(vec![(c.clone(), Value::string(v))]))
+                    .collect(),
+            )
+        })
+        .collect();
+    let end = (start + max).min(rows.len());
+    let next = if end < rows.len() {
+        Value::String(app.tokens.issue(&filters, &end.to_string(), cx.now))
+    } else {
+        Value::Null
+    };
+    Ok(Outcome::read(Value::structure([
+        ("QueryStatus", Value::string(q.status)),
+        (
+            "QueryStatistics",
+            Value::structure([
+                ("ResultsCount", Value::Int((end - start.min(end)) as i64)),
+                ("TotalResultsCount", Value::Int(rows.len() as i64)),
+                ("BytesScanned", Value::Int(q.bytes_scanned as i64)),
+            ]),
+        ),
+        ("QueryResultRows", Value::List(list)),
+        ("NextToken", next),
+        (
+            "ErrorMessage",
+            q.error.as_ref().map_or(Value::Null, Value::string),
+        ),
+    ])))
+}
+
+pub(super) fn cancel_query(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let mut map = app.lake_queries.lock().unwrap_or_else(|p| p.into_inner());
+    let id = query_of(&map, cx, input)?.id.clone();
+    let Some(q) = map.get_mut(&id) else {
+        return Err(err(
+            "QueryIdNotFoundException",
+            "The query ID does not exist.",
+        ));
+    };
+    if is_terminal(q.status) {
+        return Err(err(
+            "InactiveQueryException",
+            format!("The query {id} is {} and cannot be cancelled.", q.status),
+        ));
+    }
+    if let Some(task) = q.task.take() {
+        task.abort();
+    }
+    q.status = "CANCELLED";
+    Ok(Outcome::write(
+        Value::structure([
+            ("QueryId", Value::string(&id)),
+            ("QueryStatus", Value::string("CANCELLED")),
+        ]),
+        Vec::new(),
+    ))
+}
+
+pub(super) fn list_queries(
+    app: &App,
+    cx: &CallContext<'_>,
+    input: &Value,
+) -> Result<Outcome, ApiError> {
+    let store = named_store(app, cx, input)?;
+    let status = input.get("QueryStatus").and_then(Value::as_str);
+    let start = input.get("StartTime").and_then(Value::as_timestamp);
+    let end = input.get("EndTime").and_then(Value::as_timestamp);
+    let oldest = cx.now.millis() - 7 * 86_400_000;
+    let map = app.lake_queries.lock().unwrap_or_else(|p| p.into_inner());
+    let mut list: Vec<&LakeQuery> = map
+        .values()
+        .filter(|q| {
+            q.store_arns.contains(&store.arn())
+                && q.created.millis() >= oldest
+                && status.is_none_or(|s| s == q.status)
+                && start.is_none_or(|s| q.created >= s)
+                && end.is_none_or(|e| q.created <= e)
+        })
+        .collect();
+    list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+    Ok(Outcome::read(Value::structure([(
+        "Queries",
+        Value::List(
+            list.iter()
+                .map(|q| {
+                    Value::structure([
+                        ("QueryId", Value::string(&q.id)),
+                        ("QueryStatus", Value::string(q.status)),
+                        ("CreationTime", Value::Timestamp(q.created)),
+                    ])
+                })
+                .collect(),
+        ),
+    )])))
+}

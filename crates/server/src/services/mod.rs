@@ -28,6 +28,7 @@ mod trails;
 #[cfg(test)]
 pub(crate) use cloudwatch::generic_put_request;
 pub(crate) use cloudwatch::{fast_put_request, put_metric_data_typed, put_parameters};
+pub use lake::{LakeQueries, LakeQuery};
 pub(crate) use logs::{prune_queries, put_system_events, resume_queries};
 pub use logs::{Queries, StoredQuery};
 pub(crate) use resources::resources_for;
@@ -282,6 +283,11 @@ pub async fn dispatch(
         }
         (Service::CloudTrail, "GetChannel") => lake::get_channel(app, cx, input),
         (Service::CloudTrail, "ListChannels") => lake::list_channels(app, cx, input),
+        (Service::CloudTrail, "StartQuery") => lake::start_query(app, cx, input).await,
+        (Service::CloudTrail, "DescribeQuery") => lake::describe_query(app, cx, input),
+        (Service::CloudTrail, "GetQueryResults") => lake::get_query_results(app, cx, input),
+        (Service::CloudTrail, "CancelQuery") => lake::cancel_query(app, cx, input),
+        (Service::CloudTrail, "ListQueries") => lake::list_queries(app, cx, input),
         (Service::CloudTrailData, "PutAuditEvents") => lake::put_audit_events(app, cx, input).await,
         (Service::Sts, "GetCallerIdentity") => Ok(sts::get_caller_identity(cx)),
         (Service::CloudWatch, "PutMetricData") => cloudwatch::put_metric_data(app, cx, input).await,
