@@ -76,6 +76,13 @@ def test_stores_channels_and_put_audit_events(server):
     assert ct.get_channel(Channel=arn)["Destinations"] == [
         {"Type": "EVENT_DATA_STORE", "Location": store["EventDataStoreArn"]}]
     assert ct.list_channels()["Channels"] == [{"ChannelArn": arn, "Name": "ci-channel"}]
+    ct.add_tags(ResourceId=arn, TagsList=[{"Key": "owner", "Value": "ci"}])
+    tags = ct.list_tags(ResourceIdList=[store["EventDataStoreArn"], arn])["ResourceTagList"]
+    assert tags == [{"ResourceId": store["EventDataStoreArn"], "TagsList": [{"Key": "team", "Value": "sec"}]},
+                    {"ResourceId": arn, "TagsList": [{"Key": "owner", "Value": "ci"}]}]
+    with pytest.raises(ClientError) as e:
+        ct.list_tags(ResourceIdList=[f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:channel/nope"])
+    assert code(e) == "ResourceNotFoundException"
 
     good = event("req-1")
     answer = data.put_audit_events(channelArn=arn, auditEvents=[

@@ -548,3 +548,33 @@ def test_advanced_selectors_decide_what_is_delivered(tmp_path):
         server.stop()
     bad = server.unexpected_log_lines()
     assert not bad, "\n".join(bad)
+
+
+def test_trail_status_reports_a_failing_bucket_then_recovery(tmp_path):
+    """§2.3: a failed put sets LatestDeliveryError to the store's code and is
+    retried; the next success clears it and delivers what waited."""
+    server = Server(str(tmp_path / "data"), extra_env=FAST).start()
+    server.allowed_warnings.append("trail log delivery failed")
+    try:
+        ct, cw = server.client("cloudtrail"), server.client("cloudwatch")
+        s3 = s3_client(server)
+        s3.create_bucket(Bucket="fragile-archive")
+        ct.create_trail(Name="fragile", S3BucketName="fragile-archive")
+        ct.start_logging(Name="fragile")
+        wait_for(lambda: ct.get_trail_status(Name="fragile").get("LatestDeliveryTime"), what="first delivery")
+        for obj in s3.list_objects_v2(Bucket="fragile-archive").get("Contents", []):
+            s3.delete_object(Bucket="fragile-archive", Key=obj["Key"])
+        s3.delete_bucket(Bucket="fragile-archive")
+        rid = cw.describe_alarms()["ResponseMetadata"]["RequestId"]
+        status = wait_for(lambda: (lambda s: s if s.get("LatestDeliveryError") else None)(
+            ct.get_trail_status(Name="fragile")), what="a delivery error")
+        assert status["LatestDeliveryError"] == "NoSuchBucket"
+        s3.create_bucket(Bucket="fragile-archive")
+        wait_for(lambda: "LatestDeliveryError" not in ct.get_trail_status(Name="fragile"), what="recovery")
+        files = read_log_files(s3, "fragile-archive", f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/")
+        ids = [r["requestID"] for body in files.values() for r in json.loads(gzip.decompress(body))["Records"]]
+        assert rid in ids, "the record that waited during the failure is delivered"
+    finally:
+        server.stop()
+    bad = server.unexpected_log_lines()
+    assert not bad, "\n".join(bad)

@@ -196,12 +196,11 @@ pub async fn put(
         .put_object(bucket, key, bytes, Some("application/json"), metadata, now)
         .await
         .map(|_| ())
-        .map_err(|e| {
-            let text = e.to_string();
-            ["NoSuchBucket", "AccessDenied"]
-                .into_iter()
-                .find(|c| text.contains(c))
-                .unwrap_or("InternalError")
-                .to_owned()
+        .map_err(|e| match e {
+            trailwatch_core::buckets::BucketError::NoSuchBucket(_) => "NoSuchBucket".to_owned(),
+            other => {
+                tracing::warn!(error = %other, "trail archive write failed");
+                "InternalError".to_owned()
+            }
         })
 }

@@ -301,10 +301,10 @@ impl Worker {
             if due {
                 if let Err(e) = deliver(app, run, now).await {
                     tracing::warn!(trail = %run.trail.arn(), error = %e, "trail log delivery failed; retrying");
+                    // Kept for GetTrailStatus; the intent is redone next pass.
                     run.state.latest_delivery_error = Some(e);
                     run.state.latest_delivery_attempt_ms = Some(now.millis());
                     run.dirty = true;
-                    continue;
                 }
             }
             if run.buffer.is_empty() && run.state.intent.is_none() && run.state.cursor < run.scanned

@@ -862,26 +862,64 @@ pub(super) fn get_insight_selectors(
     Ok(Outcome::read(insights_value(&trail)))
 }
 
-/// The trail a tagging call's `ResourceId` names (§5.5).
-fn tagged_trail(app: &App, cx: &CallContext<'_>, arn: &str) -> Result<Trail, ApiError> {
+/// The resource a tagging call's `ResourceId` names (§5.5): a trail, an
+/// event data store or a channel of the caller. Returns its ARN and home
+/// region.
+fn tagged_resource(
+    app: &App,
+    cx: &CallContext<'_>,
+    arn: &str,
+) -> Result<(String, String), ApiError> {
+    let not_found = || {
+        ApiError::new(
+            "ResourceNotFoundException",
+            400,
+            format!("Resource {arn} was not found."),
+        )
+    };
     if !arn.starts_with("arn:") {
         return Err(err(
             "CloudTrailARNInvalidException",
             format!("{arn} is not a valid ARN."),
         ));
     }
-    let service = arn.split(':').nth(2).unwrap_or_default();
-    let resource = arn.split(':').nth(5).unwrap_or_default();
-    if service != "cloudtrail" || !resource.starts_with("trail/") {
-        if service == "cloudtrail"
-            && (resource.starts_with("eventdatastore/") || resource.starts_with("channel/"))
-        {
-            return Err(ApiError::new(
-                "ResourceNotFoundException",
-                400,
-                format!("Resource {arn} was not found."),
-            ));
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let (service, region, account, resource) = match parts.as_slice() {
+        [_, _, service, region, account, resource] => (*service, *region, *account, *resource),
+        _ => {
+            return Err(err(
+                "CloudTrailARNInvalidException",
+                format!("{arn} is not a valid ARN."),
+            ))
         }
+    };
+    if service != "cloudtrail" {
+        return Err(err(
+            "ResourceTypeNotSupportedException",
+            format!("Resource type of {arn} is not supported."),
+        ));
+    }
+    if account != cx.principal.account_id {
+        return Err(not_found());
+    }
+    let lake = trailwatch_core::lake::Lake::new(app.audit.catalog());
+    if resource.starts_with("eventdatastore/") {
+        let store = lake.store(account, region, arn).map_err(|e| match e.code {
+            "EventDataStoreNotFoundException" => not_found(),
+            _ => map_error(e),
+        })?;
+        return Ok((store.arn(), store.region));
+    }
+    if resource.starts_with("channel/") {
+        let channel = lake
+            .channel(account, region, arn)
+            .map_err(|e| match e.code {
+                "ChannelNotFoundException" => not_found(),
+                _ => map_error(e),
+            })?;
+        return Ok((channel.arn(), channel.region));
+    }
+    if !resource.starts_with("trail/") {
         return Err(err(
             "ResourceTypeNotSupportedException",
             format!("Resource type of {arn} is not supported."),
@@ -889,17 +927,11 @@ fn tagged_trail(app: &App, cx: &CallContext<'_>, arn: &str) -> Result<Trail, Api
     }
     match parse_ref(arn).map_err(map_error)? {
         TrailRef::Arn(region, account, name) => {
-            let found = Trails::new(app.audit.catalog())
+            let trail = Trails::new(app.audit.catalog())
                 .get(&account, &region, &name)
                 .map_err(map_error)?
-                .filter(|_| account == cx.principal.account_id);
-            found.ok_or_else(|| {
-                ApiError::new(
-                    "ResourceNotFoundException",
-                    400,
-                    format!("Resource {arn} was not found."),
-                )
-            })
+                .ok_or_else(not_found)?;
+            Ok((trail.arn(), trail.home_region))
         }
         TrailRef::Name(_) => Err(err(
             "CloudTrailARNInvalidException",
@@ -914,18 +946,15 @@ pub(super) fn add_tags(
     input: &Value,
 ) -> Result<Outcome, ApiError> {
     let arn = required(input, "ResourceId")?;
-    let trail = tagged_trail(app, cx, arn)?;
-    if trail.home_region != cx.region {
+    let (resource, home) = tagged_resource(app, cx, arn)?;
+    if home != cx.region {
         return Err(err(
             "InvalidHomeRegionException",
-            "Tags of a trail are changed from its home region.",
+            "Tags of a resource are changed from its home region.",
         ));
     }
     let tags = tags_of(input)?;
-    let existing = app
-        .tags
-        .get(&trail.arn())
-        .map_err(super::tagging::map_error)?;
+    let existing = app.tags.get(&resource).map_err(super::tagging::map_error)?;
     let total = existing.len()
         + tags
             .iter()
@@ -939,7 +968,7 @@ pub(super) fn add_tags(
     }
     let changes = app
         .tags
-        .tag_changes(&trail.arn(), &tag_pairs(&tags))
+        .tag_changes(&resource, &tag_pairs(&tags))
         .map_err(super::tagging::map_error)?;
     Ok(Outcome::write(Value::empty_struct(), changes))
 }
@@ -950,11 +979,11 @@ pub(super) fn remove_tags(
     input: &Value,
 ) -> Result<Outcome, ApiError> {
     let arn = required(input, "ResourceId")?;
-    let trail = tagged_trail(app, cx, arn)?;
+    let (resource, _) = tagged_resource(app, cx, arn)?;
     let keys: Vec<String> = tags_of(input)?.into_iter().map(|(k, _)| k).collect();
     let changes = app
         .tags
-        .untag_changes(&trail.arn(), &keys)
+        .untag_changes(&resource, &keys)
         .map_err(super::tagging::map_error)?;
     Ok(Outcome::write(Value::empty_struct(), changes))
 }
@@ -973,11 +1002,8 @@ pub(super) fn list_tags(
     }
     let mut out = Vec::new();
     for arn in &arns {
-        let trail = tagged_trail(app, cx, arn)?;
-        let tags = app
-            .tags
-            .get(&trail.arn())
-            .map_err(super::tagging::map_error)?;
+        let (resource, _) = tagged_resource(app, cx, arn)?;
+        let tags = app.tags.get(&resource).map_err(super::tagging::map_error)?;
         out.push(Value::structure([
             ("ResourceId", Value::string(arn)),
             (
