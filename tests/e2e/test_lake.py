@@ -205,3 +205,30 @@ def test_sql_over_event_data_stores(server):
     assert [(list(r[0].values())[0], r[3]["n"]) for r in rows] == [("Deploy", "2"), ("Rollback", "1")], rows
     assert list(rows[0][2].values())[0] == channel
     assert json.loads(list(rows[0][1].values())[0])["principalId"] == "alice"
+
+
+def test_cancel_a_running_query(tmp_path):
+    from conftest import Server
+    server = Server(str(tmp_path / "data"), extra_env={"TRAILWATCH_INSIGHTS_DELAY_MS": "3000"}).start()
+    try:
+        ct = server.client("cloudtrail")
+        store = ct.create_event_data_store(Name="management", TerminationProtectionEnabled=False)
+        store_id = store["EventDataStoreArn"].rsplit("/", 1)[1]
+        qid = ct.start_query(QueryStatement=f"SELECT count(*) FROM {store_id}")["QueryId"]
+        assert ct.describe_query(QueryId=qid)["QueryStatus"] == "RUNNING"
+        assert ct.get_query_results(QueryId=qid)["QueryResultRows"] == []
+        cancelled = ct.cancel_query(QueryId=qid)
+        assert cancelled == {"QueryId": qid, "QueryStatus": "CANCELLED", **{"ResponseMetadata": cancelled["ResponseMetadata"]}}
+        import time
+        time.sleep(3.5)
+        assert ct.describe_query(QueryId=qid)["QueryStatus"] == "CANCELLED"
+        with pytest.raises(ClientError) as e:
+            ct.cancel_query(QueryId=qid)
+        assert code(e) == "InactiveQueryException"
+        # Another query runs to the end.
+        qid = ct.start_query(QueryStatement=f"SELECT count(*) AS n FROM {store_id}")["QueryId"]
+        done = wait_finished(ct, qid, store["EventDataStoreArn"])
+        assert done["QueryStatus"] == "FINISHED"
+        assert int(ct.get_query_results(QueryId=qid)["QueryResultRows"][0][0]["n"]) >= 1
+    finally:
+        server.stop()

@@ -66,8 +66,9 @@ pub struct AppConfig {
     /// How often expired history is pruned.
     pub prune_interval: Duration,
     /// A pause before each Logs Insights evaluation and after each batch of
-    /// blocks it reads, so end-to-end tests can catch a query while it is
-    /// Running, with partial results. Zero (no pause) outside tests.
+    /// blocks it reads (and before a CloudTrail Lake query runs), so
+    /// end-to-end tests can catch a query while it is Running, with partial
+    /// results. Zero (no pause) outside tests.
     pub insights_delay: Duration,
     /// Pauses between SNS delivery attempts: one retry after each, then the
     /// message counts as failed. Tests shorten them.

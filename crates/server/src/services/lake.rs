@@ -792,7 +792,12 @@ pub(super) async fn start_query(
         let mut map = queries.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(id.clone(), query);
         let queries = queries.clone();
+        // Tests stretch a query's run to cancel it while it runs.
+        let delay = app.config.insights_delay;
         tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let outcome = prepared.execute().await;
             let mut map = queries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(q) = map.get_mut(&task_id) {

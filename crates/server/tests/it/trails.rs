@@ -17,8 +17,19 @@ const REGION: &str = "us-east-1";
 /// 2024-10-10T12:00:00Z.
 const T0: i64 = 1_728_561_600_000;
 
-/// A signed CloudTrail JSON call at the server's (paused) time.
+/// A signed CloudTrail JSON call at the server's (paused) time that must succeed.
 async fn cloudtrail(t: &TestApp, op: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, json) = cloudtrail_call(t, op, body).await;
+    assert_eq!(status, 200, "{op}: {json}");
+    json
+}
+
+/// A signed CloudTrail JSON call at the server's (paused) time: status and answer.
+async fn cloudtrail_call(
+    t: &TestApp,
+    op: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     let body = body.to_string().into_bytes();
     let target = format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}");
     let mut headers = vec![
@@ -49,8 +60,7 @@ async fn cloudtrail(t: &TestApp, op: &str, body: serde_json::Value) -> serde_jso
     )
     .await;
     let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
-    assert_eq!(response.status, 200, "{op}: {json}");
-    json
+    (response.status, json)
 }
 
 struct Store(Arc<App>);
@@ -256,7 +266,18 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
     .await;
     cloudtrail(&t, "StartLogging", serde_json::json!({"Name": "main"})).await;
     let mut worker = Worker::default();
-    // Baseline: one AddTags an hour for 37 hours.
+    // A refused AddTags: `aws:` keys are reserved.
+    let refused = || async {
+        let (status, answer) = cloudtrail_call(
+            &t,
+            "AddTags",
+            serde_json::json!({"ResourceId": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/main"),
+                               "TagsList": [{"Key": "aws:k", "Value": "v"}]}),
+        )
+        .await;
+        assert_eq!(answer["__type"], "InvalidTagParameterException", "{status}");
+    };
+    // Baseline: one AddTags and one refused AddTags an hour for 37 hours.
     for _ in 0..37 {
         cloudtrail(
             &t,
@@ -265,6 +286,7 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
                                "TagsList": [{"Key": "k", "Value": "v"}]}),
         )
         .await;
+        refused().await;
         clock.advance_millis(3_600_000);
         worker.pass(&app, false).await.unwrap();
     }
@@ -276,7 +298,7 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
         .await
     };
     assert!(insight_keys(app.clone()).await.is_empty());
-    // A burst: 25 calls in one minute.
+    // A burst: 25 calls and 15 refused calls in one minute.
     for _ in 0..25 {
         cloudtrail(
             &t,
@@ -285,6 +307,9 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
                                "TagsList": [{"Key": "k", "Value": "v"}]}),
         )
         .await;
+    }
+    for _ in 0..15 {
+        refused().await;
     }
     clock.advance_millis(65_000);
     worker.pass(&app, false).await.unwrap();
@@ -314,8 +339,39 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         records.extend(doc["Records"].as_array().unwrap().iter().cloned());
     }
-    assert_eq!(records.len(), 2, "{records:?}");
-    let (start, end) = (&records[0], &records[1]);
+    assert_eq!(records.len(), 4, "{records:?}");
+    let of_type = |t: &str, state: &str| {
+        records
+            .iter()
+            .find(|r| {
+                r["insightDetails"]["insightType"] == t && r["insightDetails"]["state"] == state
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} {state} in {records:?}"))
+    };
+    let (start, end) = (
+        &of_type("ApiCallRateInsight", "Start"),
+        &of_type("ApiCallRateInsight", "End"),
+    );
+    // The error rate counts the refused calls, per error code, without the
+    // errorCode attribution block.
+    let errors = of_type("ApiErrorRateInsight", "Start");
+    assert_eq!(
+        errors["insightDetails"]["errorCode"],
+        "InvalidTagParameterException"
+    );
+    assert_eq!(
+        errors["insightDetails"]["insightContext"]["statistics"]["insight"]["average"],
+        15.0
+    );
+    let blocks = errors["insightDetails"]["insightContext"]["attributions"]
+        .as_array()
+        .unwrap();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(
+        of_type("ApiErrorRateInsight", "End")["sharedEventID"],
+        errors["sharedEventID"]
+    );
     assert_eq!(start["eventType"], "AwsCloudTrailInsight");
     assert_eq!(start["eventCategory"], "Insight");
     assert_eq!(start["insightDetails"]["state"], "Start");
@@ -323,7 +379,7 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
     assert_eq!(start["insightDetails"]["insightType"], "ApiCallRateInsight");
     assert_eq!(
         start["insightDetails"]["insightContext"]["statistics"]["insight"]["average"],
-        25.0
+        40.0
     );
     assert_eq!(end["insightDetails"]["state"], "End");
     assert_eq!(start["sharedEventID"], end["sharedEventID"]);
@@ -336,5 +392,5 @@ async fn insights_open_and_close_on_a_burst_and_reach_trail_and_lookup() {
             {"AttributeKey": "EventName", "AttributeValue": "AddTags"}]}),
     )
     .await;
-    assert_eq!(found["Events"].as_array().unwrap().len(), 2, "{found}");
+    assert_eq!(found["Events"].as_array().unwrap().len(), 4, "{found}");
 }
