@@ -728,8 +728,9 @@ impl Run<'_> {
         listed
     }
 
-    /// Every log object in the range is named per §2.1 and listed by a valid digest.
-    fn check_coverage(&mut self, listed: &BTreeSet<Location>) {
+    /// Every log object in the range is named per §2.1 and, when delivered
+    /// before `covered_until` (the newest digest's end), listed by a valid digest.
+    fn check_coverage(&mut self, listed: &BTreeSet<Location>, covered_until: Option<Timestamp>) {
         let req = self.req;
         let prefix = self.prefix();
         let folder = format!("{prefix}AWSLogs/{}/CloudTrail/{}/", req.account, req.region);
@@ -775,7 +776,13 @@ impl Run<'_> {
                     "INVALID: object does not follow the log file naming scheme",
                     &location,
                 ),
-                Some(at) if at >= req.start && at <= req.end && !listed.contains(&location) => {
+                Some(at)
+                    if at >= req.start
+                        && at <= req.end
+                        && covered_until
+                            .is_some_and(|until| at.millis() + 60_000 <= until.millis())
+                        && !listed.contains(&location) =>
+                {
                     self.problem("INVALID: not listed by any digest", &location);
                 }
                 Some(_) => {}
@@ -858,7 +865,15 @@ pub fn verify(source: &dyn ObjectSource, keys: &[PublicKey], req: &VerifyRequest
     }
 
     let listed_logs = run.check_log_files(&digests);
-    run.check_coverage(&listed_logs);
+    // Files delivered after the newest digest wait for the next one: only
+    // files whose stamp minute ended by then must be listed.
+    let covered_until = digests
+        .values()
+        .flatten()
+        .filter_map(|p| p.end_time.as_deref())
+        .filter_map(|t| Timestamp::parse_iso8601(t).ok())
+        .max();
+    run.check_coverage(&listed_logs, covered_until);
     run.report
 }
 
@@ -1177,6 +1192,21 @@ mod tests {
                 "INVALID: not listed by any digest: s3://{BUCKET}/{}",
                 injected.key
             )]
+        );
+        // A file delivered after the newest digest's end waits for the next
+        // digest: not reported.
+        let fresh = log_file(
+            &chain.memory,
+            "2026-01-15T01:00:30Z",
+            "2026-01-15T01:00:10Z",
+        );
+        let mut open_window = request();
+        open_window.end = ts("2026-01-15T01:30:00Z");
+        let report = verify(&chain.memory, &keys(), &open_window);
+        assert!(
+            !report.problems.iter().any(|p| p.ends_with(&fresh.key)),
+            "{:?}",
+            report.problems
         );
         // Outside [start, end] a stray file is not the range's concern.
         let mut later = request();
