@@ -476,7 +476,7 @@ def test_trail_files_on_an_s3_compatible_store(tmp_path, moto_s3):
                                     Period=60, EvaluationPeriods=1, Threshold=1.0,
                                     ComparisonOperator="GreaterThanThreshold")["ResponseMetadata"]["RequestId"]
                 for i in range(5)]
-        time.sleep(4.5)  # past a digest window
+        time.sleep(8.5)  # past two digest window ends: at least two digests, whatever the timing
         ct.stop_logging(Name="ext")
         wait_for(lambda: (lambda s: s.get("LatestDigestDeliveryTime") and s["LatestDigestDeliveryTime"]
                           >= s["StopLoggingTime"])(ct.get_trail_status(Name="ext")), what="final digest")
