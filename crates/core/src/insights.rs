@@ -20,7 +20,7 @@
 //!   (call rate) `errorCode` in the insight's minutes and in the baseline
 //!   hours, by average per minute.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -454,7 +454,8 @@ impl InsightEvent {
 /// Every series of the server, keyed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Detector {
-    series: HashMap<String, (SeriesKey, Series)>,
+    /// In key order, so events come out in a stable order.
+    series: BTreeMap<String, (SeriesKey, Series)>,
 }
 
 fn key_string(k: &SeriesKey) -> String {
@@ -483,17 +484,10 @@ impl Detector {
     /// Evaluates every series through the minute before `until`.
     pub fn evaluate(&mut self, until_minute: i64, t: &Thresholds) -> Vec<InsightEvent> {
         let mut out = Vec::new();
-        let mut ids: Vec<&String> = self.series.keys().collect();
-        ids.sort();
-        let ids: Vec<String> = ids.into_iter().cloned().collect();
-        for id in ids {
-            if let Some((key, series)) = self.series.get_mut(&id) {
-                out.extend(series.evaluate(key, until_minute, t));
-                if series.is_idle() {
-                    self.series.remove(&id);
-                }
-            }
+        for (key, series) in self.series.values_mut() {
+            out.extend(series.evaluate(key, until_minute, t));
         }
+        self.series.retain(|_, (_, series)| !series.is_idle());
         out
     }
 

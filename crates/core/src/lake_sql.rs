@@ -193,12 +193,24 @@ pub fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
+/// A stored record: its text as stored, and that text parsed (callers
+/// that select records have parsed them already).
+pub type StoredRecord = (Arc<str>, serde_json::Value);
+
+/// Parses stored record texts (unparsable ones become JSON null).
+pub fn parse_records(texts: Vec<Arc<str>>) -> Vec<StoredRecord> {
+    texts
+        .into_iter()
+        .map(|t| {
+            let v = serde_json::from_str(&t).unwrap_or(serde_json::Value::Null);
+            (t, v)
+        })
+        .collect()
+}
+
 /// One store's records as a batch of the shared schema.
-pub fn batch(records: &[Arc<str>]) -> Result<RecordBatch, SqlError> {
-    let parsed: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| serde_json::from_str(r).unwrap_or(serde_json::Value::Null))
-        .collect();
+pub fn batch(records: &[StoredRecord]) -> Result<RecordBatch, SqlError> {
+    let parsed: Vec<&serde_json::Value> = records.iter().map(|(_, v)| v).collect();
     let mut columns: Vec<ArrayRef> = Vec::new();
     let mut time = TimestampMillisecondBuilder::new();
     for r in &parsed {
@@ -251,7 +263,7 @@ pub fn batch(records: &[Arc<str>]) -> Result<RecordBatch, SqlError> {
     }
     let mut json = StringBuilder::new();
     let mut sums = StringBuilder::new();
-    for r in records {
+    for (r, _) in records {
         json.append_value(r);
         sums.append_value(hex::encode(sha2::Sha256::digest(r.as_bytes())));
     }
@@ -478,7 +490,7 @@ impl std::fmt::Debug for Prepared {
 /// Validates and plans `sql` against `tables` (store id → records).
 pub async fn prepare(
     sql: &str,
-    tables: BTreeMap<String, Vec<Arc<str>>>,
+    tables: BTreeMap<String, Vec<StoredRecord>>,
 ) -> Result<Prepared, SqlError> {
     if sql.len() > 10_000 {
         return Err(SqlError::Invalid(
@@ -490,7 +502,7 @@ pub async fn prepare(
     let (mut events, mut bytes) = (0u64, 0u64);
     for (id, records) in &tables {
         events += records.len() as u64;
-        bytes += records.iter().map(|r| r.len() as u64).sum::<u64>();
+        bytes += records.iter().map(|(r, _)| r.len() as u64).sum::<u64>();
         let batch = batch(records)?;
         let table = MemTable::try_new(schema(), vec![vec![batch]])
             .map_err(|e| SqlError::Failed(e.to_string()))?;
@@ -553,7 +565,7 @@ impl Prepared {
 /// Plans and runs `sql` against `tables`.
 pub async fn run(
     sql: &str,
-    tables: BTreeMap<String, Vec<Arc<str>>>,
+    tables: BTreeMap<String, Vec<StoredRecord>>,
 ) -> Result<SqlResult, SqlError> {
     prepare(sql, tables).await?.execute().await
 }
@@ -597,7 +609,7 @@ mod tests {
 
     async fn query(sql: &str) -> Result<SqlResult, SqlError> {
         let mut tables = BTreeMap::new();
-        tables.insert(ID.to_owned(), records());
+        tables.insert(ID.to_owned(), parse_records(records()));
         run(sql, tables).await
     }
 

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trailwatch_storage::{Catalog, CatalogOp};
-use trailwatch_types::Timestamp;
 
 use crate::digest::{LogFileEntry, PreviousDigest};
 
@@ -322,10 +321,6 @@ fn basic_matches(s: &BasicSelector, r: &RecordView<'_>) -> bool {
 /// `arn:aws:logs`, …), as AWS's "all" values do.
 fn is_type_wildcard(value: &str, ty: &str) -> bool {
     let service = ty.split("::").nth(1).unwrap_or("").to_ascii_lowercase();
-    let service = match service.as_str() {
-        "cloudwatch" => "cloudwatch".to_owned(),
-        other => other.to_owned(),
-    };
     value == format!("arn:aws:{service}") || value == format!("arn:aws:{service}:")
 }
 
@@ -1033,13 +1028,16 @@ impl Trails {
 
     /// The delivery state of trail `id`.
     pub fn state(&self, id: &str) -> Result<DeliveryState, TrailError> {
-        Ok(self
-            .catalog
+        Ok(self.stored_state(id)?.unwrap_or_default())
+    }
+
+    /// The delivery state of trail `id`, if the worker has committed one.
+    pub fn stored_state(&self, id: &str) -> Result<Option<DeliveryState>, TrailError> {
+        self.catalog
             .get(STATE, id)
             .map_err(TrailError::storage)?
             .map(|b| decode(&b))
-            .transpose()?
-            .unwrap_or_default())
+            .transpose()
     }
 
     /// The change that stores the delivery state of trail `id`.
@@ -1051,11 +1049,6 @@ impl Trails {
     pub fn commit(&self, ops: &[CatalogOp]) -> Result<(), TrailError> {
         self.catalog.commit(ops).map_err(TrailError::storage)
     }
-}
-
-/// `Timestamp` from epoch ms, for the `*_ms` fields.
-pub fn ts(ms: i64) -> Timestamp {
-    Timestamp::from_millis(ms)
 }
 
 #[cfg(test)]

@@ -150,33 +150,21 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Checks that `bucket` of the embedded store can take the files of a trail
-/// of `account`; `None` when trail files go to an external store.
-pub fn check_local_bucket(
-    app: &App,
-    bucket: &str,
-    account: &str,
-) -> Option<Result<(), BucketProblem>> {
-    if app.config.trail_s3.is_some() {
-        return None;
+/// Checks that `bucket` can take the files of a trail of `account`: it is
+/// registered to `account` on the embedded store, or answers HeadBucket on
+/// the external one. Synchronous, for the trail handlers; the external check
+/// blocks only its own worker thread.
+pub fn check_bucket(app: &App, bucket: &str, account: &str) -> Result<(), BucketProblem> {
+    if let Some(remote) = &app.config.trail_s3 {
+        return blocking(|| {
+            tokio::runtime::Handle::current().block_on(remote.check_bucket(&app.http, bucket))
+        });
     }
-    Some(match app.buckets.get(bucket) {
+    match app.buckets.get(bucket) {
         Ok(Some(info)) if info.account == account => Ok(()),
         Ok(Some(_)) => Err(BucketProblem::Refused),
         Ok(None) => Err(BucketProblem::Missing),
         Err(e) => Err(BucketProblem::Unavailable(e.to_string())),
-    })
-}
-
-/// Checks that `bucket` can take the files of a trail of `account`.
-pub async fn check_bucket(app: &App, bucket: &str, account: &str) -> Result<(), BucketProblem> {
-    match (
-        &app.config.trail_s3,
-        check_local_bucket(app, bucket, account),
-    ) {
-        (_, Some(local)) => local,
-        (Some(remote), None) => remote.check_bucket(&app.http, bucket).await,
-        (None, None) => Ok(()),
     }
 }
 

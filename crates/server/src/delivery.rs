@@ -248,15 +248,7 @@ impl Worker {
         {
             // A trail without a state was created after the feed cursor: its
             // CreateTrail record is read again.
-            let Some(state) = app
-                .audit
-                .catalog()
-                .get(STATE, &trail.id)
-                .map_err(storage)?
-                .map(|b| serde_json::from_slice::<DeliveryState>(&b))
-                .transpose()
-                .map_err(storage)?
-            else {
+            let Some(state) = store.stored_state(&trail.id).map_err(storage)? else {
                 continue;
             };
             let mut run = Run::new(trail, state);
@@ -346,12 +338,7 @@ impl Worker {
         // The feed restarts from the smallest cursor; runs created from
         // records after it are read again from their CreateTrail record.
         let durable = self
-            .runs
-            .values()
-            .map(|r| r.state.cursor)
-            .min()
-            .unwrap_or(self.scanned)
-            .min(self.scanned)
+            .low_water(|r| Some(r.state.cursor))
             .min(self.insights_durable);
         if durable > app.audit.feed_cursor().map_err(storage)? {
             ops.push(trailwatch_core::audit::AuditStore::feed_cursor_change(
@@ -363,14 +350,7 @@ impl Worker {
                 .commit(&ops)
                 .map_err(storage)?;
         }
-        let read = self
-            .runs
-            .values()
-            .map(|r| r.scanned)
-            .min()
-            .unwrap_or(self.scanned)
-            .min(self.scanned);
-        app.audit.feed_forget(read);
+        app.audit.feed_forget(self.low_water(|r| Some(r.scanned)));
         Ok(())
     }
 
@@ -397,14 +377,7 @@ impl Worker {
         }
         loop {
             // Blocked runs wait for their stop to be written; the others read on.
-            let from = self
-                .runs
-                .values()
-                .filter(|r| !r.blocked)
-                .map(|r| r.scanned)
-                .min()
-                .unwrap_or(self.scanned)
-                .min(self.scanned);
+            let from = self.low_water(|r| (!r.blocked).then_some(r.scanned));
             let batch = app.audit.feed_after(from, SCAN_BATCH);
             if batch.is_empty() {
                 self.caught_up = true;
@@ -589,6 +562,17 @@ impl Worker {
             app.audit.append_json(record).await.map_err(storage)?;
         }
         Ok(())
+    }
+
+    /// The smallest feed position `position` gives over the runs (`None`
+    /// leaves a run out), and never past the worker's own scan.
+    fn low_water(&self, position: impl Fn(&Run) -> Option<u64>) -> u64 {
+        self.runs
+            .values()
+            .filter_map(position)
+            .min()
+            .unwrap_or(self.scanned)
+            .min(self.scanned)
     }
 
     fn advance(&mut self, seq: u64) {

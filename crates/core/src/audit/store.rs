@@ -684,6 +684,16 @@ struct Checkpoint {
     seq: u64,
 }
 
+/// The value of `key=` (`"category="`, `"account="`, …) in a segment's
+/// partition path, empty when absent.
+fn partition_value<'a>(partition: &'a str, key: &str) -> &'a str {
+    partition
+        .split(key)
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or("")
+}
+
 /// The sequence number stored under `key` of the checkpoint table (0 if none).
 fn read_checkpoint(catalog: &dyn Catalog, key: &str) -> Result<u64, AuditError> {
     match catalog.get(CHECKPOINT_TABLE, key)? {
@@ -1082,18 +1092,11 @@ impl AuditStore {
             let Ok(meta) = serde_json::from_slice::<SegmentMeta>(&value) else {
                 continue;
             };
-            let part = |key: &str| {
-                meta.partition
-                    .split(key)
-                    .nth(1)
-                    .and_then(|s| s.split('/').next())
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            let category = EventCategory::parse(&part("category="));
+            let part = |key: &str| partition_value(&meta.partition, key);
+            let category = EventCategory::parse(part("category="));
             if !category.is_some_and(|c| categories.contains(&c))
                 || part("account=") != account
-                || regions.is_some_and(|r| !r.contains(&part("region=")))
+                || regions.is_some_and(|r| !r.iter().any(|x| x == part("region=")))
             {
                 continue;
             }
@@ -1137,13 +1140,7 @@ impl AuditStore {
             let Ok(meta) = serde_json::from_slice::<SegmentMeta>(&value) else {
                 continue;
             };
-            let date = meta
-                .partition
-                .split("date=")
-                .nth(1)
-                .unwrap_or("")
-                .trim_end_matches('/')
-                .to_owned();
+            let date = partition_value(&meta.partition, "date=").to_owned();
             if !date.is_empty() && date <= last_expired_date {
                 ops.push(CatalogOp::delete(SEGMENTS_TABLE, path.clone()));
                 paths.push(path);
@@ -1453,29 +1450,21 @@ async fn load_segment_index(
     meta: &SegmentMeta,
     index: &mut Index,
 ) -> Result<(), AuditError> {
-    let category = meta
-        .partition
-        .split("category=")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .and_then(EventCategory::parse)
-        .ok_or_else(|| AuditError::Decode {
-            seq: 0,
-            message: format!("segment {} has no category", meta.path),
+    let category =
+        EventCategory::parse(partition_value(&meta.partition, "category=")).ok_or_else(|| {
+            AuditError::Decode {
+                seq: 0,
+                message: format!("segment {} has no category", meta.path),
+            }
         })?;
     if !category.indexed() {
         index.data_events += meta.rows;
         return Ok(());
     }
-    let part = |key: &str| {
-        meta.partition
-            .split(key)
-            .nth(1)
-            .and_then(|s| s.split('/').next())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let (account, region) = (part("account="), part("region="));
+    let (account, region) = (
+        partition_value(&meta.partition, "account=").to_owned(),
+        partition_value(&meta.partition, "region=").to_owned(),
+    );
     let bytes = objects.get(&meta.path).await?;
     let batches = segment::decode(&meta.path, bytes, Some(&INDEX_COLUMNS))?;
     let path: Arc<str> = Arc::from(meta.path.as_str());

@@ -12,26 +12,11 @@ use trailwatch_core::trails::AdvancedSelector;
 use trailwatch_protocol::{ApiError, Value};
 use trailwatch_types::Timestamp;
 
-use super::trails::{advanced_value, map_error, parse_advanced, tag_pairs, tags_of};
+use super::trails::{
+    advanced_value, err, map_error, opt_bool, parse_advanced, required, tag_pairs, tags_of,
+};
 use super::{CallContext, Outcome};
 use crate::app::App;
-
-fn err(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, 400, message)
-}
-
-fn required<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    input.get(name).and_then(Value::as_str).ok_or_else(|| {
-        err(
-            "InvalidParameterException",
-            format!("{name} is a required parameter."),
-        )
-    })
-}
-
-fn opt_bool(input: &Value, name: &str) -> Option<bool> {
-    input.get(name).and_then(Value::as_bool)
-}
 
 fn store_value(s: &EventDataStore, with_times: bool) -> Value {
     let mut members = vec![
@@ -72,16 +57,16 @@ fn apply_store_members(input: &Value, s: &mut EventDataStore) -> Result<(), ApiE
         validate_store_selectors(&selectors).map_err(map_error)?;
         s.selectors = selectors;
     }
-    if let Some(v) = opt_bool(input, "MultiRegionEnabled") {
+    if let Some(v) = opt_bool(input, "MultiRegionEnabled")? {
         s.multi_region = v;
     }
-    if opt_bool(input, "OrganizationEnabled") == Some(true) {
+    if opt_bool(input, "OrganizationEnabled")? == Some(true) {
         return Err(err(
             "UnsupportedOperationException",
             "Organization event data stores are not supported by trailwatch.",
         ));
     }
-    if let Some(v) = opt_bool(input, "TerminationProtectionEnabled") {
+    if let Some(v) = opt_bool(input, "TerminationProtectionEnabled")? {
         s.termination_protection = v;
     }
     if let Some(mode) = input.get("BillingMode").and_then(Value::as_str) {
@@ -163,7 +148,7 @@ pub(super) fn create_event_data_store(
         updated_ms: cx.now.millis(),
     };
     apply_store_members(input, &mut store)?;
-    if opt_bool(input, "StartIngestion") == Some(false) {
+    if opt_bool(input, "StartIngestion")? == Some(false) {
         store.status = "STOPPED_INGESTION".into();
     }
     let tags = tags_of(input)?;
@@ -625,11 +610,13 @@ fn is_terminal(status: &str) -> bool {
 /// The records a store holds now: channel events for a store of external
 /// events, else the account's CloudTrail records its selectors select, since
 /// its creation; both within its retention.
+use trailwatch_core::lake_sql::parse_records;
+
 async fn store_records(
     app: &App,
     store: &EventDataStore,
     now: Timestamp,
-) -> Result<Vec<std::sync::Arc<str>>, ApiError> {
+) -> Result<Vec<trailwatch_core::lake_sql::StoredRecord>, ApiError> {
     use trailwatch_core::audit::EventCategory;
     let storage = |e: trailwatch_core::audit::AuditError| {
         tracing::error!(error = %e, "cannot read stored records for a query");
@@ -664,18 +651,15 @@ async fn store_records(
             )
             .await
             .map_err(storage)?;
-        return Ok(all
+        return Ok(parse_records(all)
             .into_iter()
-            .filter(|text| {
-                let Ok(r) = serde_json::from_str::<serde_json::Value>(text) else {
-                    return false;
-                };
+            .filter(|(_, r)| {
                 let channel = r
                     .get("metadata")
                     .and_then(|m| m.get("channelARN"))
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or_default();
-                channels.iter().any(|c| c == channel) && time_of(&r) >= oldest_ms
+                channels.iter().any(|c| c == channel) && time_of(r) >= oldest_ms
             })
             .collect());
     }
@@ -692,18 +676,15 @@ async fn store_records(
         )
         .await
         .map_err(storage)?;
-    Ok(all
+    Ok(parse_records(all)
         .into_iter()
-        .filter(|text| {
-            let Ok(r) = serde_json::from_str::<serde_json::Value>(text) else {
-                return false;
-            };
-            let at = time_of(&r);
+        .filter(|(_, r)| {
+            let at = time_of(r);
             at >= oldest_ms
                 && at >= store.created_ms - 1000
                 && trailwatch_core::trails::advanced_selects(
                     &store.selectors,
-                    &trailwatch_core::trails::RecordView::of(&r),
+                    &trailwatch_core::trails::RecordView::of(r),
                 )
         })
         .collect())

@@ -31,11 +31,11 @@ pub(super) fn map_error(e: TrailError) -> ApiError {
     ApiError::new(e.code, 400, e.message)
 }
 
-fn err(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(super) fn err(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(code, 400, message)
 }
 
-fn required<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(super) fn required<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     input.get(name).and_then(Value::as_str).ok_or_else(|| {
         err(
             "InvalidParameterException",
@@ -44,7 +44,7 @@ fn required<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     })
 }
 
-fn opt_bool(input: &Value, name: &str) -> Result<Option<bool>, ApiError> {
+pub(super) fn opt_bool(input: &Value, name: &str) -> Result<Option<bool>, ApiError> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_bool().map(Some).ok_or_else(|| {
@@ -204,14 +204,7 @@ fn apply_members(app: &App, input: &Value, t: &mut Trail) -> Result<(), ApiError
 /// external store; ownership on the embedded one).
 fn check_bucket(app: &App, bucket: &str, account: &str) -> Result<(), ApiError> {
     use crate::archive::BucketProblem;
-    let checked = crate::archive::check_local_bucket(app, bucket, account).unwrap_or_else(|| {
-        // An external store is asked over HTTP; handlers are synchronous.
-        crate::archive::blocking(|| {
-            tokio::runtime::Handle::current()
-                .block_on(crate::archive::check_bucket(app, bucket, account))
-        })
-    });
-    match checked {
+    match crate::archive::check_bucket(app, bucket, account) {
         Ok(()) => Ok(()),
         Err(BucketProblem::Refused) => Err(err(
             "InsufficientS3BucketPolicyException",
