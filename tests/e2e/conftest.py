@@ -57,6 +57,9 @@ class Server:
             os.remove(ready)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILWATCH_ROOT_")}
         env["TRAILWATCH_LOG"] = "info"
+        # The server's own host agent is off unless a test asks for it: its
+        # metrics and calls would change what other tests count.
+        env["TRAILWATCH_NO_HOST_AGENT"] = "true"
         if self.root_from_env:
             env.update({
                 "TRAILWATCH_ROOT_ACCESS_KEY_ID": ACCESS_KEY,

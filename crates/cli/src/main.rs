@@ -16,6 +16,7 @@ use trailwatch_core::identity::{CredentialSource, KeyRing, RootCredentials};
 use trailwatch_server::{App, AppConfig};
 use trailwatch_types::{Clock, OffsetClock, SystemClock};
 
+mod agent;
 mod verify;
 
 #[derive(Parser, Debug)]
@@ -36,6 +37,9 @@ enum Command {
     /// Trail tools.
     #[command(subcommand)]
     Trail(TrailCommand),
+    /// Run the host agent: metrics and log files of this host, sent to any
+    /// CloudWatch-compatible endpoint.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +124,21 @@ struct ServeArgs {
     /// Signing region of `--trail-s3-endpoint`.
     #[arg(long, default_value = "us-east-1", env = "TRAILWATCH_TRAIL_S3_REGION")]
     trail_s3_region: String,
+    /// Do not run the agent for this host (CPU, memory, swap and root disk
+    /// metrics in the `CWAgent` namespace of the root account).
+    #[arg(long, env = "TRAILWATCH_NO_HOST_AGENT")]
+    no_host_agent: bool,
+    /// The host agent's configuration (the CloudWatch agent's JSON format)
+    /// instead of the built-in one.
+    #[arg(long, env = "TRAILWATCH_HOST_AGENT_CONFIG")]
+    host_agent_config: Option<PathBuf>,
+    /// Seconds between the built-in host agent's collections.
+    #[arg(
+        long,
+        default_value_t = 60,
+        env = "TRAILWATCH_HOST_AGENT_INTERVAL_SECS"
+    )]
+    host_agent_interval_secs: u64,
     /// Write the bound address to this file once listening (for tests and
     /// supervisors; useful with `--listen 127.0.0.1:0`).
     #[arg(long)]
@@ -147,6 +166,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)).map_err(|e| {
             tracing::error!(error = format!("{e:#}"), "trailwatch stopped with an error");
+            e
+        }),
+        Command::Agent(args) => runtime.block_on(agent::run(args)).map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "the agent stopped with an error");
             e
         }),
         Command::Trail(TrailCommand::Verify(args)) => {
@@ -197,6 +220,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             region: args.trail_s3_region.clone(),
         });
     }
+    // A bad agent configuration stops the start, before anything listens.
+    let host_agent = match (&args.host_agent_config, args.no_host_agent) {
+        (_, true) => None,
+        (Some(path), false) => Some(agent::load_config(path)?),
+        (None, false) => Some(agent::default_host_config(
+            args.host_agent_interval_secs.max(1),
+        )),
+    };
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
         .context("open data directory")?;
@@ -227,12 +258,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
 
+    let (stop_agent, agent_stop) = tokio::sync::watch::channel(false);
+    let host_agent = match host_agent {
+        Some(config) => Some(
+            agent::spawn_host_agent(
+                config,
+                &endpoint,
+                &args.region,
+                &root.access_key_id,
+                &root.secret_access_key,
+                args.data_dir.join("agent"),
+                agent_stop,
+            )
+            .await,
+        ),
+        None => None,
+    };
+
     let router = trailwatch_server::router(app.clone());
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // The agent stops first, while the server still answers it.
+        let _ = stop_agent.send(true);
+        if let Some(agent) = host_agent {
+            let _ = agent.await;
+        }
+    })
     .await
     .context("serve")?;
     tracing::info!("shutting down: flushing storage");
@@ -243,7 +298,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -313,6 +313,7 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
             request_id: &request_id,
             now: app.clock.now(),
             body_bytes: (req.body.len(), decoded_body.len()),
+            batch_id: None,
         };
         let result = services::put_metric_data_typed(app, &cx, request).await;
         let Route {
@@ -343,6 +344,7 @@ pub async fn handle(app: &App, req: IncomingRequest) -> OutgoingResponse {
                 request_id: &request_id,
                 now: app.clock.now(),
                 body_bytes: (req.body.len(), decoded_body.len()),
+                batch_id: trailwatch_protocol::classify::header(&req.headers, "x-trailwatch-batch"),
             };
             services::dispatch(app, &cx, &route, input).await
         }
@@ -391,6 +393,7 @@ async fn handle_s3(
                 request_id: &request_id,
                 now: app.clock.now(),
                 body_bytes: (req.body.len(), req.body.len()),
+                batch_id: None,
             };
             let result = services::s3::dispatch(app, &cx, &route, req).await;
             (who, result)

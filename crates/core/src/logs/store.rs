@@ -43,7 +43,7 @@
 //!   unread block's first key are final. FilterLogEvents skips blocks whose
 //!   trigram filter rules out a required literal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -69,6 +69,8 @@ const STATE_TABLE: &str = "log_state";
 const STATE_KEY: &str = "state";
 const STREAMS: &str = "log_streams";
 const PAYLOAD_VERSION: u8 = 1;
+/// Version 1 followed by the agent batch id (agent, sequence).
+const PAYLOAD_VERSION_BATCH: u8 = 2;
 /// Bytes counted per event on top of its message (§4.2).
 pub const EVENT_OVERHEAD: usize = 26;
 /// Largest PutLogEvents batch, and the read page budget (§4.2, §5).
@@ -166,6 +168,31 @@ struct StreamEvents {
     /// Blocks of the stream's segments.
     blocks: Vec<BlockRef>,
     last_ingestion: Option<i64>,
+    /// The newest batch stored per agent id (see [`BatchId`]).
+    batches: BTreeMap<String, u64>,
+}
+
+/// A trailwatch agent's name for a PutLogEvents batch: its id and the
+/// batch's sequence. An agent sends a stream's batches in rising sequence,
+/// so one it resends (its answer was lost) is at or below the newest kept.
+pub type BatchId<'a> = (&'a str, u64);
+
+/// Agents remembered per stream; past this the least recent is forgotten.
+const MAX_AGENTS_PER_STREAM: usize = 64;
+
+fn note_batch(batches: &mut BTreeMap<String, u64>, agent: &str, seq: u64) {
+    let newest = batches.entry(agent.to_owned()).or_insert(seq);
+    *newest = (*newest).max(seq);
+    while batches.len() > MAX_AGENTS_PER_STREAM {
+        let Some(oldest) = batches
+            .iter()
+            .min_by_key(|(_, s)| **s)
+            .map(|(a, _)| a.clone())
+        else {
+            break;
+        };
+        batches.remove(&oldest);
+    }
 }
 
 /// A block of a segment, as the directory describes it.
@@ -436,6 +463,9 @@ impl LogStore {
             }
             let (path, metas) = open_segment(catalog.as_ref(), &objects, path, info).await?;
             let stream = streams.entry(info.stream.clone()).or_default();
+            for (agent, seq) in &info.batches {
+                note_batch(&mut stream.batches, agent, *seq);
+            }
             for meta in metas {
                 stream.last_ingestion = Some(
                     stream
@@ -453,10 +483,14 @@ impl LogStore {
             if *seq <= state.checkpoint {
                 continue;
             }
-            let (id, ingestion, events) = decode(payload)
+            let (id, ingestion, events, batch) = decode(payload)
                 .map_err(|m| LogsError::Storage(format!("logs WAL record {seq}: {m}")))?;
             if live.contains(&id) {
-                apply(streams.entry(id).or_default(), *seq, ingestion, events);
+                let stream = streams.entry(id).or_default();
+                if let Some((agent, n)) = batch {
+                    note_batch(&mut stream.batches, &agent, n);
+                }
+                apply(stream, *seq, ingestion, events);
             }
             replayed += 1;
         }
@@ -520,9 +554,15 @@ impl LogStore {
         let mut partitions: std::collections::BTreeMap<(String, i64), Vec<Event>> =
             std::collections::BTreeMap::new();
         let mut moved = 0u64;
+        // Batch ids of the flushed records, kept with the segments so a
+        // resent batch is still known once its WAL record is gone.
+        let mut batches: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
         for (seq, payload) in &records {
-            let (id, ingestion, events) = decode(payload)
+            let (id, ingestion, events, batch) = decode(payload)
                 .map_err(|m| LogsError::Storage(format!("logs WAL record {seq}: {m}")))?;
+            if let Some((agent, n)) = batch {
+                note_batch(batches.entry(id.clone()).or_default(), &agent, n);
+            }
             for (i, (timestamp, message)) in events.into_iter().enumerate() {
                 moved += 1;
                 partitions
@@ -552,6 +592,7 @@ impl LogStore {
                     .await
                     .map_err(storage)?;
             let info = SegmentInfo {
+                batches: batches.get(&stream).cloned().unwrap_or_default(),
                 stream,
                 day,
                 events: count,
@@ -1340,11 +1381,23 @@ impl LogStore {
         stream: &StreamRecord,
         events: &[(i64, String)],
     ) -> Result<(Rejected, std::ops::Range<usize>), LogsError> {
+        self.put_batch(group, stream, events, None).await
+    }
+
+    /// [`Self::put_events`] for a named agent batch: one stored already
+    /// answers as stored, with an empty range, and is not stored again.
+    pub async fn put_batch(
+        &self,
+        group: &GroupRecord,
+        stream: &StreamRecord,
+        events: &[(i64, String)],
+        batch: Option<BatchId<'_>>,
+    ) -> Result<(Rejected, std::ops::Range<usize>), LogsError> {
         let now = self.clock.now();
-        let batch: usize = events.iter().map(|(_, m)| m.len() + EVENT_OVERHEAD).sum();
-        if batch > MAX_BATCH_BYTES {
+        let size: usize = events.iter().map(|(_, m)| m.len() + EVENT_OVERHEAD).sum();
+        if size > MAX_BATCH_BYTES {
             return Err(LogsError::InvalidParameter(format!(
-                "Upload too large: {batch} bytes exceeds limit of {MAX_BATCH_BYTES}"
+                "Upload too large: {size} bytes exceeds limit of {MAX_BATCH_BYTES}"
             )));
         }
         if events.windows(2).any(|w| w[1].0 < w[0].0) {
@@ -1385,8 +1438,15 @@ impl LogStore {
         if valid.is_empty() {
             return Ok((rejected, stored));
         }
+        if let Some((agent, n)) = batch {
+            if self.seen_batch(&stream.id, agent, n) {
+                // Stored before; the caller learns it as a success, and
+                // nothing downstream (filters, subscriptions) sees it again.
+                return Ok((rejected, first_valid..first_valid));
+            }
+        }
         let valid: Vec<(i64, String)> = valid.to_vec();
-        let payload = encode(&stream.id, now_ms, &valid);
+        let payload = encode(&stream.id, now_ms, &valid, batch);
         let bytes: u64 = valid.iter().map(|(_, m)| m.len() as u64).sum();
         let seq = self.wal.append(payload).await.map_err(storage)?;
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
@@ -1395,14 +1455,22 @@ impl LogStore {
             // these events in blocks: adding them here would show them twice.
             return Ok((rejected, stored));
         }
-        apply(
-            streams.entry(stream.id.clone()).or_default(),
-            seq,
-            now_ms,
-            valid,
-        );
+        let entry = streams.entry(stream.id.clone()).or_default();
+        if let Some((agent, n)) = batch {
+            note_batch(&mut entry.batches, agent, n);
+        }
+        apply(entry, seq, now_ms, valid);
         self.unflushed.fetch_add(bytes, Ordering::Relaxed);
         Ok((rejected, stored))
+    }
+
+    /// Whether `agent` already stored batch `seq` (or a later one) in stream `id`.
+    fn seen_batch(&self, id: &str, agent: &str, seq: u64) -> bool {
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        streams
+            .get(id)
+            .and_then(|s| s.batches.get(agent))
+            .is_some_and(|newest| seq <= *newest)
     }
 
     /// GetLogEvents (§5.1) on stream `id`.
@@ -1542,6 +1610,9 @@ struct SegmentInfo {
     day: i64,
     events: u64,
     bytes: u64,
+    /// The newest agent batch per agent among the segment's records.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    batches: BTreeMap<String, u64>,
 }
 
 fn read_state(catalog: &dyn Catalog) -> Result<State, LogsError> {
@@ -1765,10 +1836,19 @@ fn apply(stream: &mut StreamEvents, seq: u64, ingestion: i64, events: Vec<(i64, 
     }
 }
 
-fn encode(stream_id: &str, ingestion: i64, events: &[(i64, String)]) -> Vec<u8> {
+fn encode(
+    stream_id: &str,
+    ingestion: i64,
+    events: &[(i64, String)],
+    batch: Option<BatchId<'_>>,
+) -> Vec<u8> {
     let size: usize = events.iter().map(|(_, m)| m.len() + 12).sum();
     let mut out = Vec::with_capacity(size + 64);
-    out.push(PAYLOAD_VERSION);
+    out.push(if batch.is_some() {
+        PAYLOAD_VERSION_BATCH
+    } else {
+        PAYLOAD_VERSION
+    });
     put_str(&mut out, stream_id);
     put_ivarint(&mut out, ingestion);
     put_varint(&mut out, events.len() as u64);
@@ -1776,14 +1856,19 @@ fn encode(stream_id: &str, ingestion: i64, events: &[(i64, String)]) -> Vec<u8> 
         put_ivarint(&mut out, *t);
         put_str(&mut out, m);
     }
+    if let Some((agent, n)) = batch {
+        put_str(&mut out, agent);
+        put_varint(&mut out, n);
+    }
     out
 }
 
-type Decoded = (String, i64, Vec<(i64, String)>);
+type Decoded = (String, i64, Vec<(i64, String)>, Option<(String, u64)>);
 
 fn decode(payload: &[u8]) -> Result<Decoded, String> {
-    let Some((&PAYLOAD_VERSION, body)) = payload.split_first() else {
-        return Err("unknown logs payload version".into());
+    let (version, body) = match payload.split_first() {
+        Some((&v, body)) if v == PAYLOAD_VERSION || v == PAYLOAD_VERSION_BATCH => (v, body),
+        _ => return Err("unknown logs payload version".into()),
     };
     let pos = &mut 0;
     let id = get_str(body, pos)?;
@@ -1793,7 +1878,12 @@ fn decode(payload: &[u8]) -> Result<Decoded, String> {
     for _ in 0..n {
         events.push((get_ivarint(body, pos)?, get_str(body, pos)?));
     }
-    Ok((id, ingestion, events))
+    let batch = if version == PAYLOAD_VERSION_BATCH {
+        Some((get_str(body, pos)?, get_varint(body, pos)?))
+    } else {
+        None
+    };
+    Ok((id, ingestion, events, batch))
 }
 
 #[cfg(test)]
@@ -1839,6 +1929,64 @@ mod tests {
             .stream("123456789012", "us-east-1", "g", name)
             .unwrap()
             .unwrap()
+    }
+
+    /// An agent batch resent after its answer was lost is stored once,
+    /// whether its first copy is in the WAL or already in segments.
+    #[tokio::test]
+    async fn a_resent_agent_batch_is_stored_once_across_restarts_and_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+        let g = group(None);
+        async fn count(store: &LogStore, id: String) -> usize {
+            let q = GetQuery {
+                start_from_head: true,
+                ..GetQuery::default()
+            };
+            store.get_events(&id, 0, &q).await.unwrap().events.len()
+        }
+        let two = [(NOW, "a".to_owned()), (NOW, "b".to_owned())];
+        let store = open(dir.path(), clock.clone()).await;
+        let s = stream(&store, "s");
+        let (_, stored) = store
+            .put_batch(&g, &s, &two, Some(("agent1", 1)))
+            .await
+            .unwrap();
+        assert_eq!(stored, 0..2);
+        let (_, stored) = store
+            .put_batch(&g, &s, &two, Some(("agent1", 1)))
+            .await
+            .unwrap();
+        assert!(stored.is_empty());
+        // Another agent's batch 1 is its own.
+        store
+            .put_batch(&g, &s, &two, Some(("agent2", 1)))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, s.id.clone()).await, 4);
+        // Reopened with the batches only in the WAL.
+        drop(store);
+        let store = open(dir.path(), clock.clone()).await;
+        let (_, stored) = store
+            .put_batch(&g, &s, &two, Some(("agent1", 1)))
+            .await
+            .unwrap();
+        assert!(stored.is_empty());
+        store
+            .put_batch(&g, &s, &two, Some(("agent1", 2)))
+            .await
+            .unwrap();
+        store.maintain().await.unwrap();
+        drop(store);
+        let store = open(dir.path(), clock).await;
+        let (_, stored) = store
+            .put_batch(&g, &s, &two, Some(("agent1", 2)))
+            .await
+            .unwrap();
+        assert!(stored.is_empty());
+        let (_, stored) = store.put_batch(&g, &s, &two, None).await.unwrap();
+        assert_eq!(stored, 0..2);
+        assert_eq!(count(&store, s.id.clone()).await, 8);
     }
 
     /// The rejection example of §4.2 and its two 400 variants.

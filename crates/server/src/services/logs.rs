@@ -737,9 +737,15 @@ async fn put_log_events(
         .logs
         .stream(account, region, &group, &stream)?
         .ok_or_else(LogsError::stream_not_found)?;
+    // The trailwatch agent names its batches `<agent id>:<sequence>`.
+    let batch = cx
+        .batch_id
+        .and_then(|b| b.rsplit_once(':'))
+        .and_then(|(agent, seq)| Some((agent, seq.parse::<u64>().ok()?)))
+        .filter(|(agent, _)| !agent.is_empty() && agent.len() <= 64);
     let (rejected, stored) = app
         .logs
-        .put_events(&record, &stream_record, &events)
+        .put_batch(&record, &stream_record, &events, batch)
         .await?;
     let stored_events = &events[stored];
     emit_metrics(app, cx, &group, stored_events).await;
@@ -2833,6 +2839,7 @@ pub(crate) async fn put_system_events(
         request_id: "",
         now,
         body_bytes: (0, 0),
+        batch_id: None,
     };
     let mut start = 0;
     while start < events.len() {
@@ -3469,6 +3476,7 @@ mod tests {
             request_id: "r",
             now: app.clock.now(),
             body_bytes: (0, 0),
+            batch_id: None,
         };
         let mut outcome = dispatch(app, &cx, op, &from_json(input)).await?;
         let changes = std::mem::take(&mut outcome.changes);

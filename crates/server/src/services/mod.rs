@@ -50,6 +50,9 @@ pub struct CallContext<'a> {
     pub now: Timestamp,
     /// Size of the request body as received and after content decoding.
     pub body_bytes: (usize, usize),
+    /// `x-trailwatch-batch` (`<agent id>:<sequence>`): the trailwatch
+    /// agent's name for a PutLogEvents batch, so a resent batch is stored once.
+    pub batch_id: Option<&'a str>,
 }
 
 /// What a successful call produced.

@@ -1,0 +1,607 @@
+//! Log shipping: files → events → spool → PutLogEvents, losing and
+//! duplicating nothing.
+//!
+//! A reader thread follows the files ([`crate::tail`]), gathers events per
+//! destination (log group and stream), and appends them to the spool in
+//! batches that keep PutLogEvents' limits, with the file offsets they reach.
+//! A sender task sends the spool's batches in order, one at a time, creating
+//! groups and streams when they are missing and backing off while the
+//! endpoint is unreachable or throttling. `state.json` keeps the agent's id,
+//! the last batch sent and the file offsets; the spool holds the offsets of
+//! batches written since, so a restart resumes exactly where reading
+//! stopped.
+//!
+//! Each request carries `x-trailwatch-batch: <agent id>:<seq>`. trailwatch
+//! answers a batch it already stored (the answer was lost, the agent
+//! restarted before saving its progress) without storing it again; other
+//! endpoints ignore the header (COMPATIBILITY.md).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata as _;
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogsConfig;
+use crate::spool::{Batch, FileMark, Spool};
+use crate::tail::{Entry, Event, Tailer};
+
+/// PutLogEvents' limits (spec/logs.md §4.2).
+const MAX_BATCH_EVENTS: usize = 10_000;
+const MAX_BATCH_BYTES: usize = 1_048_576;
+const EVENT_OVERHEAD: usize = 26;
+const MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
+/// A destination's events are written to the spool once this many bytes wait.
+const FLUSH_BYTES: usize = 512 * 1024;
+/// The header that names a batch towards trailwatch.
+pub const BATCH_HEADER: &str = "x-trailwatch-batch";
+
+/// The agent's durable progress.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    agent_id: String,
+    /// Last batch the endpoint acknowledged.
+    sent_seq: u64,
+    /// Last batch whose file offsets `marks` includes.
+    read_seq: u64,
+    marks: Vec<FileMark>,
+}
+
+/// What the reader and the sender share.
+struct Shared {
+    dir: PathBuf,
+    spool: Spool,
+    agent_id: String,
+    sent_seq: u64,
+    read_seq: u64,
+    marks: HashMap<(u64, u64), FileMark>,
+    saved: Instant,
+}
+
+impl Shared {
+    fn save(&mut self) -> anyhow::Result<()> {
+        let mut marks: Vec<FileMark> = self.marks.values().cloned().collect();
+        marks.sort_by_key(|m| (m.dev, m.ino));
+        let state = State {
+            agent_id: self.agent_id.clone(),
+            sent_seq: self.sent_seq,
+            read_seq: self.read_seq,
+            marks,
+        };
+        let path = self.dir.join("state.json");
+        let tmp = self.dir.join("state.json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(&state)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        self.saved = Instant::now();
+        Ok(())
+    }
+}
+
+/// Options of the log pipeline.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Where the spool and `state.json` live.
+    pub state_dir: PathBuf,
+    /// The spool's bound in bytes.
+    pub buffer_max_bytes: u64,
+}
+
+/// The log pipeline: runs until `stop` turns true, then writes what it read
+/// to the spool, saves its state, and returns (unsent batches stay in the
+/// spool for the next start).
+pub async fn run(
+    config: LogsConfig,
+    client: aws_sdk_cloudwatchlogs::Client,
+    options: LogOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let dir = options.state_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let state: State = match std::fs::read(dir.join("state.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).context("read state.json")?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+            agent_id: uuid::Uuid::new_v4().simple().to_string(),
+            ..State::default()
+        },
+        Err(e) => return Err(e).context("read state.json"),
+    };
+    let (spool, units) = Spool::open(&dir.join("spool"), state.sent_seq, options.buffer_max_bytes)?;
+    let mut marks: HashMap<(u64, u64), FileMark> = state
+        .marks
+        .into_iter()
+        .map(|m| ((m.dev, m.ino), m))
+        .collect();
+    let mut read_seq = state.read_seq;
+    for (seq, unit) in units {
+        if seq > state.read_seq {
+            for m in unit {
+                marks.insert((m.dev, m.ino), m);
+            }
+            read_seq = seq;
+        }
+    }
+    let entries = config
+        .files
+        .iter()
+        .cloned()
+        .map(Entry::new)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let retention: HashMap<String, i32> = config
+        .files
+        .iter()
+        .filter_map(|f| Some((f.log_group_name.clone(), f.retention_in_days?)))
+        .collect();
+    let tailer = Tailer::new(entries, marks.values().cloned().collect());
+    let shared = Arc::new(Mutex::new(Shared {
+        dir: dir.clone(),
+        spool,
+        agent_id: state.agent_id,
+        sent_seq: state.sent_seq,
+        read_seq,
+        marks,
+        saved: Instant::now(),
+    }));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let flush_after = Duration::from_secs(config.force_flush_interval_secs);
+    let reader = {
+        let (shared, wake, stop) = (shared.clone(), wake.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("agent-logs-reader".into())
+            .spawn(move || read_loop(tailer, &shared, &wake, flush_after, &stop))?
+    };
+    let sender = Sender {
+        client,
+        shared: shared.clone(),
+        retention,
+        ready: BTreeSet::new(),
+    };
+    sender.run(wake, stop).await;
+    let read = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .context("join the log reader")?;
+    match read {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("the log reader panicked"),
+    }
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    s.save()
+}
+
+/// Events waiting for one destination.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+fn read_loop(
+    mut tailer: Tailer,
+    shared: &Mutex<Shared>,
+    wake: &tokio::sync::Notify,
+    flush_after: Duration,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let dest_of: Vec<(String, String)> = tailer
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.config.log_group_name.clone(),
+                e.config.log_stream_name.clone(),
+            )
+        })
+        .collect();
+    let mut feeds: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, d) in dest_of.iter().enumerate() {
+        feeds.entry(d.clone()).or_default().push(i);
+    }
+    let mut pending: BTreeMap<(String, String), Pending> = BTreeMap::new();
+    let mut discovered: Option<Instant> = None;
+    let mut first = true;
+    loop {
+        let stopping = *stop.borrow();
+        if discovered.is_none_or(|d| d.elapsed() >= Duration::from_secs(1)) {
+            let released = tailer.discover();
+            discovered = Some(Instant::now());
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if std::mem::take(&mut first) {
+                // Marks of files that are gone are dropped here.
+                s.marks = (0..dest_of.len())
+                    .flat_map(|i| tailer.marks(i))
+                    .map(|m| ((m.dev, m.ino), m))
+                    .collect();
+            }
+            for (entry, key) in released {
+                let _ = entry;
+                s.marks.remove(&key);
+            }
+        }
+        let full = shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spool
+            .full();
+        let mut more = false;
+        if !full {
+            let out = tailer.poll(now_ms());
+            more = out.more;
+            for (entry, event) in out.events {
+                let p = pending.entry(dest_of[entry].clone()).or_default();
+                p.bytes += event.message.len() + EVENT_OVERHEAD;
+                p.since.get_or_insert_with(Instant::now);
+                p.events.push(event);
+            }
+        }
+        for (dest, entries) in &feeds {
+            let p = pending.entry(dest.clone()).or_default();
+            let due = p.bytes >= FLUSH_BYTES
+                || p.events.len() >= MAX_BATCH_EVENTS
+                || p.since.is_some_and(|t| t.elapsed() >= flush_after)
+                || stopping;
+            let marks: Vec<FileMark> = entries.iter().flat_map(|&i| tailer.marks(i)).collect();
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if p.events.is_empty() {
+                // Nothing of these files waits: their offsets (past filtered
+                // or blank lines) can be kept as they are.
+                for m in marks {
+                    s.marks.insert((m.dev, m.ino), m);
+                }
+                continue;
+            }
+            if !due {
+                continue;
+            }
+            let events = std::mem::take(&mut p.events);
+            *p = Pending::default();
+            let mut unit = cut(dest, events);
+            if let Some(last) = unit.last_mut() {
+                last.marks = marks.clone();
+            }
+            s.spool.append(&mut unit)?;
+            if let Some(last) = unit.last() {
+                s.read_seq = last.seq;
+            }
+            for m in marks {
+                s.marks.insert((m.dev, m.ino), m);
+            }
+            drop(s);
+            wake.notify_one();
+        }
+        {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if s.saved.elapsed() >= Duration::from_secs(1) || stopping {
+                s.save()?;
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+        if !more || full {
+            std::thread::sleep(Duration::from_millis(if full { 200 } else { 100 }));
+        }
+    }
+}
+
+/// Sorts a destination's events by time (stable: lines of one time keep
+/// their order) and cuts them into batches within PutLogEvents' limits.
+fn cut(dest: &(String, String), mut events: Vec<Event>) -> Vec<Batch> {
+    events.sort_by_key(|e| e.timestamp);
+    let mut out: Vec<Batch> = Vec::new();
+    let mut bytes = 0usize;
+    for e in events {
+        let size = e.message.len() + EVENT_OVERHEAD;
+        let start_new = match out.last() {
+            None => true,
+            Some(b) => {
+                b.events.len() >= MAX_BATCH_EVENTS
+                    || bytes + size > MAX_BATCH_BYTES
+                    || b.events
+                        .first()
+                        .is_some_and(|f| e.timestamp - f.0 > MAX_SPAN_MS)
+            }
+        };
+        if start_new {
+            out.push(Batch {
+                seq: 0,
+                group: dest.0.clone(),
+                stream: dest.1.clone(),
+                events: Vec::new(),
+                marks: Vec::new(),
+                end: false,
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(b) = out.last_mut() {
+            b.events.push((e.timestamp, e.message));
+        }
+    }
+    out
+}
+
+/// The wall clock in epoch milliseconds.
+// The agent is a client on its host: events and points carry the host's wall
+// clock, as the CloudWatch agent's do (no injected server clock here).
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Sender {
+    client: aws_sdk_cloudwatchlogs::Client,
+    shared: Arc<Mutex<Shared>>,
+    retention: HashMap<String, i32>,
+    /// Destinations known to exist.
+    ready: BTreeSet<(String, String)>,
+}
+
+/// How a send ended.
+enum Sent {
+    Done,
+    /// The group or the stream is missing.
+    Missing,
+    /// Never accepted as it is (logged): skipped.
+    Refused,
+    /// Worth trying again later.
+    Retry(String),
+}
+
+impl Sender {
+    async fn run(
+        mut self,
+        wake: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let next = {
+                let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                s.spool.peek()
+            };
+            let batch = match next {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "the spool cannot be read");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            let outcome = if batch.events.is_empty() {
+                Sent::Done
+            } else {
+                self.send(&batch).await
+            };
+            match outcome {
+                Sent::Done | Sent::Refused => {
+                    backoff = Duration::from_millis(200);
+                    if let Err(e) = self.ack(batch.seq) {
+                        tracing::error!(error = format!("{e:#}"), "agent state cannot be saved");
+                    }
+                }
+                Sent::Missing => {
+                    if let Err(reason) = self.create(&batch.group, &batch.stream).await {
+                        tracing::warn!(group = %batch.group, stream = %batch.stream, reason, "log group or stream cannot be created; retrying");
+                        self.pause(&mut backoff, &mut stop).await;
+                    }
+                }
+                Sent::Retry(reason) => {
+                    tracing::warn!(
+                        reason,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "log batch not delivered; retrying"
+                    );
+                    self.pause(&mut backoff, &mut stop).await;
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, backoff: &mut Duration, stop: &mut tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = stop.changed() => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(30));
+    }
+
+    fn ack(&self, seq: u64) -> anyhow::Result<()> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.sent_seq = seq;
+        // Offsets in the segments about to go must be in state.json first.
+        if s.spool.would_drop(seq) {
+            s.save()?;
+        }
+        s.spool.ack(seq)?;
+        if s.saved.elapsed() >= Duration::from_secs(1) {
+            s.save()?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: &Batch) -> Sent {
+        let events: Result<Vec<InputLogEvent>, _> = batch
+            .events
+            .iter()
+            .map(|(t, m)| {
+                InputLogEvent::builder()
+                    .timestamp(*t)
+                    .message(m.clone())
+                    .build()
+            })
+            .collect();
+        let Ok(events) = events else {
+            return Sent::Refused;
+        };
+        let id = {
+            let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            format!("{}:{}", s.agent_id, batch.seq)
+        };
+        let result = self
+            .client
+            .put_log_events()
+            .log_group_name(&batch.group)
+            .log_stream_name(&batch.stream)
+            .set_log_events(Some(events))
+            .customize()
+            .mutate_request(move |req| {
+                req.headers_mut().insert(BATCH_HEADER, id.clone());
+            })
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                if let Some(r) = out.rejected_log_events_info() {
+                    tracing::warn!(
+                        group = %batch.group,
+                        stream = %batch.stream,
+                        too_old_end = r.too_old_log_event_end_index(),
+                        expired_end = r.expired_log_event_end_index(),
+                        too_new_start = r.too_new_log_event_start_index(),
+                        "some log events were refused for their timestamps"
+                    );
+                }
+                self.ready
+                    .insert((batch.group.clone(), batch.stream.clone()));
+                Sent::Done
+            }
+            Err(e) => {
+                let code = e.code().unwrap_or_default().to_owned();
+                let message = e.message().unwrap_or_default().to_owned();
+                match code.as_str() {
+                    "ResourceNotFoundException" => {
+                        self.ready
+                            .remove(&(batch.group.clone(), batch.stream.clone()));
+                        Sent::Missing
+                    }
+                    "InvalidParameterException" => {
+                        tracing::error!(group = %batch.group, stream = %batch.stream, message, "log batch refused; its events are dropped");
+                        Sent::Refused
+                    }
+                    "" => Sent::Retry(format!(
+                        "{}",
+                        aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+                    )),
+                    _ => Sent::Retry(format!("{code}: {message}")),
+                }
+            }
+        }
+    }
+
+    /// Creates the group (with its retention) and the stream; existing ones
+    /// are fine.
+    async fn create(&mut self, group: &str, stream: &str) -> Result<(), String> {
+        let exists = |code: Option<&str>| code == Some("ResourceAlreadyExistsException");
+        match self
+            .client
+            .create_log_group()
+            .log_group_name(group)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                if let Some(days) = self.retention.get(group) {
+                    self.client
+                        .put_retention_policy()
+                        .log_group_name(group)
+                        .retention_in_days(*days)
+                        .send()
+                        .await
+                        .map_err(|e| e.code().unwrap_or("PutRetentionPolicy failed").to_owned())?;
+                }
+            }
+            Err(e) if exists(e.code()) => {}
+            Err(e) => {
+                return Err(format!(
+                    "{}",
+                    aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+                ))
+            }
+        }
+        match self
+            .client
+            .create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if exists(e.code()) => Ok(()),
+            Err(e) => Err(format!(
+                "{}",
+                aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+            )),
+        }
+    }
+}
+
+/// The state directory's spool path, for tests and tools.
+pub fn spool_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("spool")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: i64, n: usize) -> Event {
+        Event {
+            timestamp: t,
+            message: "x".repeat(n),
+        }
+    }
+
+    #[test]
+    fn cut_keeps_every_limit_and_the_order_of_equal_times() {
+        let dest = ("g".to_owned(), "s".to_owned());
+        let mut events: Vec<Event> = (0..25_000).map(|i| ev(1000, 10 + i % 7)).collect();
+        events[3].message = "first".into();
+        events.push(ev(5, 3));
+        let batches = cut(&dest, events.clone());
+        assert_eq!(batches[0].events[0], (5, "xxx".to_owned()));
+        assert_eq!(batches[0].events[4].1, "first");
+        let flat: Vec<&(i64, String)> = batches.iter().flat_map(|b| &b.events).collect();
+        assert_eq!(flat.len(), events.len());
+        for b in &batches {
+            assert!(b.events.len() <= MAX_BATCH_EVENTS);
+        }
+        // Byte limit with large events, and the 24-hour span.
+        let big: Vec<Event> = (0..10).map(|i| ev(i, 200_000)).collect();
+        let batches = cut(&dest, big);
+        for b in &batches {
+            let bytes: usize = b.events.iter().map(|(_, m)| m.len() + EVENT_OVERHEAD).sum();
+            assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
+        }
+        assert_eq!(batches.iter().map(|b| b.events.len()).sum::<usize>(), 10);
+        let spread = vec![ev(0, 1), ev(MAX_SPAN_MS, 1), ev(MAX_SPAN_MS + 1, 1)];
+        let batches = cut(&dest, spread);
+        assert_eq!(
+            batches.iter().map(|b| b.events.len()).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+    }
+}
