@@ -344,7 +344,8 @@ fn measurement(plugin: &str, value: &Value, at: &str) -> anyhow::Result<Measurem
         bail!("{at}: an entry has an empty name");
     }
     if let Some(u) = &unit {
-        if !UNITS.contains(&u.as_str()) {
+        // The SDK's own list of CloudWatch units.
+        if !aws_sdk_cloudwatch::types::StandardUnit::values().contains(&u.as_str()) {
             bail!("{at}: unit {u} is not a CloudWatch unit");
         }
     }
@@ -354,37 +355,6 @@ fn measurement(plugin: &str, value: &Value, at: &str) -> anyhow::Result<Measurem
         unit,
     })
 }
-
-/// CloudWatch's units (PutMetricData `Unit`).
-pub const UNITS: [&str; 27] = [
-    "Seconds",
-    "Microseconds",
-    "Milliseconds",
-    "Bytes",
-    "Kilobytes",
-    "Megabytes",
-    "Gigabytes",
-    "Terabytes",
-    "Bits",
-    "Kilobits",
-    "Megabits",
-    "Gigabits",
-    "Terabits",
-    "Percent",
-    "Count",
-    "Bytes/Second",
-    "Kilobytes/Second",
-    "Megabytes/Second",
-    "Gigabytes/Second",
-    "Terabytes/Second",
-    "Bits/Second",
-    "Kilobits/Second",
-    "Megabits/Second",
-    "Gigabits/Second",
-    "Terabits/Second",
-    "Count/Second",
-    "None",
-];
 
 /// `append_dimensions`: `${aws:…}` values need EC2 instance metadata, which
 /// a host off EC2 does not have, so those dimensions are left out.

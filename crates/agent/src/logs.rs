@@ -17,7 +17,7 @@
 //! endpoints ignore the header (COMPATIBILITY.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -219,8 +219,7 @@ fn read_loop(
                     .map(|m| ((m.dev, m.ino), m))
                     .collect();
             }
-            for (entry, key) in released {
-                let _ = entry;
+            for key in released {
                 s.marks.remove(&key);
             }
         }
@@ -435,7 +434,7 @@ impl Sender {
         if s.spool.would_drop(seq) {
             s.save()?;
         }
-        s.spool.ack(seq)?;
+        s.spool.ack(seq);
         if s.saved.elapsed() >= Duration::from_secs(1) {
             s.save()?;
         }
@@ -557,11 +556,6 @@ impl Sender {
             )),
         }
     }
-}
-
-/// The state directory's spool path, for tests and tools.
-pub fn spool_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("spool")
 }
 
 #[cfg(test)]

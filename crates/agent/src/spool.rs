@@ -264,17 +264,16 @@ impl Spool {
     }
 
     /// Acknowledges every batch through `seq`; deletes the segments that
-    /// only held acknowledged batches. Returns whether a segment went.
-    pub fn ack(&mut self, seq: u64) -> anyhow::Result<bool> {
+    /// only held acknowledged batches.
+    pub fn ack(&mut self, seq: u64) {
         while self.index.front().is_some_and(|(s, ..)| *s <= seq) {
             self.index.pop_front();
         }
-        Ok(self.drop_sent())
+        self.drop_sent();
     }
 
-    fn drop_sent(&mut self) -> bool {
+    fn drop_sent(&mut self) {
         let next = self.index.front().map(|(_, first, ..)| *first);
-        let mut dropped = false;
         while self.segments.len() > 1 || (self.index.is_empty() && !self.segments.is_empty()) {
             let Some(front) = self.segments.front() else {
                 break;
@@ -288,9 +287,7 @@ impl Spool {
             }
             let _ = std::fs::remove_file(&front.path);
             self.segments.pop_front();
-            dropped = true;
         }
-        dropped
     }
 }
 
@@ -432,10 +429,10 @@ mod tests {
         );
         let first = spool.peek().unwrap().unwrap();
         assert_eq!((first.seq, first.events.len()), (1, 3));
-        spool.ack(1).unwrap();
+        spool.ack(1);
         let second = spool.peek().unwrap().unwrap();
         assert_eq!((second.seq, second.marks.len(), second.end), (2, 0, false));
-        spool.ack(3).unwrap();
+        spool.ack(3);
         assert!(spool.peek().unwrap().is_none());
         assert_eq!(spool.bytes(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -180,8 +180,8 @@ impl Tailer {
     }
 
     /// Looks for new files, and lets go of rotated ones that are done.
-    /// Returns the files let go: (entry, (dev, inode)).
-    pub fn discover(&mut self) -> Vec<(usize, (u64, u64))> {
+    /// Returns the files let go, by (dev, inode).
+    pub fn discover(&mut self) -> Vec<(u64, u64)> {
         for s in self.sources.values_mut() {
             s.matched = false;
         }
@@ -234,7 +234,7 @@ impl Tailer {
                 && s.pending.is_none()
                 && s.last_growth.elapsed() >= ROTATED_GRACE;
             if done {
-                released.push((s.entry, *key));
+                released.push(*key);
             }
             !done
         });
