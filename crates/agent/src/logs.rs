@@ -4,9 +4,11 @@
 //! A reader thread follows the files ([`crate::tail`]), gathers events per
 //! destination (log group and stream), and appends them to the spool in
 //! batches that keep PutLogEvents' limits, with the file offsets they reach.
-//! A sender task sends the spool's batches in order, one at a time, creating
-//! groups and streams when they are missing and backing off while the
-//! endpoint is unreachable or throttling. `state.json` keeps the agent's id,
+//! A sender task sends the spool's batches in order, one at a time (the next
+//! one's request is built and signed while the current one is in flight,
+//! and held back by [`crate::gate`]), creating groups and streams when they
+//! are missing and backing off while the endpoint is unreachable or
+//! throttling. `state.json` keeps the agent's id,
 //! the last batch sent and the file offsets; the spool holds the offsets of
 //! batches written since, so a restart resumes exactly where reading
 //! stopped.
@@ -16,7 +18,7 @@
 //! restarted before saving its progress) without storing it again; other
 //! endpoints ignore the header (COMPATIBILITY.md).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LogsConfig;
+use crate::gate::GatedClient;
 use crate::spool::{Batch, FileMark, Spool};
 use crate::tail::{Entry, Event, Tailer};
 
@@ -35,8 +38,12 @@ const MAX_BATCH_EVENTS: usize = 10_000;
 const MAX_BATCH_BYTES: usize = 1_048_576;
 const EVENT_OVERHEAD: usize = 26;
 const MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
-/// A destination's events are written to the spool once this many bytes wait.
-const FLUSH_BYTES: usize = 512 * 1024;
+/// A destination's events are written to the spool once this many bytes wait
+/// (or a quarter of the spool's bound, when smaller): several batches at a
+/// time, so that all but the last of a unit are full and a busy file goes
+/// out in as few requests as the 1 MiB limit allows.
+const FLUSH_BYTES: usize = 4 * MAX_BATCH_BYTES;
+const MIN_FLUSH_BYTES: usize = 64 * 1024;
 /// The header that names a batch towards trailwatch.
 pub const BATCH_HEADER: &str = "x-trailwatch-batch";
 
@@ -60,6 +67,8 @@ struct Shared {
     read_seq: u64,
     marks: HashMap<(u64, u64), FileMark>,
     saved: Instant,
+    /// What `state.json` holds now: an idle agent does not rewrite it.
+    saved_bytes: Vec<u8>,
 }
 
 impl Shared {
@@ -72,14 +81,19 @@ impl Shared {
             read_seq: self.read_seq,
             marks,
         };
+        let bytes = serde_json::to_vec(&state)?;
+        self.saved = Instant::now();
+        if bytes == self.saved_bytes {
+            return Ok(());
+        }
         let path = self.dir.join("state.json");
         let tmp = self.dir.join("state.json.tmp");
         let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &serde_json::to_vec(&state)?)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
-        self.saved = Instant::now();
+        self.saved_bytes = bytes;
         Ok(())
     }
 }
@@ -98,7 +112,7 @@ pub struct LogOptions {
 /// spool for the next start).
 pub async fn run(
     config: LogsConfig,
-    client: aws_sdk_cloudwatchlogs::Client,
+    sdk: aws_types::SdkConfig,
     options: LogOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -147,20 +161,38 @@ pub async fn run(
         read_seq,
         marks,
         saved: Instant::now(),
+        saved_bytes: Vec::new(),
     }));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let flush_after = Duration::from_secs(config.force_flush_interval_secs);
+    let flush = Flush {
+        bytes: usize::try_from(options.buffer_max_bytes / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(MIN_FLUSH_BYTES, FLUSH_BYTES),
+        after: Duration::from_secs(config.force_flush_interval_secs),
+    };
     let reader = {
         let (shared, wake, stop) = (shared.clone(), wake.clone(), stop.clone());
         std::thread::Builder::new()
             .name("agent-logs-reader".into())
-            .spawn(move || read_loop(tailer, &shared, &wake, flush_after, &stop))?
+            .spawn(move || read_loop(tailer, &shared, &wake, flush, &stop))?
     };
+    let (gate, gate_rx) = tokio::sync::watch::channel(0);
+    let client = aws_sdk_cloudwatchlogs::Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
+            .http_client(GatedClient::new(gate_rx))
+            .build(),
+    );
+    let agent_id = shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .agent_id
+        .clone();
     let sender = Sender {
         client,
         shared: shared.clone(),
         retention,
-        ready: BTreeSet::new(),
+        agent_id,
+        gate,
     };
     sender.run(wake, stop).await;
     let read = tokio::task::spawn_blocking(move || reader.join())
@@ -182,11 +214,18 @@ struct Pending {
     since: Option<Instant>,
 }
 
+/// When a destination's waiting events go to the spool.
+#[derive(Clone, Copy)]
+struct Flush {
+    bytes: usize,
+    after: Duration,
+}
+
 fn read_loop(
     mut tailer: Tailer,
     shared: &Mutex<Shared>,
     wake: &tokio::sync::Notify,
-    flush_after: Duration,
+    flush: Flush,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let dest_of: Vec<(String, String)> = tailer
@@ -204,6 +243,8 @@ fn read_loop(
         feeds.entry(d.clone()).or_default().push(i);
     }
     let mut pending: BTreeMap<(String, String), Pending> = BTreeMap::new();
+    // Each destination's marks as last kept, so an idle pass takes no lock.
+    let mut kept: BTreeMap<(String, String), Vec<FileMark>> = BTreeMap::new();
     let mut discovered: Option<Instant> = None;
     let mut first = true;
     loop {
@@ -241,23 +282,28 @@ fn read_loop(
         }
         for (dest, entries) in &feeds {
             let p = pending.entry(dest.clone()).or_default();
-            let due = p.bytes >= FLUSH_BYTES
+            let due = p.bytes >= flush.bytes
                 || p.events.len() >= MAX_BATCH_EVENTS
-                || p.since.is_some_and(|t| t.elapsed() >= flush_after)
+                || p.since.is_some_and(|t| t.elapsed() >= flush.after)
                 || stopping;
             let marks: Vec<FileMark> = entries.iter().flat_map(|&i| tailer.marks(i)).collect();
-            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
             if p.events.is_empty() {
                 // Nothing of these files waits: their offsets (past filtered
-                // or blank lines) can be kept as they are.
-                for m in marks {
-                    s.marks.insert((m.dev, m.ino), m);
+                // or blank lines) can be kept as they are, when they moved.
+                if kept.get(dest) != Some(&marks) {
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    for m in &marks {
+                        s.marks.insert((m.dev, m.ino), m.clone());
+                    }
+                    kept.insert(dest.clone(), marks);
                 }
                 continue;
             }
             if !due {
                 continue;
             }
+            kept.remove(dest);
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
             let events = std::mem::take(&mut p.events);
             *p = Pending::default();
             let mut unit = cut(dest, events);
@@ -340,8 +386,9 @@ struct Sender {
     client: aws_sdk_cloudwatchlogs::Client,
     shared: Arc<Mutex<Shared>>,
     retention: HashMap<String, i32>,
-    /// Destinations known to exist.
-    ready: BTreeSet<(String, String)>,
+    agent_id: String,
+    /// The one batch the HTTP client lets through (crate::gate).
+    gate: tokio::sync::watch::Sender<u64>,
 }
 
 /// How a send ended.
@@ -355,59 +402,93 @@ enum Sent {
     Retry(String),
 }
 
+/// A batch whose call has started.
+struct InFlight {
+    seq: u64,
+    group: String,
+    stream: String,
+    call: tokio::task::JoinHandle<Sent>,
+}
+
 impl Sender {
     async fn run(
-        mut self,
+        self,
         wake: Arc<tokio::sync::Notify>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut backoff = Duration::from_millis(200);
+        // The batch being sent and, behind it, the next one: its request is
+        // built and signed meanwhile, and waits at the gate (crate::gate).
+        let mut flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            let next = {
-                let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-                s.spool.peek()
-            };
-            let batch = match next {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = stop.changed() => {}
+            if flight.is_empty() {
+                let front = {
+                    let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.spool.peek()
+                };
+                match front {
+                    Ok(Some(b)) => {
+                        self.gate.send_replace(b.seq);
+                        flight.push_back(self.start(b));
                     }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "the spool cannot be read");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        _ = stop.changed() => {}
+                    Ok(None) => {
+                        tokio::select! {
+                            _ = wake.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "the spool cannot be read");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
                 }
+            }
+            if let Some(head) = flight.front().filter(|_| flight.len() == 1) {
+                let (shared, seq) = (self.shared.clone(), head.seq);
+                let next = tokio::task::spawn_blocking(move || {
+                    let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.spool.peek_after(seq)
+                })
+                .await;
+                if let Ok(Ok(Some(b))) = next {
+                    flight.push_back(self.start(b));
+                }
+            }
+            let Some(head) = flight.pop_front() else {
+                continue;
             };
-            let outcome = if batch.events.is_empty() {
-                Sent::Done
-            } else {
-                self.send(&batch).await
-            };
+            let outcome = head
+                .call
+                .await
+                .unwrap_or_else(|e| Sent::Retry(format!("the send task failed: {e}")));
             match outcome {
                 Sent::Done | Sent::Refused => {
                     backoff = Duration::from_millis(200);
-                    if let Err(e) = self.ack(batch.seq) {
+                    if let Err(e) = self.ack(head.seq) {
                         tracing::error!(error = format!("{e:#}"), "agent state cannot be saved");
+                    }
+                    if let Some(next) = flight.front() {
+                        self.gate.send_replace(next.seq);
                     }
                 }
                 Sent::Missing => {
-                    if let Err(reason) = self.create(&batch.group, &batch.stream).await {
-                        tracing::warn!(group = %batch.group, stream = %batch.stream, reason, "log group or stream cannot be created; retrying");
+                    abort(&mut flight);
+                    if let Err(reason) = self.create(&head.group, &head.stream).await {
+                        tracing::warn!(group = %head.group, stream = %head.stream, reason, "log group or stream cannot be created; retrying");
                         self.pause(&mut backoff, &mut stop).await;
                     }
                 }
                 Sent::Retry(reason) => {
+                    abort(&mut flight);
                     tracing::warn!(
                         reason,
                         retry_in_ms = backoff.as_millis() as u64,
@@ -416,6 +497,27 @@ impl Sender {
                     self.pause(&mut backoff, &mut stop).await;
                 }
             }
+        }
+        abort(&mut flight);
+    }
+
+    /// Starts the call of `batch` on its own task.
+    fn start(&self, batch: Batch) -> InFlight {
+        let (seq, group, stream) = (batch.seq, batch.group.clone(), batch.stream.clone());
+        let client = self.client.clone();
+        let id = format!("{}:{}", self.agent_id, seq);
+        let call = tokio::spawn(async move {
+            if batch.events.is_empty() {
+                // A unit's offsets past skipped lines: nothing to send.
+                return Sent::Done;
+            }
+            send(&client, id, batch).await
+        });
+        InFlight {
+            seq,
+            group,
+            stream,
+            call,
         }
     }
 
@@ -440,79 +542,77 @@ impl Sender {
         }
         Ok(())
     }
+}
 
-    async fn send(&mut self, batch: &Batch) -> Sent {
-        let events: Result<Vec<InputLogEvent>, _> = batch
-            .events
-            .iter()
-            .map(|(t, m)| {
-                InputLogEvent::builder()
-                    .timestamp(*t)
-                    .message(m.clone())
-                    .build()
-            })
-            .collect();
-        let Ok(events) = events else {
-            return Sent::Refused;
-        };
-        let id = {
-            let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            format!("{}:{}", s.agent_id, batch.seq)
-        };
-        let result = self
-            .client
-            .put_log_events()
-            .log_group_name(&batch.group)
-            .log_stream_name(&batch.stream)
-            .set_log_events(Some(events))
-            .customize()
-            .mutate_request(move |req| {
-                req.headers_mut().insert(BATCH_HEADER, id.clone());
-            })
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                if let Some(r) = out.rejected_log_events_info() {
-                    tracing::warn!(
-                        group = %batch.group,
-                        stream = %batch.stream,
-                        too_old_end = r.too_old_log_event_end_index(),
-                        expired_end = r.expired_log_event_end_index(),
-                        too_new_start = r.too_new_log_event_start_index(),
-                        "some log events were refused for their timestamps"
-                    );
-                }
-                self.ready
-                    .insert((batch.group.clone(), batch.stream.clone()));
-                Sent::Done
+/// Calls the batches behind the head off (they have not passed the gate).
+fn abort(flight: &mut VecDeque<InFlight>) {
+    for f in flight.drain(..) {
+        f.call.abort();
+    }
+}
+
+/// Sends `batch` as PutLogEvents named `id` (the events move into the
+/// request: no copy of a megabyte per call).
+async fn send(client: &aws_sdk_cloudwatchlogs::Client, id: String, batch: Batch) -> Sent {
+    let events: Vec<InputLogEvent> = batch
+        .events
+        .into_iter()
+        .filter_map(|(t, m)| {
+            InputLogEvent::builder()
+                .timestamp(t)
+                .message(m)
+                .build()
+                .ok()
+        })
+        .collect();
+    let result = client
+        .put_log_events()
+        .log_group_name(&batch.group)
+        .log_stream_name(&batch.stream)
+        .set_log_events(Some(events))
+        .customize()
+        .mutate_request(move |req| {
+            req.headers_mut().insert(BATCH_HEADER, id.clone());
+        })
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            if let Some(r) = out.rejected_log_events_info() {
+                tracing::warn!(
+                    group = %batch.group,
+                    stream = %batch.stream,
+                    too_old_end = r.too_old_log_event_end_index(),
+                    expired_end = r.expired_log_event_end_index(),
+                    too_new_start = r.too_new_log_event_start_index(),
+                    "some log events were refused for their timestamps"
+                );
             }
-            Err(e) => {
-                let code = e.code().unwrap_or_default().to_owned();
-                let message = e.message().unwrap_or_default().to_owned();
-                match code.as_str() {
-                    "ResourceNotFoundException" => {
-                        self.ready
-                            .remove(&(batch.group.clone(), batch.stream.clone()));
-                        Sent::Missing
-                    }
-                    "InvalidParameterException" => {
-                        tracing::error!(group = %batch.group, stream = %batch.stream, message, "log batch refused; its events are dropped");
-                        Sent::Refused
-                    }
-                    "" => Sent::Retry(format!(
-                        "{}",
-                        aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
-                    )),
-                    _ => Sent::Retry(format!("{code}: {message}")),
+            Sent::Done
+        }
+        Err(e) => {
+            let code = e.code().unwrap_or_default().to_owned();
+            let message = e.message().unwrap_or_default().to_owned();
+            match code.as_str() {
+                "ResourceNotFoundException" => Sent::Missing,
+                "InvalidParameterException" => {
+                    tracing::error!(group = %batch.group, stream = %batch.stream, message, "log batch refused; its events are dropped");
+                    Sent::Refused
                 }
+                "" => Sent::Retry(format!(
+                    "{}",
+                    aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+                )),
+                _ => Sent::Retry(format!("{code}: {message}")),
             }
         }
     }
+}
 
+impl Sender {
     /// Creates the group (with its retention) and the stream; existing ones
     /// are fine.
-    async fn create(&mut self, group: &str, stream: &str) -> Result<(), String> {
+    async fn create(&self, group: &str, stream: &str) -> Result<(), String> {
         let exists = |code: Option<&str>| code == Some("ResourceAlreadyExistsException");
         match self
             .client

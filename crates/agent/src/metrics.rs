@@ -58,6 +58,13 @@ pub struct Shape {
 pub fn datums(plugin: &PluginConfig, fields: &[Field], shape: &Shape, now_ms: i64) -> Vec<Datum> {
     let resolution = if plugin.interval_secs < 60 { 1 } else { 60 };
     let mut out: Vec<Datum> = Vec::new();
+    // Appended dimensions win over the plugin's tags; the plugin's own
+    // append_dimensions win over the section's.
+    let appended: Vec<(&String, &String)> = shape
+        .append
+        .iter()
+        .chain(&plugin.append_dimensions)
+        .collect();
     for m in &plugin.measurements {
         for f in fields.iter().filter(|f| f.name == m.field) {
             let mut dimensions = BTreeMap::new();
@@ -67,8 +74,7 @@ pub fn datums(plugin: &PluginConfig, fields: &[Field], shape: &Shape, now_ms: i6
             for (k, v) in &f.tags {
                 dimensions.insert(k.clone(), v.clone());
             }
-            dimensions.extend(shape.append.clone());
-            dimensions.extend(plugin.append_dimensions.clone());
+            dimensions.extend(appended.iter().map(|&(k, v)| (k.clone(), v.clone())));
             let base = Datum {
                 name: m.metric_name.clone(),
                 unit: m.unit.clone().unwrap_or_else(|| f.unit.to_owned()),

@@ -20,8 +20,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 const MAGIC: &[u8; 5] = b"TWSP\x01";
-/// A new segment starts past this size.
+/// A new segment starts past this size, or past a quarter of the bound when
+/// that is smaller: space comes back a whole segment at a time, so a small
+/// bound needs small segments for reading to resume before the spool is
+/// empty.
 const SEGMENT_BYTES: u64 = 16 << 20;
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
 /// Where a file's reading stands: what the next read starts from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -166,6 +170,10 @@ impl Spool {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
+    fn segment_bytes(&self) -> u64 {
+        (self.max_bytes / 4).clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES)
+    }
+
     /// Whether the spool has reached its bound.
     pub fn full(&self) -> bool {
         self.bytes() >= self.max_bytes
@@ -182,7 +190,7 @@ impl Spool {
             return Ok(());
         }
         let roll = match self.segments.back() {
-            Some(s) => self.writer.is_none() || s.bytes >= SEGMENT_BYTES,
+            Some(s) => self.writer.is_none() || s.bytes >= self.segment_bytes(),
             None => true,
         };
         if roll {
@@ -232,9 +240,17 @@ impl Spool {
 
     /// The oldest batch not yet acknowledged.
     pub fn peek(&self) -> anyhow::Result<Option<Batch>> {
-        let Some(&(seq, first, at, len)) = self.index.front() else {
-            return Ok(None);
-        };
+        self.index.front().map(|&e| self.read(e)).transpose()
+    }
+
+    /// The first batch after `seq`, if it is written yet (the sender reads
+    /// it while `seq` is in flight).
+    pub fn peek_after(&self, seq: u64) -> anyhow::Result<Option<Batch>> {
+        let at = self.index.partition_point(|&(s, ..)| s <= seq);
+        self.index.get(at).map(|&e| self.read(e)).transpose()
+    }
+
+    fn read(&self, (seq, first, at, len): (u64, u64, u64, u32)) -> anyhow::Result<Batch> {
         let path = self.dir.join(format!("{first:020}.spool"));
         let f = File::open(&path).with_context(|| format!("open {}", path.display()))?;
         let mut buf = vec![0u8; len as usize];
@@ -245,7 +261,7 @@ impl Spool {
         if batch.seq != seq {
             bail!("{}: record at {at} is not batch {seq}", path.display());
         }
-        Ok(Some(batch))
+        Ok(batch)
     }
 
     /// Whether acknowledging through `seq` deletes a segment (the caller
@@ -441,6 +457,28 @@ mod tests {
         let (mut spool, _) = Spool::open(dir.path(), 3, 1 << 30).unwrap();
         spool.append(&mut [batch(1, 40)]).unwrap();
         assert_eq!(spool.peek().unwrap().unwrap().seq, 4);
+    }
+
+    #[test]
+    fn peek_after_reads_the_next_batch_and_small_bounds_roll_small_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 256 KiB bound: segments of 64 KiB, so space comes back while
+        // later batches still wait.
+        let (mut spool, _) = Spool::open(dir.path(), 0, 256 << 10).unwrap();
+        for i in 0..6 {
+            spool.append(&mut [batch(3_000, i)]).unwrap();
+        }
+        assert_eq!(spool.peek_after(2).unwrap().unwrap().seq, 3);
+        assert_eq!(spool.peek_after(0).unwrap().unwrap().seq, 1);
+        assert!(spool.peek_after(6).unwrap().is_none());
+        let segments = || std::fs::read_dir(dir.path()).unwrap().count();
+        let before = segments();
+        assert!(before >= 3, "{before} segments");
+        assert!(spool.full());
+        spool.ack(3);
+        assert!(segments() < before);
+        assert_eq!(spool.peek().unwrap().unwrap().seq, 4);
+        assert_eq!(spool.peek_after(4).unwrap().unwrap().seq, 5);
     }
 
     #[test]

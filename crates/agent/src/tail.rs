@@ -134,6 +134,10 @@ struct Source {
     last_event: Instant,
     matched: bool,
     last_timestamp: Option<i64>,
+    /// Size and modification time at the last pass: while they stand still
+    /// the file has neither grown nor been truncated, so a pass skips the
+    /// head check.
+    seen: Option<(u64, i64, i64)>,
 }
 
 /// Every followed file, and the destination each feeds.
@@ -248,10 +252,18 @@ impl Tailer {
         for s in self.sources.values_mut() {
             let index = s.entry;
             let entry = &self.entries[index];
-            if s.check_truncation() {
-                tracing::info!(path = %s.path.display(), "file truncated: reading from its start");
+            let Ok(meta) = s.file.metadata() else {
+                continue;
+            };
+            let len = meta.len();
+            let seen = Some((len, meta.mtime(), meta.mtime_nsec()));
+            if seen != s.seen {
+                s.seen = seen;
+                if s.check_truncation(len) {
+                    tracing::info!(path = %s.path.display(), "file truncated: reading from its start");
+                }
             }
-            let grew = s.read_some(&mut out.more);
+            let grew = len > s.read && s.read_some(len, &mut out.more);
             let idle = s.last_growth.elapsed() >= EVENT_WAIT && !grew;
             let released = !s.matched && idle;
             s.lines(entry, now_ms, released, &mut |e| {
@@ -295,6 +307,7 @@ impl Source {
             last_event: Instant::now(),
             matched: true,
             last_timestamp: None,
+            seen: None,
         };
         if let Some(m) = mark {
             let len = meta.len();
@@ -331,11 +344,8 @@ impl Source {
 
     /// A file shorter than what was read, or with other first bytes, was
     /// truncated (or replaced in place): start over.
-    fn check_truncation(&mut self) -> bool {
-        let Ok(meta) = self.file.metadata() else {
-            return false;
-        };
-        let truncated = meta.len() < self.read
+    fn check_truncation(&mut self, len: u64) -> bool {
+        let truncated = len < self.read
             || (self.head_len > 0 && self.head_of(self.head_len as u64) != Some(self.head));
         if truncated {
             self.read = 0;
@@ -349,13 +359,7 @@ impl Source {
     }
 
     /// Reads up to a chunk of new bytes into `partial`.
-    fn read_some(&mut self, more: &mut bool) -> bool {
-        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
-            return false;
-        };
-        if len <= self.read {
-            return false;
-        }
+    fn read_some(&mut self, len: u64, more: &mut bool) -> bool {
         let want = ((len - self.read) as usize).min(READ_CHUNK);
         let start = self.partial.len();
         self.partial.resize(start + want, 0);

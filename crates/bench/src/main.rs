@@ -3,7 +3,8 @@
 //! reports requests/s and latency percentiles; `seed-audit` writes realistic
 //! audit history straight into a data directory for lookup benchmarks;
 //! `logs-load` / `logs-query` drive the log search benchmarks; `seed-trail`
-//! writes a day of signed trail files for the validation benchmark.
+//! writes a day of signed trail files for the validation benchmark;
+//! `ship-file` is the plain PutLogEvents loop beside the host agent.
 //!
 //! A Rust client, because botocore alone spends tens of milliseconds per call
 //! (DESIGN.md §8). Client and server share the machine, so the report includes
@@ -23,6 +24,7 @@ mod logs;
 mod logscan;
 mod metrics;
 mod seed;
+mod ship;
 mod trail;
 
 #[derive(Parser, Debug)]
@@ -47,6 +49,8 @@ enum Command {
     LogsQuery(logscan::QueryArgs),
     /// Write a day of signed trail files into a (stopped) server's bucket.
     SeedTrail(trail::SeedTrailArgs),
+    /// Send a file's lines with a plain PutLogEvents loop (the agent's peer).
+    ShipFile(ship::ShipArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -122,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         Command::LogsLoad(args) => runtime.block_on(logscan::load(args)),
         Command::LogsQuery(args) => runtime.block_on(logscan::query(args)),
         Command::SeedTrail(args) => runtime.block_on(trail::run(args)),
+        Command::ShipFile(args) => runtime.block_on(ship::run(args)),
     }
 }
 

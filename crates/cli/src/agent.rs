@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use aws_config::BehaviorVersion;
-use trailwatch_agent::config::{Config, HostFacts, Measurement, MetricsConfig, PluginConfig};
+use trailwatch_agent::config::{Config, HostFacts};
 use trailwatch_agent::{host, AgentOptions};
 
 /// `trailwatch agent`.
@@ -88,60 +88,20 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 /// The configuration of the server's own agent: CPU, memory, swap and the
 /// root file system, every `interval_secs`.
-pub(crate) fn default_host_config(interval_secs: u64) -> Config {
-    let plugin = |name: &str, fields: &[&str], resources: &[&str]| PluginConfig {
-        name: name.to_owned(),
-        measurements: fields
-            .iter()
-            .map(|f| Measurement {
-                field: (*f).to_owned(),
-                metric_name: format!("{name}_{f}"),
-                unit: None,
-            })
-            .collect(),
-        interval_secs,
-        resources: resources.iter().map(|r| (*r).to_owned()).collect(),
-        totalcpu: true,
-        ignore_file_system_types: Vec::new(),
-        drop_device: false,
-        append_dimensions: Default::default(),
-    };
-    Config {
-        metrics: Some(MetricsConfig {
-            namespace: "CWAgent".to_owned(),
-            append_dimensions: Default::default(),
-            append_set: false,
-            aggregation_dimensions: Vec::new(),
-            endpoint_override: None,
-            plugins: vec![
-                plugin(
-                    "cpu",
-                    &[
-                        "usage_active",
-                        "usage_idle",
-                        "usage_user",
-                        "usage_system",
-                        "usage_iowait",
-                    ],
-                    &[],
-                ),
-                plugin(
-                    "mem",
-                    &[
-                        "used_percent",
-                        "available_percent",
-                        "used",
-                        "available",
-                        "total",
-                    ],
-                    &[],
-                ),
-                plugin("swap", &["used_percent", "used"], &[]),
-                plugin("disk", &["used_percent", "free", "used", "total"], &["/"]),
-            ],
-        }),
-        ..Config::default()
-    }
+pub(crate) fn default_host_config(interval_secs: u64) -> anyhow::Result<Config> {
+    let text = serde_json::json!({
+        "agent": {"metrics_collection_interval": interval_secs},
+        "metrics": {"metrics_collected": {
+            "cpu": {
+                "measurement": ["usage_active", "usage_idle", "usage_user", "usage_system", "usage_iowait"],
+                "totalcpu": true,
+            },
+            "mem": {"measurement": ["used_percent", "available_percent", "used", "available", "total"]},
+            "swap": {"measurement": ["used_percent", "used"]},
+            "disk": {"measurement": ["used_percent", "free", "used", "total"], "resources": ["/"]},
+        }},
+    });
+    Config::parse(&text.to_string(), &host_facts()).context("the built-in agent configuration")
 }
 
 /// Starts the server's own agent, signed with the root key, sending to

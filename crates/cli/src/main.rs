@@ -151,6 +151,10 @@ struct ServeArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // First, before the heap grows: the agent stays small on its host.
+    if std::env::args_os().nth(1).is_some_and(|c| c == "agent") {
+        trailwatch_agent::disable_huge_pages();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG")
@@ -226,7 +230,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(path), false) => Some(agent::load_config(path)?),
         (None, false) => Some(agent::default_host_config(
             args.host_agent_interval_secs.max(1),
-        )),
+        )?),
     };
     let app = App::open(config, clock, KeyRing::with_root(&root))
         .await
