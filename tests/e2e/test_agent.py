@@ -10,6 +10,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -443,11 +444,12 @@ def test_diskio_net_netstat_and_processes_match_proc(tmp_path):
     srv.start()
     disk = disk_of(tmp_path)
     config = {"agent": {"metrics_collection_interval": 1},
-              "metrics": {"metrics_collected": {
+              "metrics": {"aggregation_dimensions": [["cpu"], []], "metrics_collected": {
+                  "cpu": {"measurement": ["usage_idle"], "totalcpu": True, "resources": ["*"]},
                   "net": {"measurement": ["bytes_sent", "bytes_recv", "packets_recv"], "resources": ["lo"]},
                   "diskio": {"measurement": ["write_bytes", "writes"], "resources": [disk]},
                   "netstat": {"measurement": ["tcp_listen"]},
-                  "processes": {"measurement": ["total"]}}}}
+                  "processes": {"measurement": ["total"], "append_dimensions": {"Team": "ops"}}}}}
     agent = Agent(tmp_path, config, srv.endpoint)
     listeners = []
     try:
@@ -487,11 +489,13 @@ def test_diskio_net_netstat_and_processes_match_proc(tmp_path):
         cw = srv.client("cloudwatch")
         end = time.time() + 60
 
-        def points(name, dims):
+        # Deltas are summed; gauges averaged (two collections can share a
+        # one-second bucket).
+        def points(name, dims, stat="Sum"):
             res = cw.get_metric_data(MetricDataQueries=[{"Id": "m", "MetricStat": {"Metric": {
                 "Namespace": "CWAgent", "MetricName": name,
                 "Dimensions": [{"Name": "host", "Value": socket.gethostname()}] + dims},
-                "Period": 1, "Stat": "Sum"}}], StartTime=end - 600, EndTime=end, ScanBy="TimestampAscending")
+                "Period": 1, "Stat": stat}}], StartTime=end - 600, EndTime=end, ScanBy="TimestampAscending")
             return res["MetricDataResults"][0]["Values"]
 
         lo = [{"Name": "interface", "Value": "lo"}]
@@ -506,10 +510,22 @@ def test_diskio_net_netstat_and_processes_match_proc(tmp_path):
         wrote = sum(points("diskio_write_bytes", dev))
         assert 16 << 20 <= wrote <= written1 - written0, (wrote, written1 - written0)
         assert sum(points("diskio_writes", dev)) > 0
-        listen = points("netstat_tcp_listen", [])
+        listen = points("netstat_tcp_listen", [], "Average")
         assert listen and abs(max(listen) - listen_now) <= 3, (listen, listen_now)
-        total = points("processes_total", [])
+        total = points("processes_total", [{"Name": "Team", "Value": "ops"}], "Average")
         assert total and abs(total[-1] - procs_now) <= 15, (total, procs_now)
+        # cpu per core and in total, and the aggregation roll-ups: by cpu
+        # alone, and over everything.
+        cores = {line.split()[0] for line in open("/proc/stat") if re.match(r"cpu\d+ ", line)}
+        dims = {tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))
+                for m in cw.list_metrics(Namespace="CWAgent", MetricName="cpu_usage_idle")["Metrics"]}
+        host = ("host", socket.gethostname())
+        want = {"cpu-total"} | cores
+        assert {dict(d).get("cpu") for d in dims if host in d} == want, dims
+        assert {dict(d)["cpu"] for d in dims if len(d) == 1 and d[0][0] == "cpu"} == want, dims
+        assert () in dims, dims
+        idle = points("cpu_usage_idle", [{"Name": "cpu", "Value": "cpu-total"}], "Average")
+        assert idle and all(0 <= v <= 100 for v in idle)
     finally:
         agent.stop()
         for s in listeners:

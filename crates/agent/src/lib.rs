@@ -29,6 +29,8 @@ pub fn disable_huge_pages() {
     use std::os::unix::process::CommandExt as _;
     if rustix::thread::transparent_huge_pages_are_disabled().unwrap_or(true)
         || rustix::thread::disable_transparent_huge_pages(true).is_err()
+        // Only a setting that reads back as set can end the re-exec.
+        || !rustix::thread::transparent_huge_pages_are_disabled().unwrap_or(false)
     {
         return;
     }

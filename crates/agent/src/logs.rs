@@ -180,6 +180,13 @@ pub async fn run(
     let client = aws_sdk_cloudwatchlogs::Client::from_conf(
         aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
             .http_client(GatedClient::new(gate_rx))
+            // A request waiting at the gate sends no body; the SDK's upload
+            // stall check would count that as a stalled upload and fail it.
+            .stalled_stream_protection(
+                aws_sdk_cloudwatchlogs::config::StalledStreamProtectionConfig::enabled()
+                    .upload_enabled(false)
+                    .build(),
+            )
             .build(),
     );
     let agent_id = shared
@@ -473,8 +480,21 @@ impl Sender {
             match outcome {
                 Sent::Done | Sent::Refused => {
                     backoff = Duration::from_millis(200);
-                    if let Err(e) = self.ack(head.seq) {
-                        tracing::error!(error = format!("{e:#}"), "agent state cannot be saved");
+                    // The next batch goes only once this one is recorded as
+                    // sent: its offsets saved, the spool moved on.
+                    while let Err(e) = self.ack(head.seq) {
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "agent state cannot be saved; retrying"
+                        );
+                        if *stop.borrow() {
+                            break;
+                        }
+                        self.pause(&mut backoff, &mut stop).await;
+                    }
+                    // Stopping: what waits at the gate is dropped unsent.
+                    if *stop.borrow() {
+                        break;
                     }
                     if let Some(next) = flight.front() {
                         self.gate.send_replace(next.seq);

@@ -33,6 +33,8 @@ const EVENT_WAIT: Duration = Duration::from_secs(1);
 /// A file no glob matches any more is let go this long after its last growth.
 const ROTATED_GRACE: Duration = Duration::from_secs(5);
 const HEAD_BYTES: u64 = 1024;
+/// The head of an unchanged file is checked this often.
+const HEAD_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Bytes read from one file per pass, so one busy file cannot starve others.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -136,8 +138,9 @@ struct Source {
     last_timestamp: Option<i64>,
     /// Size and modification time at the last pass: while they stand still
     /// the file has neither grown nor been truncated, so a pass skips the
-    /// head check.
+    /// head check (but for one a second).
     seen: Option<(u64, i64, i64)>,
+    head_checked: Instant,
 }
 
 /// Every followed file, and the destination each feeds.
@@ -252,13 +255,18 @@ impl Tailer {
         for s in self.sources.values_mut() {
             let index = s.entry;
             let entry = &self.entries[index];
-            let Ok(meta) = s.file.metadata() else {
-                continue;
+            // A file whose metadata cannot be read has nothing new; what it
+            // gave is still cut into events below.
+            let (len, seen) = match s.file.metadata() {
+                Ok(m) => (m.len(), Some((m.len(), m.mtime(), m.mtime_nsec()))),
+                Err(_) => (s.read, s.seen),
             };
-            let len = meta.len();
-            let seen = Some((len, meta.mtime(), meta.mtime_nsec()));
-            if seen != s.seen {
+            // The head is checked when size or mtime moved, and once a
+            // second anyway: a rewrite to the same size within one mtime
+            // tick is caught too.
+            if seen != s.seen || s.head_checked.elapsed() >= HEAD_CHECK_EVERY {
                 s.seen = seen;
+                s.head_checked = Instant::now();
                 if s.check_truncation(len) {
                     tracing::info!(path = %s.path.display(), "file truncated: reading from its start");
                 }
@@ -308,6 +316,7 @@ impl Source {
             matched: true,
             last_timestamp: None,
             seen: None,
+            head_checked: Instant::now(),
         };
         if let Some(m) = mark {
             let len = meta.len();
@@ -639,6 +648,19 @@ mod tests {
             .unwrap();
         append(&log, "dddddddd\n");
         assert_eq!(pass(&mut t), ["dddddddd"]);
+        // Rewritten in place to the same size, with the old mtime (as a
+        // coarse clock would leave it): caught by the once-a-second check.
+        let mtime = std::fs::metadata(&log).unwrap().modified().unwrap();
+        std::fs::write(&log, "eeeeeeee\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert!(pass(&mut t).is_empty());
+        std::thread::sleep(HEAD_CHECK_EVERY + Duration::from_millis(100));
+        assert_eq!(pass(&mut t), ["eeeeeeee"]);
     }
 
     #[test]
