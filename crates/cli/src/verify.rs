@@ -8,7 +8,7 @@
 use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
 use trailwatch_core::digest::{self, ObjectSource, PublicKey, StoredObject, VerifyRequest};
-use trailwatch_protocol::sigv4::Signer;
+use trailwatch_server::archive::SignedCall;
 use trailwatch_types::Timestamp;
 
 /// Arguments of `trailwatch trail verify`.
@@ -47,7 +47,6 @@ pub(crate) struct VerifyArgs {
 struct Api {
     http: reqwest::Client,
     endpoint: String,
-    host: String,
     access_key_id: String,
     secret: String,
     region: String,
@@ -64,54 +63,22 @@ impl Api {
         extra: &[(&str, &str)],
         body: Vec<u8>,
     ) -> anyhow::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
-        let mut headers: Vec<(String, String)> = vec![("host".into(), self.host.clone())];
-        for (k, v) in extra {
-            headers.push(((*k).to_owned(), (*v).to_owned()));
-        }
-        if service == "s3" {
-            headers.push((
-                "x-amz-content-sha256".into(),
-                trailwatch_protocol::sigv4::sha256_hex(&body),
-            ));
-        }
-        Signer {
+        let call = SignedCall {
+            endpoint: &self.endpoint,
             access_key_id: &self.access_key_id,
             secret: &self.secret,
             region: &self.region,
             service,
-        }
-        .sign(method, path, query, &mut headers, &body, now());
-        let url = if query.is_empty() {
-            format!("{}{path}", self.endpoint)
-        } else {
-            format!("{}{path}?{query}", self.endpoint)
         };
-        let mut request = self
-            .http
-            .request(method.parse().context("method")?, &url)
-            .body(body);
-        for (k, v) in &headers {
-            if k != "host" {
-                request = request.header(k.as_str(), v.as_str());
-            }
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
+        let extra: Vec<(String, String)> = extra
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let bytes = response.bytes().await.context("read answer")?.to_vec();
-        Ok((status, headers, bytes))
+        let answer = call
+            .send(&self.http, method, path, query, &extra, body.into())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok((answer.status, answer.headers, answer.body.to_vec()))
     }
 
     async fn cloudtrail(
@@ -260,17 +227,9 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         None => now(),
     };
     let endpoint = args.endpoint_url.trim_end_matches('/').to_owned();
-    let host = endpoint
-        .split_once("://")
-        .map_or(endpoint.as_str(), |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
     let api = Api {
         http: reqwest::Client::new(),
         endpoint,
-        host,
         access_key_id: args.access_key_id.clone(),
         secret: args.secret_access_key.clone(),
         region: region.clone(),

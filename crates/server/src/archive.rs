@@ -33,16 +33,108 @@ pub enum BucketProblem {
     Unavailable(String),
 }
 
-impl RemoteS3 {
+/// A SigV4-signed HTTP call to an AWS-style endpoint (path-style S3, or a
+/// JSON API): the trail archive's writes, and `trailwatch trail verify`'s
+/// reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedCall<'a> {
+    /// Base URL, without a trailing slash.
+    pub endpoint: &'a str,
+    /// Access key id.
+    pub access_key_id: &'a str,
+    /// Its secret.
+    pub secret: &'a str,
+    /// Signing region.
+    pub region: &'a str,
+    /// Signing name (`s3` also sends `x-amz-content-sha256`).
+    pub service: &'a str,
+}
+
+/// What a [`SignedCall`] answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Bytes,
+}
+
+impl SignedCall<'_> {
     fn host(&self) -> &str {
         self.endpoint
             .split_once("://")
-            .map_or(self.endpoint.as_str(), |(_, rest)| rest)
+            .map_or(self.endpoint, |(_, rest)| rest)
             .split('/')
             .next()
             .unwrap_or_default()
     }
 
+    /// Signs (with the wall clock: signatures need real time, whatever
+    /// clock the server runs on) and sends `method path?query` with `extra`
+    /// headers; the error says why no answer came.
+    pub async fn send(
+        &self,
+        http: &reqwest::Client,
+        method: &str,
+        path: &str,
+        query: &str,
+        extra: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let mut headers = vec![("host".to_owned(), self.host().to_owned())];
+        if self.service == "s3" {
+            headers.push(("x-amz-content-sha256".to_owned(), sha256_hex(&body)));
+        }
+        headers.extend(extra.iter().cloned());
+        Signer {
+            access_key_id: self.access_key_id,
+            secret: self.secret,
+            region: self.region,
+            service: self.service,
+        }
+        .sign(method, path, query, &mut headers, &body, wall_clock());
+        let url = if query.is_empty() {
+            format!("{}{path}", self.endpoint)
+        } else {
+            format!("{}{path}?{query}", self.endpoint)
+        };
+        let method: reqwest::Method = method.parse().map_err(|_| format!("bad method {method}"))?;
+        let mut request = http.request(method.clone(), &url).body(body);
+        for (k, v) in &headers {
+            if k != "host" {
+                request = request.header(k.as_str(), v.as_str());
+            }
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("{method} {url}: reading the answer: {e}"))?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl RemoteS3 {
     async fn send(
         &self,
         http: &reqwest::Client,
@@ -51,33 +143,18 @@ impl RemoteS3 {
         extra: &[(String, String)],
         body: Bytes,
     ) -> Result<(u16, String), String> {
-        let mut headers = vec![
-            ("host".to_owned(), self.host().to_owned()),
-            ("x-amz-content-sha256".to_owned(), sha256_hex(&body)),
-        ];
-        headers.extend(extra.iter().cloned());
-        Signer {
+        let call = SignedCall {
+            endpoint: &self.endpoint,
             access_key_id: &self.access_key_id,
             secret: &self.secret_access_key,
             region: &self.region,
             service: "s3",
-        }
-        .sign(method, path, "", &mut headers, &body, wall_clock());
-        let mut request = http
-            .request(
-                method.parse().map_err(|_| format!("bad method {method}"))?,
-                format!("{}{path}", self.endpoint),
-            )
-            .body(body);
-        for (k, v) in &headers {
-            if k != "host" {
-                request = request.header(k.as_str(), v.as_str());
-            }
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        Ok((status, text))
+        };
+        let answer = call.send(http, method, path, "", extra, body).await?;
+        Ok((
+            answer.status,
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        ))
     }
 
     /// HeadBucket.
