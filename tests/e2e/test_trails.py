@@ -578,3 +578,49 @@ def test_trail_status_reports_a_failing_bucket_then_recovery(tmp_path):
         server.stop()
     bad = server.unexpected_log_lines()
     assert not bad, "\n".join(bad)
+
+
+def test_digests_signed_across_key_rotations_validate(tmp_path):
+    """Keys rotated every 6 s while 4-s digest windows close: ListPublicKeys
+    gives contiguous validity ranges, each digest names one of them, and both
+    verifiers pick the right key for every digest."""
+    server = Server(str(tmp_path / "data"),
+                    extra_env={**FAST, "TRAILWATCH_DIGEST_KEY_ROTATION_SECS": "6"}).start()
+    started = datetime.now(timezone.utc)
+    start = (started - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        ct, cw, logs = clients(server, Calls())
+        s3 = s3_client(server)
+        s3.create_bucket(Bucket="rotating")
+        arn = ct.create_trail(Name="rot", S3BucketName="rotating", EnableLogFileValidation=True)["TrailARN"]
+        ct.start_logging(Name="rot")
+        deadline = time.time() + 16
+        n = 0
+        while time.time() < deadline:
+            some_calls(cw, logs, f"r{n}")
+            n += 1
+            time.sleep(1)
+        ct.stop_logging(Name="rot")
+        wait_for(lambda: (lambda s: s.get("LatestDigestDeliveryTime") and
+                          s["LatestDigestDeliveryTime"] >= s["StopLoggingTime"])(ct.get_trail_status(Name="rot")),
+                 what="final digest")
+        keys = ct.list_public_keys(StartTime=started - timedelta(minutes=1),
+                                   EndTime=datetime.now(timezone.utc))["PublicKeyList"]
+        assert len(keys) >= 2, keys
+        keys.sort(key=lambda k: k["ValidityStartTime"])
+        for a, b in zip(keys, keys[1:]):
+            assert a["ValidityEndTime"] == b["ValidityStartTime"], keys
+        fingerprints = {k["Fingerprint"] for k in keys}
+        digests = read_log_files(s3, "rotating", f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/{REGION}/")
+        used = {json.loads(gzip.decompress(body))["digestPublicKeyFingerprint"] for body in digests.values()}
+        assert used <= fingerprints, (used, fingerprints)
+        assert len(used) >= 2, used
+        result = validate(server, arn, start)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{len(digests)}/{len(digests)} digest files valid" in result.stdout + result.stderr
+        strict = trail_verify(server, arn, start)
+        assert strict.returncode == 0, strict.stdout + strict.stderr
+    finally:
+        server.stop()
+    bad = server.unexpected_log_lines()
+    assert not bad, "\n".join(bad)

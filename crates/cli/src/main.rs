@@ -109,7 +109,8 @@ struct ServeArgs {
     /// Seconds covered by one digest file (AWS: one hour).
     #[arg(long, default_value_t = 3600, env = "TRAILWATCH_DIGEST_INTERVAL_SECS")]
     digest_interval_secs: u64,
-    /// Seconds a digest signing key is used before it is rotated (30 days).
+    /// Seconds a digest signing key is used before it is rotated (30 days; at
+    /// least 1).
     #[arg(
         long,
         default_value_t = 2_592_000,
@@ -210,7 +211,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(args.trail_delivery_secs.max(1));
     config.digest_interval = std::time::Duration::from_secs(args.digest_interval_secs.max(1));
     config.digest_key_rotation =
-        std::time::Duration::from_secs(args.digest_key_rotation_secs.max(60));
+        std::time::Duration::from_secs(args.digest_key_rotation_secs.max(1));
     if let Some(endpoint) = &args.trail_s3_endpoint {
         let var = |name: &str| {
             env.get(name)
