@@ -18,7 +18,7 @@
 //! restarted before saving its progress) without storing it again; other
 //! endpoints ignore the header (COMPATIBILITY.md).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -153,6 +153,7 @@ pub async fn run(
         .filter_map(|f| Some((f.log_group_name.clone(), f.retention_in_days?)))
         .collect();
     let tailer = Tailer::new(entries, marks.values().cloned().collect());
+    let agent_id = state.agent_id.clone();
     let shared = Arc::new(Mutex::new(Shared {
         dir: dir.clone(),
         spool,
@@ -189,11 +190,6 @@ pub async fn run(
             )
             .build(),
     );
-    let agent_id = shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .agent_id
-        .clone();
     let sender = Sender {
         client,
         shared: shared.clone(),
@@ -235,23 +231,27 @@ fn read_loop(
     flush: Flush,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let dest_of: Vec<(String, String)> = tailer
-        .entries()
-        .iter()
-        .map(|e| {
-            (
-                e.config.log_group_name.clone(),
-                e.config.log_stream_name.clone(),
-            )
-        })
-        .collect();
-    let mut feeds: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (i, d) in dest_of.iter().enumerate() {
-        feeds.entry(d.clone()).or_default().push(i);
+    // Destinations (group, stream) by number, and each entry's destination:
+    // the per-event work below indexes, it does not hash or copy names.
+    let mut dests: Vec<(String, String)> = Vec::new();
+    let mut dest_of: Vec<usize> = Vec::new();
+    for e in tailer.entries() {
+        let d = (
+            e.config.log_group_name.clone(),
+            e.config.log_stream_name.clone(),
+        );
+        let i = dests.iter().position(|x| *x == d).unwrap_or_else(|| {
+            dests.push(d);
+            dests.len() - 1
+        });
+        dest_of.push(i);
     }
-    let mut pending: BTreeMap<(String, String), Pending> = BTreeMap::new();
+    let feeds: Vec<Vec<usize>> = (0..dests.len())
+        .map(|d| (0..dest_of.len()).filter(|&e| dest_of[e] == d).collect())
+        .collect();
+    let mut pending: Vec<Pending> = dests.iter().map(|_| Pending::default()).collect();
     // Each destination's marks as last kept, so an idle pass takes no lock.
-    let mut kept: BTreeMap<(String, String), Vec<FileMark>> = BTreeMap::new();
+    let mut kept: Vec<Option<Vec<FileMark>>> = vec![None; dests.len()];
     let mut discovered: Option<Instant> = None;
     let mut first = true;
     loop {
@@ -281,14 +281,14 @@ fn read_loop(
             let out = tailer.poll(now_ms());
             more = out.more;
             for (entry, event) in out.events {
-                let p = pending.entry(dest_of[entry].clone()).or_default();
+                let p = &mut pending[dest_of[entry]];
                 p.bytes += event.message.len() + EVENT_OVERHEAD;
                 p.since.get_or_insert_with(Instant::now);
                 p.events.push(event);
             }
         }
-        for (dest, entries) in &feeds {
-            let p = pending.entry(dest.clone()).or_default();
+        for (d, entries) in feeds.iter().enumerate() {
+            let p = &mut pending[d];
             let due = p.bytes >= flush.bytes
                 || p.events.len() >= MAX_BATCH_EVENTS
                 || p.since.is_some_and(|t| t.elapsed() >= flush.after)
@@ -297,23 +297,23 @@ fn read_loop(
             if p.events.is_empty() {
                 // Nothing of these files waits: their offsets (past filtered
                 // or blank lines) can be kept as they are, when they moved.
-                if kept.get(dest) != Some(&marks) {
+                if kept[d].as_ref() != Some(&marks) {
                     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
                     for m in &marks {
                         s.marks.insert((m.dev, m.ino), m.clone());
                     }
-                    kept.insert(dest.clone(), marks);
+                    kept[d] = Some(marks);
                 }
                 continue;
             }
             if !due {
                 continue;
             }
-            kept.remove(dest);
+            kept[d] = None;
             let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
             let events = std::mem::take(&mut p.events);
             *p = Pending::default();
-            let mut unit = cut(dest, events);
+            let mut unit = cut(&dests[d], events);
             if let Some(last) = unit.last_mut() {
                 last.marks = marks.clone();
             }

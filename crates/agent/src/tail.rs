@@ -530,7 +530,7 @@ impl Source {
 
 fn find_newline(bytes: &[u8], wide: bool, encoding: &'static Encoding) -> Option<usize> {
     if !wide {
-        return bytes.iter().position(|&b| b == b'\n');
+        return memchr::memchr(b'\n', bytes);
     }
     let nl: [u8; 2] = if encoding == encoding_rs::UTF_16LE {
         [b'\n', 0]
