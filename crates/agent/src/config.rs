@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _};
 use serde_json::{Map, Value};
 
+use crate::host::{Options, Plugin};
+
 /// The whole file.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -47,20 +49,15 @@ pub struct MetricsConfig {
 /// One plugin of `metrics_collected` (`cpu`, `mem`, …).
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
-    /// The plugin's name as in the file.
-    pub name: String,
+    /// The plugin.
+    pub plugin: Plugin,
     /// `measurement`, in file order.
     pub measurements: Vec<Measurement>,
     /// Seconds between collections (the plugin's own, else the agent's, else 60).
     pub interval_secs: u64,
-    /// `resources` (cores, mount points, devices, interfaces).
-    pub resources: Vec<String>,
-    /// `totalcpu` (cpu only; default true).
-    pub totalcpu: bool,
-    /// `ignore_file_system_types` (disk only).
-    pub ignore_file_system_types: Vec<String>,
-    /// `drop_device` (disk only).
-    pub drop_device: bool,
+    /// `resources`, `totalcpu`, `ignore_file_system_types`, `drop_device`:
+    /// what the collector reads.
+    pub options: Options,
     /// The plugin's own `append_dimensions`.
     pub append_dimensions: BTreeMap<String, String>,
 }
@@ -201,18 +198,6 @@ impl Config {
     }
 }
 
-/// The plugins the agent collects on Linux.
-pub const PLUGINS: [&str; 8] = [
-    "cpu",
-    "mem",
-    "swap",
-    "disk",
-    "diskio",
-    "net",
-    "netstat",
-    "processes",
-];
-
 fn parse_metrics(
     value: &Value,
     agent_interval: u64,
@@ -258,11 +243,12 @@ fn parse_metrics(
             }
             "metrics_collected" => {
                 for (name, p) in object(v, "metrics.metrics_collected")? {
-                    if !PLUGINS.contains(&name.as_str()) {
+                    let Some(plugin) = Plugin::parse(name) else {
                         ignored.push(format!("metrics.metrics_collected.{name}"));
                         continue;
-                    }
-                    m.plugins.push(parse_plugin(name, p, agent_interval, host)?);
+                    };
+                    m.plugins
+                        .push(parse_plugin(plugin, p, agent_interval, host)?);
                 }
             }
             // Points are sent every collection: nothing waits to be flushed.
@@ -274,21 +260,19 @@ fn parse_metrics(
 }
 
 fn parse_plugin(
-    name: &str,
+    plugin: Plugin,
     value: &Value,
     agent_interval: u64,
     host: &HostFacts,
 ) -> anyhow::Result<PluginConfig> {
+    let name = plugin.name();
     let what = format!("metrics.metrics_collected.{name}");
     let section = object(value, &what)?;
     let mut p = PluginConfig {
-        name: name.to_owned(),
+        plugin,
         measurements: Vec::new(),
         interval_secs: agent_interval,
-        resources: Vec::new(),
-        totalcpu: true,
-        ignore_file_system_types: Vec::new(),
-        drop_device: false,
+        options: Options::default(),
         append_dimensions: BTreeMap::new(),
     };
     for (key, v) in section {
@@ -301,19 +285,19 @@ fn parse_plugin(
             }
             "metrics_collection_interval" => p.interval_secs = interval(v, &at)?,
             "resources" => {
-                p.resources = array(v, &at)?
+                p.options.resources = array(v, &at)?
                     .iter()
                     .map(|r| string(r, &at))
                     .collect::<anyhow::Result<_>>()?
             }
-            "totalcpu" => p.totalcpu = boolean(v, &at)?,
+            "totalcpu" => p.options.totalcpu = boolean(v, &at)?,
             "ignore_file_system_types" => {
-                p.ignore_file_system_types = array(v, &at)?
+                p.options.ignore_file_system_types = array(v, &at)?
                     .iter()
                     .map(|r| string(r, &at))
                     .collect::<anyhow::Result<_>>()?
             }
-            "drop_device" => p.drop_device = boolean(v, &at)?,
+            "drop_device" => p.options.drop_device = boolean(v, &at)?,
             "append_dimensions" => p.append_dimensions = dimensions(v, &at, host)?,
             _ => {}
         }
@@ -639,7 +623,7 @@ mod tests {
         );
         let cpu = &m.plugins[0];
         assert_eq!(cpu.interval_secs, 1);
-        assert!(!cpu.totalcpu);
+        assert!(!cpu.options.totalcpu);
         assert_eq!(
             cpu.measurements,
             vec![

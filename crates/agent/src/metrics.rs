@@ -19,7 +19,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use crate::config::{MetricsConfig, PluginConfig};
-use crate::host::{Collector, Field, Options, Plugin, Roots};
+use crate::host::{Collector, Field, Roots};
 
 /// Data points kept while the endpoint is unreachable (the oldest go first).
 const MAX_QUEUED: usize = 100_000;
@@ -125,29 +125,16 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut collector = Collector::new(roots);
-    let plugins: Vec<(Plugin, Options, PluginConfig)> = config
-        .plugins
-        .iter()
-        .filter_map(|p| {
-            let plugin = Plugin::parse(&p.name)?;
-            let options = Options {
-                resources: p.resources.clone(),
-                totalcpu: p.totalcpu,
-                ignore_file_system_types: p.ignore_file_system_types.clone(),
-                drop_device: p.drop_device,
-            };
-            Some((plugin, options, p.clone()))
-        })
-        .collect();
     // Rates and deltas need a first sample: taken now, so the first interval
     // already has complete values.
-    for (plugin, options, _) in &plugins {
-        let _ = collector.collect(*plugin, options);
+    let plugins = &config.plugins;
+    for p in plugins {
+        let _ = collector.collect(p.plugin, &p.options);
     }
     let start = tokio::time::Instant::now();
     let mut due: Vec<tokio::time::Instant> = plugins
         .iter()
-        .map(|(_, _, p)| start + Duration::from_secs(p.interval_secs))
+        .map(|p| start + Duration::from_secs(p.interval_secs))
         .collect();
     let mut queue: VecDeque<Datum> = VecDeque::new();
     let mut backoff = Duration::from_secs(1);
@@ -171,16 +158,18 @@ pub async fn run(
         }
         let now = tokio::time::Instant::now();
         let now_ms = crate::logs::now_ms();
-        for (i, (plugin, options, cfg)) in plugins.iter().enumerate() {
+        for (i, cfg) in plugins.iter().enumerate() {
             if due[i] > now {
                 continue;
             }
             while due[i] <= now {
                 due[i] += Duration::from_secs(cfg.interval_secs);
             }
-            match collector.collect(*plugin, options) {
+            match collector.collect(cfg.plugin, &cfg.options) {
                 Ok(fields) => queue.extend(datums(cfg, &fields, &shape, now_ms)),
-                Err(e) => tracing::warn!(plugin = cfg.name, error = %e, "metrics not collected"),
+                Err(e) => {
+                    tracing::warn!(plugin = cfg.plugin.name(), error = %e, "metrics not collected")
+                }
             }
         }
         if queue.len() > MAX_QUEUED {
@@ -231,10 +220,11 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::Measurement;
+    use crate::host::{Options, Plugin};
 
     fn plugin(measurements: &[(&str, Option<&str>)]) -> PluginConfig {
         PluginConfig {
-            name: "cpu".into(),
+            plugin: Plugin::Cpu,
             measurements: measurements
                 .iter()
                 .map(|(f, rename)| Measurement {
@@ -244,10 +234,7 @@ mod tests {
                 })
                 .collect(),
             interval_secs: 10,
-            resources: vec![],
-            totalcpu: true,
-            ignore_file_system_types: vec![],
-            drop_device: false,
+            options: Options::default(),
             append_dimensions: [("Tier".to_owned(), "web".to_owned())].into(),
         }
     }
