@@ -201,6 +201,11 @@ def test_serve_runs_a_host_agent_whose_values_match_proc(tmp_path):
         used = (m["MemTotal"] - m["MemFree"] - m["Buffers"] - m["Cached"] - m.get("SReclaimable", 0)) / m["MemTotal"] * 100
         assert got["used"] and abs(got["used"][0] - used) < 5
         assert got["idle"] and all(0 <= v <= 100 for v in got["idle"])
+        # Swap in use, in bytes (0 on a host without swap).
+        swap = cw.get_metric_data(MetricDataQueries=[{"Id": "s", "MetricStat": {"Metric": {
+            "Namespace": "CWAgent", "MetricName": "swap_used", "Dimensions": dims}, "Period": 1,
+            "Stat": "Maximum"}}], StartTime=end - 600, EndTime=end)["MetricDataResults"][0]["Values"]
+        assert swap and abs(swap[0] - (m["SwapTotal"] - m["SwapFree"])) <= 0.05 * m["SwapTotal"], swap
         # The root file system's size, from statvfs here.
         st = os.statvfs("/")
         disk = cw.get_metric_data(MetricDataQueries=[{"Id": "t", "Expression":
@@ -376,7 +381,11 @@ def test_multi_line_events_timestamps_and_encodings(tmp_path):
               "multi_line_start_pattern": "{timestamp_format}"}]
     files += [{"file_path": str(tmp_path / f"{name}.log"), "log_group_name": "agent-formats",
                "log_stream_name": name, "encoding": codec} for name, (codec, _) in texts.items()]
-    config = {"logs": {"force_flush_interval": 1, "logs_collected": {"files": {"collect_list": files}}}}
+    config = {"logs": {"force_flush_interval": 1, "logs_collected": {"files": {"collect_list": files}}},
+              # Section-level append_dimensions: they replace the host dimension.
+              "agent": {"metrics_collection_interval": 1},
+              "metrics": {"append_dimensions": {"Team": "ops"},
+                          "metrics_collected": {"mem": {"measurement": ["total"]}}}}
     agent = Agent(tmp_path, config, srv.endpoint)
     try:
         before = int(time.time() * 1000)
@@ -397,6 +406,13 @@ def test_multi_line_events_timestamps_and_encodings(tmp_path):
             assert [m for _, m in got] == text.splitlines()
             # No timestamp_format: the time the line was read.
             assert all(before <= t <= after for t, _ in got)
+        cw = srv.client("cloudwatch")
+        mem = cw.list_metrics(Namespace="CWAgent", MetricName="mem_total")["Metrics"]
+        assert [m["Dimensions"] for m in mem] == [[{"Name": "Team", "Value": "ops"}]], mem
+        res = cw.get_metric_data(MetricDataQueries=[{"Id": "t", "MetricStat": {"Metric": mem[0], "Period": 1,
+                                                                             "Stat": "Maximum"}}],
+                                 StartTime=time.time() - 600, EndTime=time.time() + 60)
+        assert res["MetricDataResults"][0]["Values"][0] == meminfo()["MemTotal"]
     finally:
         agent.stop()
         srv.stop()
